@@ -1,0 +1,10 @@
+//! End-to-end tests of the `wedge` binary: every test runs the real binary
+//! on real guest programs and checks what it prints and how it exits.
+
+mod cache;
+mod conformance;
+mod errors;
+mod inspect;
+mod limits;
+mod run;
+mod support;

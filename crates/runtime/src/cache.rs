@@ -1,0 +1,299 @@
+//! The transparent AOT cache: compiled artifacts keyed by module SHA-256 and
+//! engine hash, written atomically into a private (0700) directory.
+
+use crate::artifact::{self, Header};
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+/// Environment variable overriding the cache directory.
+pub const ENV_CACHE_DIR: &str = "WEDGE_CACHE_DIR";
+
+/// Where a cache entry lives, and what it must contain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Key {
+    pub module_sha256: [u8; 32],
+    pub engine_hash: u64,
+}
+
+/// The result of looking a key up.
+#[derive(Debug)]
+pub enum Lookup {
+    /// A verified artifact: header and payload digest checked.
+    Hit { header: Header, bytes: Vec<u8> },
+    /// Nothing stored under this key.
+    Miss,
+    /// Something was stored but failed verification; it was deleted and must
+    /// be recompiled.
+    Rejected { reason: String },
+}
+
+/// One stored artifact, for `wedge cache ls`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Entry {
+    pub path: PathBuf,
+    pub module_sha256: String,
+    pub engine_hash: String,
+    pub size: u64,
+    #[serde(skip)]
+    pub last_used: SystemTime,
+}
+
+/// A cache rooted at one directory.
+#[derive(Debug, Clone)]
+pub struct Cache {
+    dir: PathBuf,
+}
+
+/// The default cache directory: `$WEDGE_CACHE_DIR`, else
+/// `$XDG_CACHE_HOME/wedge`, else `$HOME/.cache/wedge`.
+pub fn default_dir() -> Option<PathBuf> {
+    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    if let Some(dir) = var(ENV_CACHE_DIR) {
+        return Some(PathBuf::from(dir));
+    }
+    if let Some(xdg) = var("XDG_CACHE_HOME") {
+        return Some(PathBuf::from(xdg).join("wedge"));
+    }
+    var("HOME").map(|home| PathBuf::from(home).join(".cache").join("wedge"))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+impl Cache {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Cache { dir: dir.into() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The file an artifact for `key` is stored in.
+    pub fn path(&self, key: &Key) -> PathBuf {
+        self.dir
+            .join(format!("{:016x}", key.engine_hash))
+            .join(format!("{}.cwasm", hex(&key.module_sha256)))
+    }
+
+    /// Whether an artifact is stored for `key` (without verifying it).
+    pub fn contains(&self, key: &Key) -> bool {
+        self.path(key).is_file()
+    }
+
+    /// Looks up and verifies the artifact for `key`.
+    pub fn lookup(&self, key: &Key) -> Lookup {
+        let path = self.path(key);
+        let mut file = match fs::File::open(&path) {
+            Ok(f) => f,
+            Err(_) => return Lookup::Miss,
+        };
+        let mut bytes = Vec::new();
+        if let Err(e) = file.read_to_end(&mut bytes) {
+            return Lookup::Rejected {
+                reason: format!("reading {}: {e}", path.display()),
+            };
+        }
+        let rejected = |reason: String| {
+            let _ = fs::remove_file(&path);
+            Lookup::Rejected { reason }
+        };
+        let header = match artifact::decode(&bytes) {
+            Ok((h, _)) => h,
+            Err(e) => return rejected(format!("{}: {e}", path.display())),
+        };
+        if header.engine_hash != key.engine_hash || header.module_sha256 != key.module_sha256 {
+            return rejected(format!(
+                "{}: stored under the wrong key (a foreign or moved file)",
+                path.display()
+            ));
+        }
+        // Least-recently-used bookkeeping for `gc`; failure is harmless.
+        let _ = file.set_modified(SystemTime::now());
+        Lookup::Hit { header, bytes }
+    }
+
+    /// Stores an encoded artifact atomically (write a temporary file, then
+    /// rename), creating the directories with mode 0700.
+    pub fn store(&self, key: &Key, encoded: &[u8]) -> std::io::Result<PathBuf> {
+        let path = self.path(key);
+        let parent = path.parent().expect("cache paths have a parent");
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)?;
+        fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700))?;
+        let tmp = parent.join(format!(
+            ".{}.{}.tmp",
+            hex(&key.module_sha256[..8]),
+            std::process::id()
+        ));
+        let result = (|| {
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(encoded)?;
+            f.sync_data()?;
+            fs::rename(&tmp, &path)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result.map(|()| path)
+    }
+
+    /// Every stored artifact, most recently used first.
+    pub fn entries(&self) -> std::io::Result<Vec<Entry>> {
+        let mut out = Vec::new();
+        let top = match fs::read_dir(&self.dir) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(e),
+        };
+        for sub in top.flatten() {
+            if !sub.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let engine_hash = sub.file_name().to_string_lossy().into_owned();
+            for file in fs::read_dir(sub.path())?.flatten() {
+                let path = file.path();
+                if path.extension().is_none_or(|e| e != "cwasm") {
+                    continue;
+                }
+                let meta = file.metadata()?;
+                out.push(Entry {
+                    module_sha256: path
+                        .file_stem()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned(),
+                    engine_hash: engine_hash.clone(),
+                    size: meta.len(),
+                    last_used: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                    path,
+                });
+            }
+        }
+        out.sort_by(|a, b| b.last_used.cmp(&a.last_used));
+        Ok(out)
+    }
+
+    /// Deletes every artifact; returns how many bytes were freed.
+    pub fn clear(&self) -> std::io::Result<u64> {
+        let freed = self.entries()?.iter().map(|e| e.size).sum();
+        match fs::remove_dir_all(&self.dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        Ok(freed)
+    }
+
+    /// Deletes least-recently-used artifacts until the cache holds at most
+    /// `max_size` bytes; returns the entries removed.
+    pub fn gc(&self, max_size: u64) -> std::io::Result<Vec<Entry>> {
+        let entries = self.entries()?;
+        let mut total = 0u64;
+        let mut removed = Vec::new();
+        for entry in entries {
+            total += entry.size;
+            if total > max_size {
+                fs::remove_file(&entry.path)?;
+                removed.push(entry);
+            }
+        }
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::artifact::Kind;
+
+    fn key(n: u8) -> Key {
+        Key {
+            module_sha256: [n; 32],
+            engine_hash: 42,
+        }
+    }
+
+    fn encoded(k: &Key, payload: &[u8]) -> Vec<u8> {
+        artifact::encode(
+            &Header {
+                option_bits: 0,
+                engine_hash: k.engine_hash,
+                kind: Kind::Module,
+                module_sha256: k.module_sha256,
+            },
+            payload,
+        )
+    }
+
+    #[test]
+    fn store_then_hit_with_private_permissions() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = Cache::new(tmp.path().join("c"));
+        assert!(matches!(cache.lookup(&key(1)), Lookup::Miss));
+        cache.store(&key(1), &encoded(&key(1), b"abc")).unwrap();
+        let Lookup::Hit { bytes, .. } = cache.lookup(&key(1)) else {
+            panic!("expected a hit")
+        };
+        assert!(bytes.ends_with(b"abc"));
+        let mode = fs::metadata(cache.dir()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
+
+    #[test]
+    fn corrupted_or_foreign_files_are_rejected_and_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = Cache::new(tmp.path());
+        let mut bytes = encoded(&key(1), b"abc");
+        *bytes.last_mut().unwrap() ^= 0xff;
+        cache.store(&key(1), &bytes).unwrap();
+        assert!(matches!(cache.lookup(&key(1)), Lookup::Rejected { .. }));
+        assert!(!cache.contains(&key(1)), "the bad file is deleted");
+
+        // A valid artifact stored under another module's key.
+        cache.store(&key(2), &encoded(&key(3), b"abc")).unwrap();
+        let Lookup::Rejected { reason } = cache.lookup(&key(2)) else {
+            panic!("expected a rejection")
+        };
+        assert!(reason.contains("wrong key"), "{reason}");
+    }
+
+    #[test]
+    fn gc_keeps_the_most_recent_within_budget() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = Cache::new(tmp.path());
+        for n in 1..=3u8 {
+            cache.store(&key(n), &encoded(&key(n), &[0; 1000])).unwrap();
+            let old = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(n as u64 * 1000);
+            fs::File::options()
+                .write(true)
+                .open(cache.path(&key(n)))
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        }
+        let size = cache.entries().unwrap()[0].size;
+        let removed = cache.gc(size * 2).unwrap();
+        assert_eq!(removed.len(), 1);
+        assert!(!cache.contains(&key(1)), "the least recently used goes");
+        assert!(cache.contains(&key(2)) && cache.contains(&key(3)));
+        assert_eq!(cache.clear().unwrap(), size * 2);
+        assert!(cache.entries().unwrap().is_empty());
+    }
+}
