@@ -10,3 +10,17 @@ for src in c/*.c; do
     -Wl,--strip-debug
   echo "built $out ($(stat -c %s "$out") bytes)"
 done
+
+# The C hello as a WASI 0.2 `wasi:cli` command component, through the
+# preview1 command adapter of the Wasmtime release we pin (crate
+# wasi-preview1-component-adapter-provider 48.x) and wasm-tools.
+# Needs: cargo install wasm-tools; the adapter crate in cargo's registry
+# (any `cargo fetch` of a project depending on it), or ADAPTER=path.
+adapter=${ADAPTER:-$(ls ~/.cargo/registry/src/*/wasi-preview1-component-adapter-provider-48*/artefacts/wasi_snapshot_preview1.command.wasm 2>/dev/null | head -n1)}
+if [ -z "$adapter" ]; then
+  echo "no preview1 command adapter found: set ADAPTER=path/to/wasi_snapshot_preview1.command.wasm" >&2
+  exit 1
+fi
+mkdir -p components
+wasm-tools component new c/hello.wasm --adapt "$adapter" -o components/hello.component.wasm
+echo "built components/hello.component.wasm ($(stat -c %s components/hello.component.wasm) bytes)"

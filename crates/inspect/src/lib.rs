@@ -151,20 +151,20 @@ pub fn inspect(bytes: &[u8]) -> Result<Report, InspectError> {
     let mut module_index = 0usize;
     for payload in Parser::new(0).parse_all(bytes) {
         let payload = payload.map_err(err)?;
-        if depth == 0 {
-            if let Some(name) = section_name(&payload) {
-                let bytes = match &payload {
-                    Payload::ModuleSection {
-                        unchecked_range, ..
-                    }
-                    | Payload::ComponentSection {
-                        unchecked_range, ..
-                    } => unchecked_range.len() as u64,
-                    Payload::CodeSectionStart { size, .. } => u64::from(*size),
-                    other => other.as_section().map_or(0, |(_, r)| r.len() as u64),
-                };
-                add_section(&mut r.sections, name, bytes);
-            }
+        if depth == 0
+            && let Some(name) = section_name(&payload)
+        {
+            let bytes = match &payload {
+                Payload::ModuleSection {
+                    unchecked_range, ..
+                }
+                | Payload::ComponentSection {
+                    unchecked_range, ..
+                } => unchecked_range.len() as u64,
+                Payload::CodeSectionStart { size, .. } => u64::from(*size),
+                other => other.as_section().map_or(0, |(_, r)| r.len() as u64),
+            };
+            add_section(&mut r.sections, name, bytes);
         }
         match payload {
             Payload::Version { .. } if depth > 0 || !component => {}

@@ -51,10 +51,10 @@ fn corrupted_cache_entries_are_recompiled_never_loaded() {
     let [entry] = &cwasm_files(&sb.cache_dir())[..] else {
         panic!("one artifact expected")
     };
-    let mut bytes = std::fs::read(&entry).unwrap();
+    let mut bytes = std::fs::read(entry).unwrap();
     let n = bytes.len();
     bytes[n - 100] ^= 0xff; // flip bits in the compiled code
-    std::fs::write(&entry, &bytes).unwrap();
+    std::fs::write(entry, &bytes).unwrap();
 
     let r = sb.run(&["run", "--stats-json", "-", s(&hello)]);
     r.expect(0);
@@ -70,7 +70,7 @@ fn corrupted_cache_entries_are_recompiled_never_loaded() {
     assert_eq!(again.expect(0).stats()["cache"], "hit");
 
     // A foreign file (not written by wedge) under the right name.
-    std::fs::write(&entry, b"\x7fELF not ours").unwrap();
+    std::fs::write(entry, b"\x7fELF not ours").unwrap();
     let r = sb.run(&["run", "--stats-json", "-", s(&hello)]);
     assert_eq!(r.expect(0).stats()["cache"], "rejected");
 }
