@@ -17,7 +17,7 @@ pub enum CacheCommand {
     /// Delete least-recently-used artifacts until the cache fits in SIZE
     Gc {
         /// Size budget, e.g. 500MiB
-        #[arg(long, value_name = "SIZE", value_parser = |s: &str| units::parse_size(s).map_err(|e| e.to_string()))]
+        #[arg(long, value_name = "SIZE", value_parser = units::parse_size)]
         max_size: u64,
     },
     /// Print the cache directory

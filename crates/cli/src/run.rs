@@ -38,7 +38,7 @@ pub struct RunArgs {
     #[arg(long = "dir", value_name = "HOST[::GUEST][:ro]")]
     dirs: Vec<DirMount>,
     /// Linear memory limit, rounded up to 64 KiB pages (e.g. 512KiB, 2MiB)
-    #[arg(long, value_name = "SIZE", value_parser = parse_size, conflicts_with = "max_memory_pages")]
+    #[arg(long, value_name = "SIZE", value_parser = units::parse_size, conflicts_with = "max_memory_pages")]
     max_memory: Option<u64>,
     /// Linear memory limit in 64 KiB pages (WasmEdge's --memory-page-limit)
     #[arg(long, value_name = "N")]
@@ -47,7 +47,7 @@ pub struct RunArgs {
     #[arg(long)]
     trap_on_grow_failure: bool,
     /// Wall-clock deadline (e.g. 100ms, 2s); exit status 124 when it passes
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
     timeout: Option<Duration>,
     /// Deterministic instruction budget; exit status 152 when it runs out
     #[arg(long, value_name = "N")]
@@ -58,14 +58,6 @@ pub struct RunArgs {
     /// Write execution statistics as JSON to PATH (`-` for stdout)
     #[arg(long, value_name = "PATH")]
     stats_json: Option<String>,
-}
-
-fn parse_size(s: &str) -> Result<u64, String> {
-    units::parse_size(s).map_err(|e| e.to_string())
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    units::parse_duration(s).map_err(|e| e.to_string())
 }
 
 fn guest_env(args: &RunArgs) -> Result<Vec<(String, String)>> {

@@ -1,0 +1,546 @@
+//! wedge-manifest: reads `wedge.toml` into a validated, fully resolved app (paths absolute, defaults filled, routes checked).
+//!
+//! Configuration flows one way: TOML text → [`raw`] (every key checked, spans
+//! kept) → [`App`] (validated and resolved). The runtime never sees raw
+//! configuration. Every error names file, line and column.
+
+pub mod error;
+pub mod outbound;
+pub mod raw;
+pub mod routes;
+pub mod units;
+
+pub use error::{Located, ManifestError};
+pub use outbound::OutboundRule;
+pub use raw::Abi;
+pub use routes::{Route, Router};
+
+use raw::{RawFunction, RawManifest};
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+
+/// The file name `wedge serve -f DIR` looks for.
+pub const MANIFEST_FILE: &str = "wedge.toml";
+/// Default prefix of the health endpoints.
+pub const DEFAULT_HEALTH_PREFIX: &str = "/.well-known/wedge";
+
+/// Per-function limits, all filled in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    pub timeout: Duration,
+    pub max_memory: u64,
+    pub fuel: Option<u64>,
+    pub max_concurrency: u32,
+    pub queue: u32,
+    pub queue_timeout: Duration,
+    pub max_request_body: u64,
+    pub max_response_body: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            timeout: Duration::from_secs(30),
+            max_memory: 128 << 20,
+            fuel: None,
+            max_concurrency: 64,
+            queue: 256,
+            queue_timeout: Duration::from_secs(5),
+            max_request_body: 10 << 20,
+            max_response_body: 64 << 20,
+        }
+    }
+}
+
+/// Limits given on the command line (or by `[defaults]`), each optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LimitOverrides {
+    pub timeout: Option<Duration>,
+    pub max_memory: Option<u64>,
+    pub fuel: Option<u64>,
+    pub max_concurrency: Option<u32>,
+    pub queue: Option<u32>,
+    pub queue_timeout: Option<Duration>,
+    pub max_request_body: Option<u64>,
+    pub max_response_body: Option<u64>,
+}
+
+impl Limits {
+    fn apply(&mut self, o: &LimitOverrides) {
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = o.$f { self.$f = v; } )* };
+        }
+        set!(
+            timeout,
+            max_memory,
+            max_concurrency,
+            queue,
+            queue_timeout,
+            max_request_body,
+            max_response_body
+        );
+        if o.fuel.is_some() {
+            self.fuel = o.fuel;
+        }
+    }
+}
+
+impl From<&RawFunction> for LimitOverrides {
+    fn from(f: &RawFunction) -> Self {
+        LimitOverrides {
+            timeout: f.timeout.map(|d| d.0),
+            max_memory: f.max_memory.map(|s| s.0),
+            fuel: f.fuel,
+            max_concurrency: f.max_concurrency,
+            queue: f.queue,
+            queue_timeout: f.queue_timeout.map(|d| d.0),
+            max_request_body: f.max_request_body.map(|s| s.0),
+            max_response_body: f.max_response_body.map(|s| s.0),
+        }
+    }
+}
+
+/// A host directory the guest may use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileMount {
+    pub host: PathBuf,
+    pub guest: String,
+    pub read_only: bool,
+}
+
+/// One function, resolved.
+#[derive(Debug, Clone)]
+pub struct Function {
+    pub name: String,
+    pub source: PathBuf,
+    pub routes: Vec<Route>,
+    /// `None`: detect from the binary.
+    pub abi: Option<Abi>,
+    /// Upper-case methods allowed; `None` allows all.
+    pub methods: Option<Vec<String>>,
+    pub limits: Limits,
+    pub env: Vec<(String, String)>,
+    pub files: Vec<FileMount>,
+    pub outbound: Vec<OutboundRule>,
+    pub allow_authorization: bool,
+}
+
+/// Server settings, resolved.
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub listen: Option<SocketAddr>,
+    pub shutdown_grace: Duration,
+    pub health_prefix: String,
+    pub max_connections: u32,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            listen: None,
+            shutdown_grace: Duration::from_secs(10),
+            health_prefix: DEFAULT_HEALTH_PREFIX.to_string(),
+            max_connections: 4096,
+        }
+    }
+}
+
+/// A validated application: what `wedge serve` runs.
+#[derive(Debug, Clone)]
+pub struct App {
+    pub server: Server,
+    pub functions: Vec<Function>,
+    pub router: Router,
+    /// The manifest it came from, if any.
+    pub manifest: Option<PathBuf>,
+}
+
+/// Finds the manifest: a file, or `wedge.toml` inside a directory.
+pub fn locate(path: &Path) -> PathBuf {
+    if path.is_dir() {
+        path.join(MANIFEST_FILE)
+    } else {
+        path.to_path_buf()
+    }
+}
+
+/// Reads and resolves a manifest; `cli` limits apply to every function
+/// unless the function itself sets the key.
+pub fn load(path: &Path, cli: &LimitOverrides) -> Result<App, ManifestError> {
+    let path = locate(path);
+    let text = std::fs::read_to_string(&path).map_err(|source| ManifestError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    parse(&path, &text, cli)
+}
+
+/// Serves one module on every path (`wedge serve app.wasm`).
+pub fn single(module: &Path, cli: &LimitOverrides) -> App {
+    let mut limits = Limits::default();
+    limits.apply(cli);
+    let name = module
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "main".into());
+    let route = Route::parse("/...").expect("valid route");
+    App {
+        server: Server::default(),
+        functions: vec![Function {
+            name,
+            source: std::path::absolute(module).unwrap_or_else(|_| module.to_path_buf()),
+            routes: vec![route.clone()],
+            abi: None,
+            methods: None,
+            limits,
+            env: Vec::new(),
+            files: Vec::new(),
+            outbound: Vec::new(),
+            allow_authorization: false,
+        }],
+        router: Router::new(vec![(route, 0)]).expect("one route cannot conflict"),
+        manifest: None,
+    }
+}
+
+/// Parses manifest text; `file` locates errors and relative paths.
+pub fn parse(file: &Path, text: &str, cli: &LimitOverrides) -> Result<App, ManifestError> {
+    let at = |span: Option<Range<usize>>, message: String| {
+        ManifestError::Invalid(Located::new(file, text, span, message))
+    };
+    let raw: RawManifest = toml::from_str(text).map_err(|e| {
+        let message = e.message().trim().to_string();
+        at(e.span(), suggest(&message))
+    })?;
+    let base = std::path::absolute(file)
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_default();
+
+    let mut server = Server::default();
+    if let Some(listen) = &raw.server.listen {
+        server.listen = Some(listen.get_ref().parse().map_err(|_| {
+            at(
+                Some(listen.span()),
+                format!(
+                    "invalid listen address `{}`: expected IP:PORT, e.g. \"127.0.0.1:8080\" or \"0.0.0.0:0\"",
+                    listen.get_ref()
+                ),
+            )
+        })?);
+    }
+    if let Some(g) = raw.server.shutdown_grace {
+        server.shutdown_grace = g.0;
+    }
+    if let Some(p) = &raw.server.health_prefix {
+        let v = p.get_ref();
+        if !v.starts_with('/') || v.ends_with('/') || v.contains(' ') {
+            return Err(at(
+                Some(p.span()),
+                format!(
+                    "invalid health_prefix `{v}`: expected a path like \"/.well-known/wedge\" (no trailing `/`)"
+                ),
+            ));
+        }
+        server.health_prefix = v.clone();
+    }
+    if let Some(n) = raw.server.max_connections {
+        server.max_connections = n.max(1);
+    }
+
+    let defaults = raw.defaults.as_ref();
+    if let Some(d) = defaults {
+        for (key, span) in [
+            ("name", d.get_ref().name.as_ref().map(Spanned::span)),
+            ("source", d.get_ref().source.as_ref().map(Spanned::span)),
+            ("routes", d.get_ref().routes.as_ref().map(|_| d.span())),
+        ] {
+            if let Some(span) = span {
+                return Err(at(
+                    Some(span),
+                    format!("`{key}` is not allowed in [defaults]: it belongs to one [[function]]"),
+                ));
+            }
+        }
+    }
+    if raw.functions.is_empty() {
+        return Err(at(
+            None,
+            "no functions: add a [[function]] table with `name`, `source` and `routes`".into(),
+        ));
+    }
+
+    let mut functions: Vec<Function> = Vec::new();
+    let mut route_spans: Vec<(Route, usize, Range<usize>)> = Vec::new();
+    for spanned in &raw.functions {
+        let f = spanned.get_ref();
+        let table = spanned.span();
+        let name = f.name.as_ref().ok_or_else(|| {
+            at(
+                Some(table.clone()),
+                "this [[function]] has no `name`".into(),
+            )
+        })?;
+        let valid_name = !name.get_ref().is_empty()
+            && name
+                .get_ref()
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !valid_name {
+            return Err(at(
+                Some(name.span()),
+                format!(
+                    "invalid function name `{}`: use letters, digits, `-` and `_`",
+                    name.get_ref()
+                ),
+            ));
+        }
+        if functions.iter().any(|other| other.name == *name.get_ref()) {
+            return Err(at(
+                Some(name.span()),
+                format!(
+                    "duplicate function name `{}`: names must be unique",
+                    name.get_ref()
+                ),
+            ));
+        }
+        let source = f.source.as_ref().ok_or_else(|| {
+            at(
+                Some(table.clone()),
+                format!(
+                    "function `{}` has no `source` (the .wasm file to run)",
+                    name.get_ref()
+                ),
+            )
+        })?;
+        let source_path = base.join(source.get_ref());
+        if !source_path.is_file() {
+            return Err(at(
+                Some(source.span()),
+                format!(
+                    "source `{}` not found (looked for {}; paths are relative to the manifest)",
+                    source.get_ref(),
+                    source_path.display()
+                ),
+            ));
+        }
+        let routes = f.routes.as_ref().filter(|r| !r.is_empty()).ok_or_else(|| {
+            at(
+                Some(table.clone()),
+                format!(
+                    "function `{}` has no `routes`: add e.g. routes = [\"/{}\"] or [\"/...\"] for every path",
+                    name.get_ref(),
+                    name.get_ref()
+                ),
+            )
+        })?;
+        let index = functions.len();
+        let mut parsed_routes = Vec::new();
+        for r in routes {
+            let route = Route::parse(r.get_ref()).map_err(|e| at(Some(r.span()), e.to_string()))?;
+            route_spans.push((route.clone(), index, r.span()));
+            parsed_routes.push(route);
+        }
+        let methods = match f
+            .methods
+            .as_ref()
+            .or(defaults.and_then(|d| d.get_ref().methods.as_ref()))
+        {
+            None => None,
+            Some(list) => {
+                let mut out = Vec::new();
+                for m in list {
+                    let upper = m.get_ref().to_ascii_uppercase();
+                    const KNOWN: [&str; 9] = [
+                        "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT",
+                        "TRACE",
+                    ];
+                    if !KNOWN.contains(&upper.as_str()) {
+                        return Err(at(
+                            Some(m.span()),
+                            format!(
+                                "unknown method `{}` (allowed: {})",
+                                m.get_ref(),
+                                KNOWN.join(", ")
+                            ),
+                        ));
+                    }
+                    out.push(upper);
+                }
+                Some(out)
+            }
+        };
+
+        let mut limits = Limits::default();
+        if let Some(d) = defaults {
+            limits.apply(&LimitOverrides::from(d.get_ref()));
+        }
+        limits.apply(cli);
+        limits.apply(&LimitOverrides::from(f));
+        if limits.max_concurrency == 0 {
+            return Err(at(
+                Some(table.clone()),
+                format!(
+                    "function `{}`: max_concurrency must be at least 1",
+                    name.get_ref()
+                ),
+            ));
+        }
+        if limits.max_memory < 65536 {
+            return Err(at(
+                Some(table.clone()),
+                format!(
+                    "function `{}`: max_memory must be at least 64KiB (one page)",
+                    name.get_ref()
+                ),
+            ));
+        }
+        if limits.timeout.is_zero() {
+            return Err(at(
+                Some(table.clone()),
+                format!(
+                    "function `{}`: timeout must be more than zero",
+                    name.get_ref()
+                ),
+            ));
+        }
+
+        let mut env: Vec<(String, String)> = Vec::new();
+        for map in [
+            defaults.and_then(|d| d.get_ref().env.as_ref()),
+            f.env.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            for (k, v) in map {
+                env.retain(|(existing, _)| existing != k);
+                env.push((k.clone(), v.clone()));
+            }
+        }
+        let mut files = Vec::new();
+        for m in f
+            .files
+            .as_ref()
+            .or(defaults.and_then(|d| d.get_ref().files.as_ref()))
+            .into_iter()
+            .flatten()
+        {
+            let raw = m.get_ref();
+            let host = base.join(&raw.host);
+            if !host.is_dir() {
+                return Err(at(
+                    Some(m.span()),
+                    format!(
+                        "files: host directory `{}` not found (looked for {})",
+                        raw.host,
+                        host.display()
+                    ),
+                ));
+            }
+            if !raw.guest.starts_with('/') {
+                return Err(at(
+                    Some(m.span()),
+                    format!(
+                        "files: guest path `{}` must be absolute, like \"/static\"",
+                        raw.guest
+                    ),
+                ));
+            }
+            files.push(FileMount {
+                host,
+                guest: raw.guest.clone(),
+                read_only: raw.read_only,
+            });
+        }
+        let mut outbound = Vec::new();
+        let rules = f
+            .allowed_outbound_hosts
+            .as_ref()
+            .or(defaults.and_then(|d| d.get_ref().allowed_outbound_hosts.as_ref()));
+        for r in rules.into_iter().flatten() {
+            outbound.push(OutboundRule::parse(r.get_ref()).map_err(|e| at(Some(r.span()), e))?);
+        }
+        functions.push(Function {
+            name: name.get_ref().clone(),
+            source: source_path,
+            routes: parsed_routes,
+            abi: f.abi.or(defaults.and_then(|d| d.get_ref().abi)),
+            methods,
+            limits,
+            env,
+            files,
+            outbound,
+            allow_authorization: f
+                .allow_authorization
+                .or(defaults.and_then(|d| d.get_ref().allow_authorization))
+                .unwrap_or(false),
+        });
+    }
+
+    let router = Router::new(route_spans.iter().map(|(r, i, _)| (r.clone(), *i)).collect()).map_err(
+        |(first, second)| {
+            let (a, fa, span_a) = &route_spans[first];
+            let (b, fb, span_b) = &route_spans[second];
+            let line_a = text[..span_a.start].matches('\n').count() + 1;
+            at(
+                Some(span_b.clone()),
+                format!(
+                    "route `{b}` of function `{}` conflicts with route `{a}` of function `{}` (line {line_a}): \
+                     both match the same paths; make one more specific or remove it",
+                    functions[*fb].name, functions[*fa].name
+                ),
+            )
+        },
+    )?;
+    Ok(App {
+        server,
+        functions,
+        router,
+        manifest: Some(file.to_path_buf()),
+    })
+}
+
+/// Adds a "did you mean" to serde's unknown-field message.
+fn suggest(message: &str) -> String {
+    let Some(rest) = message.strip_prefix("unknown field `") else {
+        return message.to_string();
+    };
+    let Some((found, allowed)) = rest.split_once('`') else {
+        return message.to_string();
+    };
+    let best = allowed
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|cand| (distance(found, cand), cand))
+        .min();
+    match best {
+        Some((d, cand)) if d <= 2 => format!("{message}; did you mean `{cand}`?"),
+        _ => message.to_string(),
+    }
+}
+
+/// Levenshtein distance, for suggestions.
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur.push(
+                (prev[j] + usize::from(ca != *cb))
+                    .min(prev[j + 1] + 1)
+                    .min(cur[j] + 1),
+            );
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,73 @@
+//! The manifest as written: `wedge.toml` deserialised with every key
+//! checked (`deny_unknown_fields`) and spans kept for later errors.
+
+use crate::units::{Dur, Size};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawManifest {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub defaults: Option<Spanned<RawFunction>>,
+    #[serde(default, rename = "function")]
+    pub functions: Vec<Spanned<RawFunction>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: Option<Spanned<String>>,
+    pub shutdown_grace: Option<Dur>,
+    /// Prefix of the health endpoints (`/.well-known/wedge`).
+    pub health_prefix: Option<Spanned<String>>,
+    /// Connections served at once; more wait in the kernel's backlog.
+    pub max_connections: Option<u32>,
+}
+
+/// How a function is called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Abi {
+    /// CGI over WASI preview1 (a command module).
+    Wagi,
+    /// `wasi:http` (a 0.2 proxy or 0.3 service component).
+    Http,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFile {
+    pub host: String,
+    pub guest: String,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// A `[[function]]` table; `[defaults]` uses the same keys minus the
+/// function's identity (name, source, routes).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFunction {
+    pub name: Option<Spanned<String>>,
+    pub source: Option<Spanned<String>>,
+    pub routes: Option<Vec<Spanned<String>>>,
+    pub abi: Option<Abi>,
+    pub methods: Option<Vec<Spanned<String>>>,
+    pub timeout: Option<Dur>,
+    pub max_memory: Option<Size>,
+    pub fuel: Option<u64>,
+    pub max_concurrency: Option<u32>,
+    pub queue: Option<u32>,
+    pub queue_timeout: Option<Dur>,
+    pub max_request_body: Option<Size>,
+    pub max_response_body: Option<Size>,
+    pub env: Option<BTreeMap<String, String>>,
+    pub files: Option<Vec<Spanned<RawFile>>>,
+    pub allowed_outbound_hosts: Option<Vec<Spanned<String>>>,
+    /// Pass the Authorization header to WAGI guests (off: CGI hides it).
+    pub allow_authorization: Option<bool>,
+}

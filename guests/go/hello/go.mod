@@ -1,0 +1,3 @@
+module wedge.example/hello
+
+go 1.27
