@@ -7,13 +7,12 @@
 //!
 //! Layout (little-endian): magic `WEDGEAOT`, format version (u32), engine
 //! option bits (u32), engine hash (u64), kind (u32: 0 module, 1 component),
-//! reserved (u32), module SHA-256 (32 bytes), payload SHA-256 (32 bytes),
+//! reserved (u32), module SHA-256 (32 bytes), payload BLAKE3 (32 bytes),
 //! payload length (u64), then the payload Wasmtime produced.
 
-use sha2::{Digest, Sha256};
 
 pub const MAGIC: &[u8; 8] = b"WEDGEAOT";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 pub const HEADER_LEN: usize = 8 + 4 + 4 + 8 + 4 + 4 + 32 + 32 + 8;
 
 /// Whether an artifact holds a core module or a component.
@@ -64,7 +63,7 @@ pub fn encode(header: &Header, payload: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&kind.to_le_bytes());
     out.extend_from_slice(&0u32.to_le_bytes());
     out.extend_from_slice(&header.module_sha256);
-    out.extend_from_slice(&Sha256::digest(payload));
+    out.extend_from_slice(blake3::hash(payload).as_bytes());
     out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
     out.extend_from_slice(payload);
     out
@@ -115,7 +114,7 @@ pub fn decode(bytes: &[u8]) -> Result<(Header, &[u8]), ArtifactError> {
             found: payload.len() as u64,
         });
     }
-    if Sha256::digest(payload).as_slice() != digest {
+    if blake3::hash(payload).as_bytes() != digest {
         return Err(ArtifactError::Digest);
     }
     Ok((header, payload))
