@@ -23,8 +23,8 @@ pub struct CompileArgs {
 
 pub fn main(args: CompileArgs, _global: &Global) -> Result<i32> {
     let start = Instant::now();
-    let source = Source::read(&args.module)?;
-    let bytes = load::precompile(&source, EngineOptions { fuel: args.fuel })?;
+    let mut source = Source::read(&args.module)?;
+    let bytes = load::precompile(&mut source, EngineOptions { fuel: args.fuel })?;
     let out = args
         .output
         .unwrap_or_else(|| args.module.with_extension("cwasm"));

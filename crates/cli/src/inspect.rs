@@ -29,8 +29,9 @@ struct Output {
 }
 
 pub fn main(args: InspectArgs, global: &Global) -> Result<i32> {
-    let source = Source::read(&args.module)?;
-    if let SourceKind::Artifact(h) = &source.kind {
+    let mut source = Source::read(&args.module)?;
+    if let SourceKind::Artifact(t) = &source.kind {
+        let h = &t.header;
         anyhow::bail!(
             "{} is a precompiled wedge artifact ({:?} of module sha256 {}); inspect the .wasm it came from",
             args.module.display(),
@@ -38,11 +39,12 @@ pub fn main(args: InspectArgs, global: &Global) -> Result<i32> {
             wedge_runtime::cache::hex(&h.module_sha256)
         );
     }
-    let report = wedge_inspect::inspect(&source.bytes)
+    let report = wedge_inspect::inspect(source.bytes()?)
         .map_err(|e| anyhow::anyhow!("{}: invalid WebAssembly: {e}", args.module.display()))?;
-    let sha = source.sha256();
+    let cache = global.cache();
+    let sha = source.sha256(cache.as_ref())?;
     let mut aot_cached = Vec::new();
-    if let Some(cache) = global.cache() {
+    if let Some(cache) = cache {
         for (name, fuel) in [("plain", false), ("fuel", true)] {
             let engine = engine::build(EngineOptions { fuel })?;
             let key = Key {

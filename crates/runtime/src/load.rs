@@ -2,10 +2,12 @@
 //! AOT cache: `.wasm` and `.wat` files are hashed and looked up, wedge
 //! artifacts are verified, anything else is refused with a precise reason.
 
-use crate::artifact::{self, Header, Kind};
+use crate::artifact::{self, ArtifactError, Header, Kind, Trailer};
 use crate::cache::{Cache, Key, Lookup};
 use crate::engine::{self, EngineOptions};
 use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use wasmtime::Engine;
@@ -79,16 +81,19 @@ pub enum LoadError {
 pub enum SourceKind {
     /// A binary module or component (text is converted on reading).
     Wasm { component: bool },
-    /// A wedge artifact whose header was read (payload not yet verified).
-    Artifact(Header),
+    /// A wedge artifact whose trailer was read (payload not yet verified).
+    Artifact(Trailer),
 }
 
-/// A file read into memory and classified.
+/// A program file, classified from its first bytes. The module itself is
+/// only read when it has to be (compiling, inspecting, or hashing a file
+/// the cache has not seen unchanged before).
 pub struct Source {
     pub path: PathBuf,
-    pub bytes: Vec<u8>,
     pub kind: SourceKind,
     pub file_size: u64,
+    meta: std::fs::Metadata,
+    bytes: Option<Vec<u8>>,
 }
 
 fn describe_magic(bytes: &[u8]) -> String {
@@ -97,7 +102,8 @@ fn describe_magic(bytes: &[u8]) -> String {
     }
     let head: Vec<String> = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
     let what = if bytes.starts_with(b"\x7fELF") {
-        " (an ELF file; precompiled code from another tool is never loaded: pass the .wasm)"
+        " (an ELF file without wedge's trailer: precompiled code from another tool is never \
+         loaded; pass the .wasm)"
     } else if bytes.starts_with(b"\0asm") {
         " (a wasm magic number with an unknown version)"
     } else {
@@ -115,63 +121,95 @@ fn looks_like_text(bytes: &[u8]) -> bool {
 }
 
 impl Source {
-    /// Reads and classifies `path`.
+    /// Opens and classifies `path`, reading only its first bytes (text
+    /// modules are read and converted at once).
     pub fn read(path: &Path) -> Result<Source, LoadError> {
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+        let read_err = |source| LoadError::Read {
             path: path.to_path_buf(),
             source,
-        })?;
-        let file_size = bytes.len() as u64;
-        let path = path.to_path_buf();
-        if bytes.starts_with(artifact::MAGIC) {
-            let header = artifact::header(&bytes).map_err(|e| LoadError::Artifact {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
-            return Ok(Source {
-                path,
-                bytes,
-                kind: SourceKind::Artifact(header),
-                file_size,
-            });
-        }
-        let bytes = if bytes.starts_with(b"\0asm") {
-            bytes
-        } else if looks_like_text(&bytes) {
-            wat::parse_bytes(&bytes)
-                .map_err(|e| LoadError::Text {
-                    path: path.clone(),
-                    message: e.to_string().replace('\n', " "),
-                })?
-                .into_owned()
-        } else {
-            return Err(LoadError::NotWasm {
-                found: describe_magic(&bytes),
-                path,
-            });
         };
-        let component = match bytes.get(4..8) {
-            Some([_, _, 0, 0]) => false,
-            Some([_, _, 1, 0]) => true,
+        let mut file = File::open(path).map_err(read_err)?;
+        let meta = file.metadata().map_err(read_err)?;
+        if meta.is_dir() {
+            return Err(read_err(std::io::Error::other("it is a directory")));
+        }
+        let mut head = [0u8; 8];
+        let n = read_up_to(&mut file, &mut head).map_err(read_err)?;
+        let head = &head[..n];
+        let mut source = Source {
+            path: path.to_path_buf(),
+            kind: SourceKind::Wasm { component: false },
+            file_size: meta.len(),
+            meta,
+            bytes: None,
+        };
+        if head.starts_with(b"\x7fELF") {
+            let trailer = artifact::read_trailer(&mut file).map_err(|e| match e {
+                ArtifactError::NotOurs => LoadError::NotWasm {
+                    path: path.to_path_buf(),
+                    found: describe_magic(head),
+                },
+                e => source.artifact_error(e.to_string()),
+            })?;
+            source.kind = SourceKind::Artifact(trailer);
+            return Ok(source);
+        }
+        if !head.starts_with(b"\0asm") {
+            let mut all = head.to_vec();
+            file.read_to_end(&mut all).map_err(read_err)?;
+            if !looks_like_text(&all) {
+                return Err(LoadError::NotWasm {
+                    path: path.to_path_buf(),
+                    found: describe_magic(&all),
+                });
+            }
+            let wasm = wat::parse_bytes(&all).map_err(|e| LoadError::Text {
+                path: path.to_path_buf(),
+                message: e.to_string().replace('\n', " "),
+            })?;
+            source.bytes = Some(wasm.into_owned());
+        }
+        let version = match &source.bytes {
+            Some(b) => b.get(4..8).map(|v| v.to_vec()),
+            None => head.get(4..8).map(|v| v.to_vec()),
+        };
+        source.kind = match version.as_deref() {
+            Some([_, _, 0, 0]) => SourceKind::Wasm { component: false },
+            Some([_, _, 1, 0]) => SourceKind::Wasm { component: true },
             _ => {
                 return Err(LoadError::NotWasm {
-                    found: describe_magic(&bytes),
-                    path,
+                    path: path.to_path_buf(),
+                    found: describe_magic(head),
                 });
             }
         };
-        Ok(Source {
-            path,
-            bytes,
-            kind: SourceKind::Wasm { component },
-            file_size,
-        })
+        Ok(source)
+    }
+
+    /// The module's bytes, read on first use.
+    pub fn bytes(&mut self) -> Result<&[u8], LoadError> {
+        if self.bytes.is_none() {
+            let bytes = std::fs::read(&self.path).map_err(|source| LoadError::Read {
+                path: self.path.clone(),
+                source,
+            })?;
+            self.bytes = Some(bytes);
+        }
+        Ok(self.bytes.as_deref().unwrap_or_default())
     }
 
     pub fn is_component(&self) -> bool {
         match &self.kind {
             SourceKind::Wasm { component } => *component,
-            SourceKind::Artifact(h) => h.kind == Kind::Component,
+            SourceKind::Artifact(t) => t.header.kind == Kind::Component,
+        }
+    }
+
+    fn program_kind(&self) -> Kind {
+        if self.is_component() {
+            Kind::Component
+        } else {
+            Kind::Module
         }
     }
 
@@ -179,61 +217,77 @@ impl Source {
     /// (a precompiled artifact does; plain wasm does not).
     pub fn required_options(&self) -> Option<EngineOptions> {
         match &self.kind {
-            SourceKind::Artifact(h) => Some(EngineOptions::from_bits(h.option_bits)),
+            SourceKind::Artifact(t) => Some(EngineOptions::from_bits(t.header.option_bits)),
             SourceKind::Wasm { .. } => None,
         }
     }
 
-    /// SHA-256 of the module itself (for artifacts: of the module they were
-    /// compiled from).
-    pub fn sha256(&self) -> [u8; 32] {
-        match &self.kind {
-            SourceKind::Wasm { .. } => Sha256::digest(&self.bytes).into(),
-            SourceKind::Artifact(h) => h.module_sha256,
+    /// SHA-256 of the module (for artifacts: of the module they were
+    /// compiled from). With a cache, an unchanged file is not re-hashed.
+    pub fn sha256(&mut self, cache: Option<&Cache>) -> Result<[u8; 32], LoadError> {
+        if let SourceKind::Artifact(t) = &self.kind {
+            return Ok(t.header.module_sha256);
         }
+        let text = self.bytes.is_some()
+            && !self
+                .bytes()
+                .map(|b| b.starts_with(b"\0asm"))
+                .unwrap_or(true);
+        if let (Some(cache), false) = (cache, text)
+            && self.bytes.is_none()
+            && let Some(sha) = cache.remembered_sha256(&self.path, &self.meta)
+        {
+            return Ok(sha);
+        }
+        let sha: [u8; 32] = Sha256::digest(self.bytes()?).into();
+        if let Some(cache) = cache {
+            cache.remember_sha256(&self.path, &self.meta, &sha);
+        }
+        Ok(sha)
     }
 
     /// Compiles (or loads) the program for `engine`, using `cache` if given.
-    pub fn load(self, engine: &Engine, cache: Option<&Cache>) -> Result<Loaded, LoadError> {
+    pub fn load(mut self, engine: &Engine, cache: Option<&Cache>) -> Result<Loaded, LoadError> {
         let start = Instant::now();
-        let sha256 = self.sha256();
         let engine_hash = engine::hash(engine);
-        if let SourceKind::Artifact(_) = self.kind {
-            let (header, payload) =
-                artifact::decode(&self.bytes).map_err(|e| self.artifact_error(e.to_string()))?;
-            if header.engine_hash != engine_hash {
+        if let SourceKind::Artifact(trailer) = &self.kind {
+            let trailer = trailer.clone();
+            if trailer.header.engine_hash != engine_hash {
                 return Err(self.artifact_error(
                     "it was compiled by another version or configuration of wedge; \
                      compile the .wasm again with `wedge compile`"
                         .into(),
                 ));
             }
-            let program = deserialize(engine, header.kind, payload)
+            let mut file = File::open(&self.path).map_err(|source| LoadError::Read {
+                path: self.path.clone(),
+                source,
+            })?;
+            artifact::verify_file(&mut file, &trailer)
+                .map_err(|e| self.artifact_error(e.to_string()))?;
+            let program = map_verified(engine, trailer.header.kind, file, &self.path)
                 .map_err(|e| self.artifact_error(format!("{e:#}")))?;
             return Ok(Loaded {
                 program,
-                sha256,
+                sha256: trailer.header.module_sha256,
                 file_size: self.file_size,
                 cache: CacheStatus::Precompiled,
                 cache_note: None,
                 load_time: start.elapsed(),
             });
         }
+        let sha256 = self.sha256(cache)?;
         let key = Key {
             module_sha256: sha256,
             engine_hash,
         };
-        let kind = if self.is_component() {
-            Kind::Component
-        } else {
-            Kind::Module
-        };
+        let kind = self.program_kind();
         let mut status = CacheStatus::Disabled;
         let mut note = None;
         if let Some(cache) = cache {
             match cache.lookup(&key) {
-                Lookup::Hit { header, bytes } if header.kind == kind => {
-                    match deserialize(engine, kind, &bytes[artifact::HEADER_LEN..]) {
+                Lookup::Hit { header, file, path } if header.kind == kind => {
+                    match map_verified(engine, kind, file, &path) {
                         Ok(program) => {
                             return Ok(Loaded {
                                 program,
@@ -273,7 +327,7 @@ impl Source {
                 module_sha256: sha256,
             };
             // A cache that cannot be written only costs speed next time.
-            if let Err(e) = cache.store(&key, &artifact::encode(&header, &payload)) {
+            if let Err(e) = cache.store(&key, &artifact::encode(&header, payload)) {
                 note = Some(format!("could not write the cache: {e}"));
             }
         }
@@ -295,18 +349,20 @@ impl Source {
     }
 
     fn compile(
-        &self,
+        &mut self,
         engine: &Engine,
         kind: Kind,
         serialize: bool,
     ) -> Result<(Program, Option<Vec<u8>>), LoadError> {
+        let path = self.path.clone();
         let invalid = |e: wasmtime::Error| LoadError::Invalid {
-            path: self.path.clone(),
+            path: path.clone(),
             message: format!("{e:#}"),
         };
+        let bytes = self.bytes()?;
         match kind {
             Kind::Module => {
-                let m = wasmtime::Module::from_binary(engine, &self.bytes).map_err(invalid)?;
+                let m = wasmtime::Module::from_binary(engine, bytes).map_err(invalid)?;
                 let bytes = serialize
                     .then(|| m.serialize())
                     .transpose()
@@ -314,7 +370,7 @@ impl Source {
                 Ok((Program::Module(m), bytes))
             }
             Kind::Component => {
-                let c = Component::from_binary(engine, &self.bytes).map_err(invalid)?;
+                let c = Component::from_binary(engine, bytes).map_err(invalid)?;
                 let bytes = serialize
                     .then(|| c.serialize())
                     .transpose()
@@ -325,39 +381,51 @@ impl Source {
     }
 }
 
-/// Turns a verified payload into code.
-fn deserialize(engine: &Engine, kind: Kind, payload: &[u8]) -> wasmtime::Result<Program> {
-    // SAFETY: Wasmtime requires that deserialized bytes come from a trusted
-    // `serialize` of a compatible engine. Every caller passes a payload that
-    // `artifact::decode` (or `Cache::lookup`, which calls it) has verified:
-    // the header names this engine's hash and the payload matches the SHA-256
-    // digest wedge recorded when it serialized the code itself. Wasmtime also
+fn read_up_to(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// Hands a verified artifact to Wasmtime, which maps it (code pages are
+/// loaded lazily; the trailer after Wasmtime's bytes is ignored by it).
+fn map_verified(engine: &Engine, kind: Kind, file: File, path: &Path) -> wasmtime::Result<Program> {
+    // SAFETY: Wasmtime requires that precompiled bytes come from a trusted
+    // `serialize` of a compatible engine. Every caller has just checked the
+    // trailer (this engine's hash, the expected module) and the BLAKE3 digest
+    // of the payload that wedge recorded when it serialized the code itself.
+    // Modules are mapped from the very file handle that was verified; for
+    // components Wasmtime reopens `path`, which lives in wedge's private
+    // (0700) cache or was named by the user, and is only ever replaced
+    // whole (atomic rename), never rewritten in place. Wasmtime also
     // re-checks engine compatibility while deserializing.
     unsafe {
         Ok(match kind {
-            Kind::Module => Program::Module(wasmtime::Module::deserialize(engine, payload)?),
-            Kind::Component => Program::Component(Component::deserialize(engine, payload)?),
+            Kind::Module => Program::Module(wasmtime::Module::deserialize_open_file(engine, file)?),
+            Kind::Component => Program::Component(Component::deserialize_file(engine, path)?),
         })
     }
 }
 
 /// Compiles `source` into a wedge artifact for `options` (`wedge compile`).
-pub fn precompile(source: &Source, options: EngineOptions) -> Result<Vec<u8>, LoadError> {
+pub fn precompile(source: &mut Source, options: EngineOptions) -> Result<Vec<u8>, LoadError> {
     if let SourceKind::Artifact(_) = source.kind {
         return Err(source.artifact_error("it is already precompiled".into()));
     }
     let engine = engine::build(options).map_err(|e| source.artifact_error(format!("{e:#}")))?;
-    let kind = if source.is_component() {
-        Kind::Component
-    } else {
-        Kind::Module
-    };
+    let kind = source.program_kind();
+    let sha = source.sha256(None)?;
     let (_, payload) = source.compile(&engine, kind, true)?;
     let header = Header {
         option_bits: options.to_bits(),
         engine_hash: engine::hash(&engine),
         kind,
-        module_sha256: source.sha256(),
+        module_sha256: sha,
     };
-    Ok(artifact::encode(&header, &payload.expect("serialized")))
+    Ok(artifact::encode(&header, payload.expect("serialized")))
 }
