@@ -4,6 +4,7 @@ mod cache_cmd;
 mod compile;
 mod inspect;
 mod run;
+mod serve;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -11,8 +12,8 @@ use std::process::ExitCode;
 use wedge_runtime::cache::{self, Cache};
 use wedge_runtime::outcome::EXIT_ERROR;
 
-/// wedge runs WebAssembly functions: once from the command line, or (soon)
-/// as HTTP edge functions. Modules are compiled ahead of time and cached.
+/// wedge runs WebAssembly functions: once from the command line, or as HTTP
+/// edge functions. Modules are compiled ahead of time and cached.
 #[derive(Parser)]
 #[command(name = "wedge", version, about, long_about = None, max_term_width = 100)]
 struct Cli {
@@ -52,6 +53,10 @@ enum Command {
     Compile(compile::CompileArgs),
     /// Describe a module or component: world, imports, exports, memory, sections
     Inspect(inspect::InspectArgs),
+    /// Serve HTTP functions: one module on every path, or an app (-f wedge.toml)
+    Serve(serve::ServeArgs),
+    /// Validate an app manifest and compile and link its functions, without serving
+    Check(serve::AppArgs),
     /// List, clear or trim the AOT cache
     #[command(subcommand)]
     Cache(cache_cmd::CacheCommand),
@@ -63,6 +68,8 @@ fn main() -> ExitCode {
         Command::Run(args) => run::main(args, &cli.global),
         Command::Compile(args) => compile::main(args, &cli.global),
         Command::Inspect(args) => inspect::main(args, &cli.global),
+        Command::Serve(args) => serve::serve(args, &cli.global),
+        Command::Check(args) => serve::check(args, &cli.global),
         Command::Cache(cmd) => cache_cmd::main(cmd, &cli.global),
     };
     match result {

@@ -94,7 +94,9 @@ impl Failure {
             Failure::HeadersTooLarge { limit } => {
                 format!("request headers are larger than the limit of {limit} bytes")
             }
-            Failure::QueueFull => "function is at its concurrency limit and its queue is full".into(),
+            Failure::QueueFull => {
+                "function is at its concurrency limit and its queue is full".into()
+            }
             Failure::QueueTimeout { waited } => format!(
                 "function is at its concurrency limit; waited {} ms in the queue",
                 waited.as_millis()
@@ -137,15 +139,45 @@ mod tests {
     fn statuses() {
         let cases = [
             (Failure::NoRoute, 404),
-            (Failure::MethodNotAllowed { allowed: vec!["GET".into()] }, 405),
+            (
+                Failure::MethodNotAllowed {
+                    allowed: vec!["GET".into()],
+                },
+                405,
+            ),
             (Failure::BodyTooLarge { limit: 1 }, 413),
             (Failure::HeadersTooLarge { limit: 1 }, 431),
-            (Failure::Trap { message: "x".into() }, 500),
-            (Failure::MemoryLimit { message: "x".into() }, 500),
-            (Failure::Timeout { after: Duration::from_secs(1) }, 504),
-            (Failure::Malformed { problem: "x".into() }, 502),
+            (
+                Failure::Trap {
+                    message: "x".into(),
+                },
+                500,
+            ),
+            (
+                Failure::MemoryLimit {
+                    message: "x".into(),
+                },
+                500,
+            ),
+            (
+                Failure::Timeout {
+                    after: Duration::from_secs(1),
+                },
+                504,
+            ),
+            (
+                Failure::Malformed {
+                    problem: "x".into(),
+                },
+                502,
+            ),
             (Failure::QueueFull, 503),
-            (Failure::QueueTimeout { waited: Duration::ZERO }, 503),
+            (
+                Failure::QueueTimeout {
+                    waited: Duration::ZERO,
+                },
+                503,
+            ),
             (Failure::ResponseTooLarge { limit: 1 }, 500),
         ];
         for (f, status) in cases {

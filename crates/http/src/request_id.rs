@@ -12,7 +12,8 @@ fn prefix() -> u32 {
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
-        (t.subsec_nanos() ^ (t.as_secs() as u32).rotate_left(16)) ^ std::process::id().rotate_left(8)
+        (t.subsec_nanos() ^ (t.as_secs() as u32).rotate_left(16))
+            ^ std::process::id().rotate_left(8)
     })
 }
 
@@ -25,11 +26,7 @@ pub fn generate() -> String {
 /// The id to use: the client's if it is printable and short, else a new one.
 pub fn from_header(value: Option<&[u8]>) -> String {
     match value {
-        Some(v)
-            if !v.is_empty()
-                && v.len() <= 128
-                && v.iter().all(|b| b.is_ascii_graphic()) =>
-        {
+        Some(v) if !v.is_empty() && v.len() <= 128 && v.iter().all(|b| b.is_ascii_graphic()) => {
             String::from_utf8_lossy(v).into_owned()
         }
         _ => generate(),

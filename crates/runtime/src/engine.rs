@@ -41,6 +41,54 @@ pub fn build(opts: EngineOptions) -> wasmtime::Result<Engine> {
     Engine::new(&config)
 }
 
+/// Sizing of the instance pool for serving, derived from the app.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolSizing {
+    /// Instances alive at once across all functions (their concurrency).
+    pub instances: u32,
+    /// The largest linear memory any function may use, in bytes.
+    pub max_memory: u64,
+    /// Bytes of each linear memory kept resident and reset in user space
+    /// when an instance ends, instead of being returned to the kernel.
+    pub keep_resident: u64,
+}
+
+/// Builds the engine for `wedge serve`: the pooling allocator (instances,
+/// memories, tables and fiber stacks preallocated and reused), copy-on-write
+/// memory images, epoch interruption for timeouts and fair scheduling.
+///
+/// Returning a memory to the kernel after every request (madvise, and the
+/// TLB shootdowns it causes on other cores) dominates the cost of a fresh
+/// instance per request. So up to `keep_resident` bytes of each memory stay
+/// resident and are reset with memset, and with `pagemap_scan` (Linux 6.7+)
+/// only pages the request actually dirtied are reset at all. What does get
+/// decommitted is batched.
+pub fn build_serving(opts: EngineOptions, pool: PoolSizing) -> wasmtime::Result<Engine> {
+    use wasmtime::{Enabled, PoolingAllocationConfig};
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    config.consume_fuel(opts.fuel);
+    let slots = pool.instances.max(1);
+    let mut p = PoolingAllocationConfig::default();
+    // A component holds several core instances and up to a few memories
+    // (its own, the preview1 adapter's, a libc's).
+    p.total_component_instances(slots)
+        .total_core_instances(slots.saturating_mul(8))
+        .total_memories(slots.saturating_mul(2))
+        .total_tables(slots.saturating_mul(4))
+        .total_stacks(slots)
+        .max_memories_per_module(2)
+        .max_tables_per_module(2)
+        .max_memory_size(pool.max_memory.clamp(64 << 10, 4 << 30) as usize)
+        .linear_memory_keep_resident(pool.keep_resident as usize)
+        .table_keep_resident(64 << 10)
+        .pagemap_scan(Enabled::Auto)
+        .decommit_batch_size(16)
+        .max_unused_warm_slots(slots.min(256));
+    config.allocation_strategy(p);
+    Engine::new(&config)
+}
+
 /// A stable fingerprint of everything that makes compiled code loadable by
 /// `engine`: Wasmtime's own compatibility hash plus wedge's version.
 pub fn hash(engine: &Engine) -> u64 {

@@ -78,13 +78,19 @@ pub fn environment(r: &CgiRequest<'_>) -> Vec<(String, String)> {
         ("SERVER_NAME".into(), server_name),
         ("SERVER_PORT".into(), r.local.port().to_string()),
         ("SERVER_PROTOCOL".into(), r.version.to_string()),
-        ("SERVER_SOFTWARE".into(), concat!("wedge/", env!("CARGO_PKG_VERSION")).into()),
+        (
+            "SERVER_SOFTWARE".into(),
+            concat!("wedge/", env!("CARGO_PKG_VERSION")).into(),
+        ),
         ("X_MATCHED_ROUTE".into(), r.route.to_string()),
         ("X_FULL_URL".into(), full_url),
         ("X_RAW_PATH_INFO".into(), r.path_info.to_string()),
     ];
     for (name, value) in r.params {
-        env.push((format!("X_PARAM_{}", name.to_ascii_uppercase()), percent_decode(value)));
+        env.push((
+            format!("X_PARAM_{}", name.to_ascii_uppercase()),
+            percent_decode(value),
+        ));
     }
     for name in r.headers.keys() {
         if name == hyper::header::CONTENT_TYPE || name == hyper::header::CONTENT_LENGTH {
@@ -99,7 +105,10 @@ pub fn environment(r: &CgiRequest<'_>) -> Vec<(String, String)> {
             .iter()
             .filter_map(|v| v.to_str().ok())
             .collect();
-        let var = format!("HTTP_{}", name.as_str().to_ascii_uppercase().replace('-', "_"));
+        let var = format!(
+            "HTTP_{}",
+            name.as_str().to_ascii_uppercase().replace('-', "_")
+        );
         env.push((var, values.join(", ")));
     }
     env
@@ -153,7 +162,11 @@ pub fn parse_response(out: &[u8]) -> Result<CgiResponse, String> {
     for (n, line) in head.split('\n').enumerate() {
         let line = line.strip_suffix('\r').unwrap_or(line);
         let Some((name, value)) = line.split_once(':') else {
-            return Err(format!("header line {} `{}` has no `:`", n + 1, truncate(line)));
+            return Err(format!(
+                "header line {} `{}` has no `:`",
+                n + 1,
+                truncate(line)
+            ));
         };
         let value = value.trim();
         if name.eq_ignore_ascii_case("status") {

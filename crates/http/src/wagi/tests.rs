@@ -1,6 +1,10 @@
 use super::*;
 
-fn req<'a>(uri: &'a Uri, headers: &'a HeaderMap, params: &'a [(String, &'a str)]) -> CgiRequest<'a> {
+fn req<'a>(
+    uri: &'a Uri,
+    headers: &'a HeaderMap,
+    params: &'a [(String, &'a str)],
+) -> CgiRequest<'a> {
     CgiRequest {
         method: "POST",
         uri,
@@ -44,11 +48,18 @@ fn environment_follows_cgi() {
     assert_eq!(get(&env, "REMOTE_ADDR"), Some("10.0.0.7"));
     assert_eq!(get(&env, "GATEWAY_INTERFACE"), Some("CGI/1.1"));
     assert_eq!(get(&env, "X_MATCHED_ROUTE"), Some("/api/..."));
-    assert_eq!(get(&env, "X_FULL_URL"), Some("http://example.com:8080/api/items/a%20b?x=1&y=2"));
+    assert_eq!(
+        get(&env, "X_FULL_URL"),
+        Some("http://example.com:8080/api/items/a%20b?x=1&y=2")
+    );
     assert_eq!(get(&env, "X_PARAM_ID"), Some("7"));
     assert_eq!(get(&env, "HTTP_X_CUSTOM_THING"), Some("v1, v2"));
     assert_eq!(get(&env, "HTTP_CONTENT_TYPE"), None);
-    assert_eq!(get(&env, "HTTP_AUTHORIZATION"), None, "credentials stay hidden");
+    assert_eq!(
+        get(&env, "HTTP_AUTHORIZATION"),
+        None,
+        "credentials stay hidden"
+    );
 
     let mut opted_in = req(&uri, &headers, &params);
     opted_in.allow_authorization = true;
@@ -59,7 +70,10 @@ fn environment_follows_cgi() {
 #[test]
 fn argv_is_the_path_and_isindex_words() {
     assert_eq!(arguments(&"/a/b?x=1".parse().unwrap()), vec!["/a/b"]);
-    assert_eq!(arguments(&"/s?hello+big%20world".parse().unwrap()), vec!["/s", "hello", "big world"]);
+    assert_eq!(
+        arguments(&"/s?hello+big%20world".parse().unwrap()),
+        vec!["/s", "hello", "big world"]
+    );
 }
 
 #[test]
@@ -71,7 +85,8 @@ fn parses_headers_status_and_location() {
     assert_eq!(r.headers["x-extra"], "1");
     assert_eq!(&out[r.body_start..], b"body");
 
-    let r = parse_response(b"Status: 404 Not Found\r\nContent-Type: text/html\r\n\r\n<h1>").unwrap();
+    let r =
+        parse_response(b"Status: 404 Not Found\r\nContent-Type: text/html\r\n\r\n<h1>").unwrap();
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     let r = parse_response(b"Location: /elsewhere\n\n").unwrap();
     assert_eq!(r.status, StatusCode::FOUND);

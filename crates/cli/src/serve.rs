@@ -1,0 +1,207 @@
+//! `wedge serve` and `wedge check`: HTTP functions from one module or an app manifest.
+
+use crate::Global;
+use anyhow::{Context, Result};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use wedge_http::handler::Handler;
+use wedge_http::server::{self, EpochTicker};
+use wedge_http::table::{self, Table};
+use wedge_manifest::{App, LimitOverrides};
+use wedge_runtime::engine::{self, EngineOptions, PoolSizing};
+use wedge_runtime::units;
+
+/// Where the app comes from.
+#[derive(clap::Args)]
+pub struct AppArgs {
+    /// A module or component to serve on every path (`/...`)
+    #[arg(value_name = "MODULE", required_unless_present = "manifest")]
+    module: Option<PathBuf>,
+    /// An app manifest (`wedge.toml`), or a folder holding one
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "MANIFEST",
+        conflicts_with = "module"
+    )]
+    manifest: Option<PathBuf>,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// Per-function limits; each sets the default for every function
+/// (a function's own manifest key still wins).
+#[derive(clap::Args)]
+#[command(next_help_heading = "Limits (defaults for every function)")]
+struct LimitArgs {
+    /// Wall-clock time a request may run (504 after it)
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
+    timeout: Option<Duration>,
+    /// Linear memory per instance, e.g. 16MiB
+    #[arg(long, value_name = "SIZE", value_parser = units::parse_size)]
+    max_memory: Option<u64>,
+    /// Deterministic instruction budget per request
+    #[arg(long, value_name = "N")]
+    fuel: Option<u64>,
+    /// Requests a function runs at once
+    #[arg(long, value_name = "N")]
+    max_concurrency: Option<u32>,
+    /// Requests that may wait for a slot (503 beyond)
+    #[arg(long, value_name = "N")]
+    queue: Option<u32>,
+    /// How long a request may wait for a slot (503 after it)
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
+    queue_timeout: Option<Duration>,
+    /// Largest request body (413 beyond)
+    #[arg(long, value_name = "SIZE", value_parser = units::parse_size)]
+    max_request_body: Option<u64>,
+    /// Largest response body (the response is cut off beyond)
+    #[arg(long, value_name = "SIZE", value_parser = units::parse_size)]
+    max_response_body: Option<u64>,
+}
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    app: AppArgs,
+    /// Address to listen on; port 0 picks a free port [default: 127.0.0.1:8080]
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Bytes of each instance's memory kept resident and reset in place
+    /// between requests instead of being returned to the kernel
+    #[arg(long, value_name = "SIZE", value_parser = units::parse_size, default_value = "2MiB")]
+    keep_resident: u64,
+}
+
+impl AppArgs {
+    fn load(&self) -> Result<App> {
+        let l = &self.limits;
+        let cli = LimitOverrides {
+            timeout: l.timeout,
+            max_memory: l.max_memory,
+            fuel: l.fuel,
+            max_concurrency: l.max_concurrency,
+            queue: l.queue,
+            queue_timeout: l.queue_timeout,
+            max_request_body: l.max_request_body,
+            max_response_body: l.max_response_body,
+        };
+        match (&self.manifest, &self.module) {
+            (Some(m), _) => Ok(wedge_manifest::load(m, &cli)?),
+            (None, Some(module)) => Ok(wedge_manifest::single(module, &cli)),
+            (None, None) => anyhow::bail!("give a MODULE or -f wedge.toml"),
+        }
+    }
+}
+
+fn engine_for(app: &App, keep_resident: u64) -> Result<wasmtime::Engine> {
+    let instances: u32 = app
+        .functions
+        .iter()
+        .map(|f| f.limits.max_concurrency)
+        .fold(16u32, u32::saturating_add);
+    let max_memory = app
+        .functions
+        .iter()
+        .map(|f| f.limits.max_memory)
+        .max()
+        .unwrap_or(64 << 20);
+    let fuel = app.functions.iter().any(|f| f.limits.fuel.is_some());
+    Ok(engine::build_serving(
+        EngineOptions { fuel },
+        PoolSizing {
+            instances,
+            max_memory,
+            keep_resident,
+        },
+    )?)
+}
+
+/// `wedge check`: validates the manifest and compiles and links every function.
+pub fn check(args: AppArgs, global: &Global) -> Result<i32> {
+    let app = args.load()?;
+    let engine = engine_for(&app, 0)?;
+    let table = Table::load(&app, &engine, global.cache().as_ref())?;
+    let what = app
+        .manifest
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "module".into());
+    println!("{what}: ok, {} functions", table.functions.len());
+    for (f, spec) in table.functions.iter().zip(&app.functions) {
+        let routes: Vec<&str> = spec.routes.iter().map(|r| r.template()).collect();
+        println!("  {:<16} {:<14} {}", spec.name, f.abi, routes.join(" "));
+    }
+    Ok(0)
+}
+
+pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
+    let app = args.app.load()?;
+    let engine = engine_for(&app, args.keep_resident)?;
+    let table = Table::load(&app, &engine, global.cache().as_ref())?;
+    let listen = args
+        .listen
+        .or(app.server.listen)
+        .unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid address"));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("wedge-worker")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let bound = listener.local_addr()?;
+        for (f, spec) in table.functions.iter().zip(&app.functions) {
+            let routes: Vec<&str> = spec.routes.iter().map(|r| r.template()).collect();
+            eprintln!(
+                "function {} ({}, aot cache {}): {}",
+                spec.name,
+                f.abi,
+                f.cache.as_str(),
+                routes.join(" ")
+            );
+            if let Some(note) = &f.cache_note {
+                eprintln!("  aot cache: {note}");
+            }
+        }
+        let handler = Arc::new(Handler::new(
+            table::shared(table),
+            app.server.health_prefix.clone(),
+        ));
+        let _ticker = EpochTicker::start(engine.clone());
+        println!("listening on http://{bound}");
+        std::io::stdout().flush()?;
+        let drained = server::serve(
+            listener,
+            handler,
+            app.server.max_connections as usize,
+            shutdown_signal(),
+            app.server.shutdown_grace,
+        )
+        .await;
+        if drained {
+            eprintln!("wedge: shut down cleanly");
+        } else {
+            eprintln!(
+                "wedge: shutdown grace of {} passed with requests still in flight",
+                units::format_duration(app.server.shutdown_grace)
+            );
+        }
+        Ok(0)
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => eprintln!("wedge: SIGTERM, draining"),
+        _ = int.recv() => eprintln!("wedge: SIGINT, draining"),
+    }
+}

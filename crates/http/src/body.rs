@@ -1,0 +1,81 @@
+//! The one response body type, and a body wrapper enforcing
+//! `max_response_body` on streamed guest responses.
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+/// Errors a response body can end with.
+pub type BodyError = wasmtime_wasi_http::Error;
+
+/// Every response wedge sends has this body type.
+pub type Body = UnsyncBoxBody<Bytes, BodyError>;
+
+/// A complete body.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// Ends the stream with an error once more than `limit` bytes went through;
+/// the client sees a truncated response, never more than the limit.
+pub struct Limited<B> {
+    inner: B,
+    limit: u64,
+    sent: u64,
+    on_exceeded: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl<B> Limited<B> {
+    pub fn new(inner: B, limit: u64, on_exceeded: Box<dyn FnOnce() + Send>) -> Self {
+        Limited {
+            inner,
+            limit,
+            sent: 0,
+            on_exceeded: Some(on_exceeded),
+        }
+    }
+}
+
+impl<B> HttpBody for Limited<B>
+where
+    B: HttpBody<Data = Bytes, Error = BodyError> + Unpin,
+{
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.sent += data.len() as u64;
+                    if this.sent > this.limit {
+                        if let Some(f) = this.on_exceeded.take() {
+                            f();
+                        }
+                        return Poll::Ready(Some(Err(BodyError::HttpResponseBodySize(Some(
+                            this.limit,
+                        )))));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,153 @@
+//! A function ready to serve: its settings, its compiled code behind the
+//! right executor (WAGI or `wasi:http`), and its concurrency gate. Built
+//! once at load; requests only read it.
+
+use crate::failure::Failure;
+use crate::gate::Gate;
+use crate::{wagi, wasi_http};
+use anyhow::{Context, Result, bail};
+use std::sync::Arc;
+use wasmtime::Engine;
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+use wedge_manifest::{Abi, FileMount, Function, Limits, OutboundRule};
+use wedge_runtime::cache::Cache;
+use wedge_runtime::limits::{MemoryGrowFailed, MemoryLimitExceeded};
+use wedge_runtime::load::{CacheStatus, Program, Source};
+
+/// What a request needs to know about its function.
+pub struct Spec {
+    pub name: Arc<str>,
+    pub limits: Limits,
+    pub env: Vec<(String, String)>,
+    pub files: Vec<FileMount>,
+    pub outbound: Arc<[OutboundRule]>,
+    pub allow_authorization: bool,
+    pub methods: Option<Vec<String>>,
+}
+
+pub enum Executor {
+    Wagi(wagi::Wagi),
+    Http(wasi_http::HttpFunction),
+}
+
+pub struct Loaded {
+    pub spec: Arc<Spec>,
+    pub executor: Executor,
+    pub gate: Gate,
+    /// `wagi`, `wasi:http@0.2` or `wasi:http@0.3`.
+    pub abi: &'static str,
+    pub cache: CacheStatus,
+    /// Why the cached artifact was not used, if it was not.
+    pub cache_note: Option<String>,
+}
+
+/// Compiles (through the cache) and prepares one function.
+pub fn load(engine: &Engine, f: &Function, cache: Option<&Cache>) -> Result<Loaded> {
+    let source = Source::read(&f.source)?;
+    let loaded = source
+        .load(engine, cache)
+        .with_context(|| format!("function `{}`", f.name))?;
+    let spec = Arc::new(Spec {
+        name: f.name.as_str().into(),
+        limits: f.limits.clone(),
+        env: f.env.clone(),
+        files: f.files.clone(),
+        outbound: f.outbound.clone().into(),
+        allow_authorization: f.allow_authorization,
+        methods: f.methods.clone(),
+    });
+    let (executor, abi) = match (&loaded.program, f.abi) {
+        (Program::Module(m), None | Some(Abi::Wagi)) => (
+            Executor::Wagi(
+                wagi::Wagi::new(engine, m, spec.clone())
+                    .with_context(|| format!("function `{}`: {}", f.name, f.source.display()))?,
+            ),
+            "wagi",
+        ),
+        (Program::Component(c), None | Some(Abi::Http)) => {
+            let http = wasi_http::HttpFunction::new(engine, c, spec.clone())
+                .with_context(|| format!("function `{}`: {}", f.name, f.source.display()))?;
+            let abi = http.abi();
+            (Executor::Http(http), abi)
+        }
+        (Program::Module(_), Some(Abi::Http)) => bail!(
+            "function `{}`: abi = \"http\" needs a wasi:http component, but {} is a core module \
+             (use abi = \"wagi\", or build a component)",
+            f.name,
+            f.source.display()
+        ),
+        (Program::Component(_), Some(Abi::Wagi)) => bail!(
+            "function `{}`: abi = \"wagi\" needs a WASI preview1 module, but {} is a component",
+            f.name,
+            f.source.display()
+        ),
+    };
+    let l = &f.limits;
+    let cache_note = loaded.cache_note.clone();
+    Ok(Loaded {
+        cache_note,
+        spec,
+        executor,
+        gate: Gate::new(l.max_concurrency, l.queue, l.queue_timeout),
+        abi,
+        cache: loaded.cache,
+    })
+}
+
+/// Preopens the function's granted directories.
+pub fn preopen(b: &mut WasiCtxBuilder, files: &[FileMount]) -> Result<(), Failure> {
+    for m in files {
+        let perms = if m.read_only {
+            FsPerms::ReadOnly
+        } else {
+            FsPerms::ReadWrite
+        };
+        b.preopened_dir(&m.host, &m.guest, perms)
+            .map_err(|e| Failure::Internal {
+                message: format!("cannot open {}: {e}", m.host.display()),
+            })?;
+    }
+    Ok(())
+}
+
+/// Classifies an error out of a guest call. `grow_failures` tells whether
+/// the guest was refused memory, which explains most failures that follow.
+pub fn classify(err: &wasmtime::Error, spec: &Spec, grow_failures: u64) -> Failure {
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<crate::capture::OutputTooLarge>() {
+            let _ = e;
+            return Failure::ResponseTooLarge {
+                limit: spec.limits.max_response_body,
+            };
+        }
+        if cause.is::<MemoryLimitExceeded>() || cause.is::<MemoryGrowFailed>() {
+            return Failure::MemoryLimit {
+                message: cause.to_string(),
+            };
+        }
+    }
+    if let Some(trap) = err.downcast_ref::<wasmtime::Trap>() {
+        return match trap {
+            wasmtime::Trap::OutOfFuel => Failure::OutOfFuel {
+                budget: spec.limits.fuel.unwrap_or(0),
+            },
+            wasmtime::Trap::Interrupt => Failure::Timeout {
+                after: spec.limits.timeout,
+            },
+            _ if grow_failures > 0 => Failure::MemoryLimit {
+                message: format!(
+                    "{trap} after {grow_failures} refused memory.grow (limit {} bytes)",
+                    spec.limits.max_memory
+                ),
+            },
+            _ => Failure::Trap {
+                message: trap.to_string(),
+            },
+        };
+    }
+    let text = format!("{err:#}");
+    if text.contains("exceeds memory limits") || text.contains("memory minimum size") {
+        return Failure::MemoryLimit { message: text };
+    }
+    Failure::Internal { message: text }
+}

@@ -1,0 +1,267 @@
+//! One request, from the socket's point of view to the guest and back:
+//! request id, health endpoints, route, method, request limits, the
+//! function's gate, the executor, and the one place failures become
+//! responses.
+
+use crate::body::{self, Body, Limited};
+use crate::failure::Failure;
+use crate::function::{Executor, Loaded};
+use crate::table::Shared;
+use crate::wagi::{self, cgi};
+use crate::{log, request_id};
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited as LimitedRequest};
+use hyper::body::Incoming;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Largest header section accepted (names, values and separators).
+pub const MAX_HEADER_BYTES: usize = 64 << 10;
+
+/// Shared by all connections.
+pub struct Handler {
+    pub table: Shared,
+    pub health_prefix: String,
+    pub ready: AtomicBool,
+}
+
+/// Where a connection came from and arrived.
+#[derive(Clone, Copy)]
+pub struct Peer {
+    pub remote: SocketAddr,
+    pub local: SocketAddr,
+}
+
+impl Handler {
+    pub fn new(table: Shared, health_prefix: String) -> Self {
+        Handler {
+            table,
+            health_prefix,
+            ready: AtomicBool::new(true),
+        }
+    }
+
+    /// Serves one request; never fails (failures are responses).
+    pub async fn handle(&self, req: Request<Incoming>, peer: Peer) -> Response<Body> {
+        let id = request_id::from_header(req.headers().get("x-request-id").map(|v| v.as_bytes()));
+        let mut response = match self.dispatch(req, peer, &id).await {
+            Ok(r) => r,
+            Err((failure, function)) => {
+                if failure.status().is_server_error() {
+                    log::line(
+                        "warn",
+                        &id,
+                        &function,
+                        &format!("{} {}", failure.status().as_u16(), failure.reason()),
+                    );
+                }
+                failure_response(&failure, &id)
+            }
+        };
+        if let Ok(v) = HeaderValue::from_str(&id) {
+            response.headers_mut().insert("x-request-id", v);
+        }
+        response
+    }
+
+    async fn dispatch(
+        &self,
+        req: Request<Incoming>,
+        peer: Peer,
+        id: &str,
+    ) -> Result<Response<Body>, (Failure, String)> {
+        let none = || String::from("-");
+        let header_bytes: usize = req
+            .headers()
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum();
+        if header_bytes > MAX_HEADER_BYTES {
+            return Err((
+                Failure::HeadersTooLarge {
+                    limit: MAX_HEADER_BYTES,
+                },
+                none(),
+            ));
+        }
+        let path = req.uri().path();
+        if let Some(rest) = path.strip_prefix(self.health_prefix.as_str()) {
+            match rest {
+                "/health" => return Ok(text(StatusCode::OK, "ok\n")),
+                "/ready" if self.ready.load(Ordering::Acquire) => {
+                    return Ok(text(StatusCode::OK, "ready\n"));
+                }
+                "/ready" => return Err((Failure::ShuttingDown, none())),
+                _ => {}
+            }
+        }
+        let table = self.table.load_full();
+        let path = req.uri().path().to_string();
+        let Some(routed) = table.router.route(&path) else {
+            return Err((Failure::NoRoute, none()));
+        };
+        let f: &Loaded = &table.functions[routed.target];
+        let name = f.spec.name.to_string();
+        let fail = |failure: Failure| (failure, name.clone());
+        if let Some(methods) = &f.spec.methods
+            && !methods.iter().any(|m| m == req.method().as_str())
+        {
+            return Err(fail(Failure::MethodNotAllowed {
+                allowed: methods.clone(),
+            }));
+        }
+        let limit = f.spec.limits.max_request_body;
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return Err(fail(Failure::BodyTooLarge { limit }));
+        }
+        let _slot = f.gate.enter().await.map_err(fail)?;
+        let (parts, incoming) = req.into_parts();
+        let body: Bytes = LimitedRequest::new(incoming, limit as usize)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    fail(Failure::BodyTooLarge { limit })
+                } else {
+                    fail(Failure::Internal {
+                        message: format!("reading the request body: {e}"),
+                    })
+                }
+            })?
+            .to_bytes();
+
+        match &f.executor {
+            Executor::Wagi(wagi) => {
+                let version = match parts.version {
+                    http::Version::HTTP_2 => "HTTP/2.0",
+                    http::Version::HTTP_10 => "HTTP/1.0",
+                    _ => "HTTP/1.1",
+                };
+                let env = cgi::environment(&cgi::CgiRequest {
+                    method: parts.method.as_str(),
+                    uri: &parts.uri,
+                    version,
+                    headers: &parts.headers,
+                    remote: peer.remote,
+                    local: peer.local,
+                    route: routed.route.template(),
+                    script_name: routed.found.script_name,
+                    path_info: routed.found.path_info,
+                    params: &routed.found.params,
+                    body_len: body.len(),
+                    allow_authorization: f.spec.allow_authorization,
+                });
+                wagi.call(wagi::Call {
+                    request_id: id,
+                    env,
+                    args: cgi::arguments(&parts.uri),
+                    body,
+                })
+                .await
+                .map_err(fail)
+            }
+            Executor::Http(http_fn) => {
+                let mut parts = parts;
+                absolute_uri(&mut parts, peer.local);
+                let request = Request::from_parts(parts, body::full(body));
+                let response = http_fn.call(id, request).await.map_err(fail)?;
+                limit_response(response, f.spec.limits.max_response_body, id, &name).map_err(fail)
+            }
+        }
+    }
+}
+
+/// Gives the guest an absolute URI (scheme and authority), as a proxy sees
+/// it: from the Host header, or the address the connection arrived on.
+fn absolute_uri(parts: &mut http::request::Parts, local: SocketAddr) {
+    if parts.uri.authority().is_some() {
+        return;
+    }
+    let authority = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .unwrap_or_else(|| local.to_string());
+    let pq = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    if let Ok(uri) = format!("http://{authority}{pq}").parse() {
+        parts.uri = uri;
+    }
+}
+
+fn limit_response(
+    response: Response<Body>,
+    limit: u64,
+    id: &str,
+    function: &str,
+) -> Result<Response<Body>, Failure> {
+    let declared = response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(Failure::ResponseTooLarge { limit });
+    }
+    let (id, function) = (id.to_string(), function.to_string());
+    Ok(response.map(|b| {
+        let on_exceeded = Box::new(move || {
+            log::line(
+                "warn",
+                &id,
+                &function,
+                &format!("response body passed the limit of {limit} bytes; response cut off"),
+            )
+        });
+        Limited::new(b, limit, on_exceeded).boxed_unsync()
+    }))
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut r = Response::new(body::full(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// The response for a failure: its status, and a plain-text reason with
+/// the request id.
+pub fn failure_response(failure: &Failure, id: &str) -> Response<Body> {
+    let status = failure.status();
+    let body = format!(
+        "{} {}: {} (request id {id})\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        failure.reason()
+    );
+    let mut r = Response::new(body::full(body));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if let Some(secs) = failure.retry_after() {
+        h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    if let Failure::MethodNotAllowed { allowed } = failure
+        && let Ok(v) = HeaderValue::from_str(&allowed.join(", "))
+    {
+        h.insert(header::ALLOW, v);
+    }
+    r
+}

@@ -1,0 +1,100 @@
+//! Per-store state of a `wasi:http` component instance, the views Wasmtime
+//! asks for, and the outbound-request hook that enforces
+//! `allowed_outbound_hosts`.
+
+use crate::capture::Capture;
+use crate::log;
+use std::sync::Arc;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wedge_manifest::OutboundRule;
+use wedge_runtime::limits::Limits;
+
+/// Store data of one component instance.
+pub struct HttpHost {
+    pub wasi: WasiCtx,
+    pub table: ResourceTable,
+    pub http: WasiHttpCtx,
+    pub outbound: Outbound,
+    pub limits: Limits,
+    pub stdout: Capture,
+    pub stderr: Capture,
+    pub request_id: String,
+}
+
+impl WasiView for HttpHost {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for HttpHost {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outbound,
+        }
+    }
+}
+
+/// Outbound HTTP policy of one function: denied unless a rule allows it.
+pub struct Outbound {
+    pub rules: Arc<[OutboundRule]>,
+    pub function: Arc<str>,
+    pub request_id: String,
+}
+
+type SendFuture = Box<
+    dyn std::future::Future<
+            Output = Result<
+                (
+                    http::Response<wasmtime_wasi_http::WasiBody>,
+                    Box<
+                        dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>>
+                            + Send,
+                    >,
+                ),
+                wasmtime_wasi_http::Error,
+            >,
+        > + Send,
+>;
+
+impl WasiHttpHooks for Outbound {
+    fn send_request(
+        &mut self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> SendFuture {
+        let uri = request.uri();
+        let scheme = uri.scheme_str().unwrap_or("http").to_string();
+        let host = uri.host().unwrap_or("").to_string();
+        let port = uri
+            .port_u16()
+            .unwrap_or(if scheme == "https" { 443 } else { 80 });
+        if !wedge_manifest::outbound::allowed(&self.rules, &scheme, &host, port) {
+            log::line(
+                "warn",
+                &self.request_id,
+                &self.function,
+                &format!(
+                    "outbound request to {scheme}://{host}:{port} denied: not in allowed_outbound_hosts"
+                ),
+            );
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        Box::new(async move {
+            use http_body_util::BodyExt;
+            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((
+                response.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn std::future::Future<Output = _> + Send>,
+            ))
+        })
+    }
+}

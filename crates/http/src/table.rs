@@ -1,0 +1,38 @@
+//! The table of functions being served: router plus loaded functions. It is
+//! immutable once built and swapped as a whole (`ArcSwap`), so a reload can
+//! replace it atomically while requests keep using the one they started with.
+
+use crate::function::{self, Loaded};
+use anyhow::Result;
+use arc_swap::ArcSwap;
+use std::sync::Arc;
+use wasmtime::Engine;
+use wedge_manifest::{App, Router};
+use wedge_runtime::cache::Cache;
+
+pub struct Table {
+    pub router: Router,
+    pub functions: Vec<Loaded>,
+}
+
+impl Table {
+    /// Compiles (through the cache) and links every function of `app`.
+    pub fn load(app: &App, engine: &Engine, cache: Option<&Cache>) -> Result<Table> {
+        let functions = app
+            .functions
+            .iter()
+            .map(|f| function::load(engine, f, cache))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Table {
+            router: app.router.clone(),
+            functions,
+        })
+    }
+}
+
+/// The current table, replaceable while serving.
+pub type Shared = Arc<ArcSwap<Table>>;
+
+pub fn shared(table: Table) -> Shared {
+    Arc::new(ArcSwap::from_pointee(table))
+}

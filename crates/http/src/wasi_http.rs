@@ -1,0 +1,259 @@
+//! The `wasi:http` executor: WASI 0.2 `wasi:http/proxy` and WASI 0.3
+//! `wasi:http/service` components, driven by Wasmtime's `ProxyHandler`
+//! (per-request instances, expiry), behind wedge's own gate and limits.
+
+use crate::body::Body;
+use crate::capture::Capture;
+use crate::failure::Failure;
+use crate::function::{self, Spec};
+use crate::host::{HttpHost, Outbound};
+use crate::log;
+use http_body_util::BodyExt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use wasmtime::component::{Component, ResourceTable};
+use wasmtime::{Engine, Store, StoreContextMut};
+use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi_http::WasiHttpCtx;
+use wasmtime_wasi_http::handler::{
+    ExpirationError, HandlerState, Instance, ProxyHandler, ProxyPre, ShouldAccept,
+    WorkerExpiration, WorkerState, WorkerStatus,
+};
+use wedge_runtime::limits::Limits;
+
+/// How much of a component's stdout and stderr is kept per instance.
+const LOG_LIMIT: usize = 64 << 10;
+/// How long an idle instance may wait for another request (0.3 reuse).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A `wasi:http` component, linked and pre-instantiated once.
+pub struct HttpFunction {
+    handler: ProxyHandler<State>,
+    p3: bool,
+}
+
+struct State {
+    engine: Engine,
+    pre: ProxyPre<HttpHost>,
+    spec: Arc<Spec>,
+    metered: bool,
+    /// Requests one instance may serve (1: a fresh instance per request).
+    reuse: usize,
+}
+
+impl HttpFunction {
+    pub fn new(engine: &Engine, component: &Component, spec: Arc<Spec>) -> anyhow::Result<Self> {
+        let mut linker = wasmtime::component::Linker::<HttpHost>::new(engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(anyhow::Error::from)?;
+        wasmtime_wasi::p3::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
+        wasmtime_wasi_http::p3::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
+        let instance_pre = linker
+            .instantiate_pre(component)
+            .map_err(|e| anyhow::anyhow!("cannot link: {e:#}"))?;
+        let (pre, p3) = match wasmtime_wasi_http::p3::bindings::ServicePre::new(
+            instance_pre.clone(),
+        ) {
+            Ok(service) => (ProxyPre::P3(service), true),
+            Err(_) => match wasmtime_wasi_http::p2::bindings::ProxyPre::new(instance_pre) {
+                Ok(proxy) => (ProxyPre::P2(proxy), false),
+                Err(_) => anyhow::bail!(
+                    "the component exports neither `wasi:http/incoming-handler@0.2` (a proxy) nor \
+                     `wasi:http/handler@0.3` (a service)"
+                ),
+            },
+        };
+        let state = State {
+            engine: engine.clone(),
+            pre,
+            spec,
+            metered: engine.get_consume_fuel(),
+            reuse: 1,
+        };
+        Ok(HttpFunction {
+            handler: ProxyHandler::new(state),
+            p3,
+        })
+    }
+
+    pub fn abi(&self) -> &'static str {
+        if self.p3 {
+            "wasi:http@0.3"
+        } else {
+            "wasi:http@0.2"
+        }
+    }
+
+    /// Serves one request in an instance of its own.
+    pub async fn call(
+        &self,
+        request_id: &str,
+        request: http::Request<Body>,
+    ) -> Result<http::Response<Body>, Failure> {
+        let spec = &self.handler.state().spec;
+        let response = self
+            .handler
+            .handle(request_id.to_string(), request)
+            .await
+            .map_err(|e| classify(&e, spec))?;
+        Ok(response.map(|b| b.boxed_unsync()))
+    }
+}
+
+fn classify(e: &wasmtime::Error, spec: &Spec) -> Failure {
+    if e.is::<ExpirationError>() {
+        return Failure::Timeout {
+            after: spec.limits.timeout,
+        };
+    }
+    let text = format!("{e:#}");
+    if text.contains("guest never invoked `response-outparam::set`")
+        && e.downcast_ref::<wasmtime::Trap>().is_none()
+        && !text.contains("memory")
+    {
+        return Failure::Malformed {
+            problem: "the guest returned without setting a response".into(),
+        };
+    }
+    function::classify(e, spec, 0)
+}
+
+impl HandlerState for State {
+    type StoreData = HttpHost;
+    type WorkerExpiration = Expiration;
+    type WorkerState = Worker;
+
+    async fn instantiate(&self) -> wasmtime::Result<Instance<HttpHost, Expiration, Worker>> {
+        let spec = &self.spec;
+        let stdout = Capture::truncating(LOG_LIMIT);
+        let stderr = Capture::truncating(LOG_LIMIT);
+        let mut b = WasiCtxBuilder::new();
+        b.stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .envs(&spec.env);
+        function::preopen(&mut b, &spec.files)
+            .map_err(|f| wasmtime::format_err!("{}", f.reason()))?;
+        let host = HttpHost {
+            wasi: b.build(),
+            table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            outbound: Outbound {
+                rules: spec.outbound.clone(),
+                function: spec.name.clone(),
+                request_id: String::new(),
+            },
+            limits: Limits::new(Some(spec.limits.max_memory), false),
+            stdout,
+            stderr,
+            request_id: String::new(),
+        };
+        let mut store = Store::new(&self.engine, host);
+        store.limiter(|h| &mut h.limits);
+        store.epoch_deadline_async_yield_and_update(1);
+        store.set_epoch_deadline(1);
+        if self.metered {
+            store.set_fuel(spec.limits.fuel.unwrap_or(u64::MAX))?;
+        }
+        let proxy = self.pre.instantiate_async(&mut store).await?;
+        Ok(Instance {
+            store,
+            proxy,
+            view: |h: &mut HttpHost| wasmtime_wasi_http::WasiHttpView::http(h),
+            expiration: Expiration::new(spec.limits.timeout),
+            state: Worker {
+                spec: spec.clone(),
+                reuse: self.reuse,
+            },
+        })
+    }
+}
+
+/// Per-instance policy: how many requests, and what to do at the end.
+pub struct Worker {
+    spec: Arc<Spec>,
+    reuse: usize,
+}
+
+impl WorkerState for Worker {
+    type StoreData = HttpHost;
+    type RequestData = String;
+
+    fn should_accept_request(&self, concurrent: usize, total: usize) -> ShouldAccept {
+        if total >= self.reuse {
+            ShouldAccept::Never
+        } else if concurrent >= 1 {
+            ShouldAccept::No
+        } else {
+            ShouldAccept::Yes
+        }
+    }
+
+    fn on_request_start(
+        &self,
+        mut store: StoreContextMut<'_, HttpHost>,
+        request_id: String,
+        _task: wasmtime::component::GuestTaskId,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + Sync + 'static>> {
+        store.data_mut().outbound.request_id = request_id.clone();
+        store.data_mut().request_id = request_id;
+        Box::pin(tokio::time::sleep(self.spec.limits.timeout))
+    }
+
+    fn drop(&self, store: Store<HttpHost>, result: Result<(), wasmtime::Error>) {
+        let host = store.into_data();
+        let (out, out_cut) = host.stdout.take();
+        let (err, err_cut) = host.stderr.take();
+        log::guest_output("stdout", &host.request_id, &self.spec.name, &out, out_cut);
+        log::guest_output("stderr", &host.request_id, &self.spec.name, &err, err_cut);
+        if let Err(e) = result {
+            log::line(
+                "warn",
+                &host.request_id,
+                &self.spec.name,
+                &format!("instance ended: {e:#}"),
+            );
+        }
+    }
+}
+
+/// Ends an instance that ran past its timeout (or idled too long).
+pub struct Expiration {
+    timeout: Duration,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    deadline: Option<Instant>,
+}
+
+impl Expiration {
+    fn new(timeout: Duration) -> Self {
+        Expiration {
+            timeout,
+            sleep: Box::pin(tokio::time::sleep(Duration::from_secs(3600))),
+            deadline: None,
+        }
+    }
+}
+
+impl WorkerExpiration for Expiration {
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        state: WorkerStatus,
+        start: Instant,
+    ) -> Poll<()> {
+        let deadline = match state {
+            WorkerStatus::Idle => start + IDLE_TIMEOUT,
+            WorkerStatus::Requests | WorkerStatus::PostReturn => {
+                start + self.timeout + Duration::from_millis(100)
+            }
+        };
+        if self.deadline != Some(deadline) {
+            self.deadline = Some(deadline);
+            self.sleep.as_mut().reset(deadline.into());
+        }
+        self.sleep.as_mut().poll(cx)
+    }
+}
