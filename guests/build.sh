@@ -4,7 +4,7 @@
 # Needs: apt-get install clang-16 lld-16 wasi-libc libclang-rt-16-dev-wasm32
 set -euo pipefail
 cd "$(dirname "$0")"
-for src in c/*.c; do
+for src in c/*.c c/wagi/*.c; do
   out="${src%.c}.wasm"
   clang-16 --target=wasm32-wasi --sysroot=/usr -O2 -g0 -o "$out" "$src" \
     -Wl,--strip-debug

@@ -75,7 +75,11 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
-            eprintln!("wedge: error: {}", one_line(&e));
+            match e.downcast_ref::<wedge_manifest::ManifestError>() {
+                // Manifest errors show the offending line under the message.
+                Some(m) => eprintln!("wedge: error: {m}"),
+                None => eprintln!("wedge: error: {}", one_line(&e)),
+            }
             ExitCode::from(EXIT_ERROR as u8)
         }
     }

@@ -16,7 +16,7 @@ use tokio::sync::Semaphore;
 
 /// How often the epoch advances: the granularity at which a busy guest
 /// yields to other requests.
-pub const EPOCH_TICK: Duration = Duration::from_millis(2);
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// Advances the engine's epoch from one thread until dropped.
 pub struct EpochTicker {

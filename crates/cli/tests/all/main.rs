@@ -2,9 +2,12 @@
 //! on real guest programs and checks what it prints and how it exits.
 
 mod cache;
+mod client;
 mod conformance;
 mod errors;
 mod inspect;
 mod limits;
 mod run;
+mod serve;
+mod serve_limits;
 mod support;

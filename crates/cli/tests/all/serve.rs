@@ -1,0 +1,178 @@
+//! `wedge serve` end to end: both ABIs, the CGI contract, routes, methods,
+//! health, request ids, and `wedge check`.
+
+use crate::client::{Server, get, request};
+use crate::support::{Sandbox, guest, s};
+
+fn app(sb: &Sandbox, toml: &str) -> String {
+    let path = sb.path().join("wedge.toml");
+    std::fs::write(&path, toml).unwrap();
+    s(&path).to_string()
+}
+
+#[test]
+fn one_module_serves_every_path_with_health_endpoints() {
+    let sb = Sandbox::new();
+    let srv = Server::start(&sb.cache_dir(), &[s(&guest("wat/wagi/hello.wat"))]);
+    for path in ["/", "/any/path?x=1"] {
+        let r = get(srv.addr, path);
+        assert_eq!(r.status, 200, "{path}");
+        assert_eq!(r.text(), "hello from wagi\n");
+        assert_eq!(r.header("content-type"), Some("text/plain"));
+        assert!(r.header("x-request-id").is_some_and(|v| !v.is_empty()));
+    }
+    assert_eq!(get(srv.addr, "/.well-known/wedge/health").text(), "ok\n");
+    assert_eq!(get(srv.addr, "/.well-known/wedge/ready").status, 200);
+    // The client's request id is kept.
+    let r = request(
+        srv.addr,
+        "GET",
+        "/",
+        &[("x-request-id", "trace-me-42")],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.header("x-request-id"), Some("trace-me-42"));
+}
+
+#[test]
+fn go_wagi_function_answers() {
+    let sb = Sandbox::new();
+    let srv = Server::start(&sb.cache_dir(), &[s(&guest("go/hello/hello.wasm"))]);
+    let r = get(srv.addr, "/hi?gopher");
+    assert_eq!(r.status, 200, "{}", srv.logs());
+    assert_eq!(r.text(), "Hello, gopher, from Go WAGI on wasip1\n");
+}
+
+#[test]
+fn cgi_environment_arguments_and_body() {
+    let sb = Sandbox::new();
+    let toml = format!(
+        r#"
+[[function]]
+name = "env"
+source = "{}"
+routes = ["/api/...", "/users/:id"]
+env = {{ GREETING = "hi" }}
+"#,
+        s(&guest("c/wagi/env.wasm"))
+    );
+    let srv = Server::start(&sb.cache_dir(), &["-f", &app(&sb, &toml)]);
+    let r = request(
+        srv.addr,
+        "POST",
+        "/api/items/a%20b?x=1&y=2",
+        &[
+            ("Content-Type", "application/json"),
+            ("X-Custom", "v"),
+            ("Authorization", "Bearer secret"),
+        ],
+        b"{\"k\":1}",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-guest"), Some("env"));
+    let t = r.text();
+    for line in [
+        "argv[0]=/api/items/a%20b",
+        "env REQUEST_METHOD=POST",
+        "env CONTENT_TYPE=application/json",
+        "env CONTENT_LENGTH=7",
+        "env QUERY_STRING=x=1&y=2",
+        "env SCRIPT_NAME=/api",
+        "env PATH_INFO=/items/a b",
+        "env X_MATCHED_ROUTE=/api/...",
+        "env HTTP_X_CUSTOM=v",
+        "env SERVER_PROTOCOL=HTTP/1.1",
+        "env GATEWAY_INTERFACE=CGI/1.1",
+        "env REMOTE_ADDR=127.0.0.1",
+        "env GREETING=hi",
+        "body={\"k\":1}",
+    ] {
+        assert!(
+            t.contains(&format!("{line}\n")),
+            "missing `{line}` in:\n{t}"
+        );
+    }
+    assert!(
+        t.contains(&format!("env SERVER_PORT={}\n", srv.addr.port())),
+        "{t}"
+    );
+    assert!(
+        t.contains(&format!(
+            "env X_FULL_URL=http://{}/api/items/a%20b?x=1&y=2\n",
+            srv.addr
+        )),
+        "{t}"
+    );
+    assert!(!t.contains("AUTHORIZATION"), "credentials leaked:\n{t}");
+    assert!(
+        !t.contains("env PATH=") && !t.contains("env HOME="),
+        "host env leaked:\n{t}"
+    );
+
+    let r = get(srv.addr, "/users/ann");
+    assert!(r.text().contains("env X_PARAM_ID=ann\n"), "{}", r.text());
+    assert_eq!(get(srv.addr, "/nowhere").status, 404);
+}
+
+#[test]
+fn routes_methods_and_not_found() {
+    let sb = Sandbox::new();
+    let toml = format!(
+        r#"
+[[function]]
+name = "hello"
+source = "{hello}"
+routes = ["/hello"]
+methods = ["GET"]
+
+[[function]]
+name = "env"
+source = "{env}"
+routes = ["/..."]
+"#,
+        hello = s(&guest("wat/wagi/hello.wat")),
+        env = s(&guest("c/wagi/env.wasm"))
+    );
+    let srv = Server::start(&sb.cache_dir(), &["-f", &app(&sb, &toml)]);
+    assert_eq!(get(srv.addr, "/hello").text(), "hello from wagi\n");
+    assert!(
+        get(srv.addr, "/hello/x")
+            .text()
+            .contains("X_MATCHED_ROUTE=/...")
+    );
+    let r = request(srv.addr, "POST", "/hello", &[], b"x").unwrap();
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), Some("GET"));
+    let id = r.header("x-request-id").unwrap().to_string();
+    assert!(
+        r.text().contains(&format!("(request id {id})")),
+        "{}",
+        r.text()
+    );
+}
+
+#[test]
+fn check_validates_and_names_the_line() {
+    let sb = Sandbox::new();
+    let good = format!(
+        "[[function]]\nname = \"a\"\nsource = \"{}\"\nroutes = [\"/a\"]\n",
+        s(&guest("wat/wagi/hello.wat"))
+    );
+    let r = sb.run(&["check", "-f", &app(&sb, &good)]);
+    assert!(
+        r.expect(0).stdout.contains("ok, 1 functions"),
+        "{}",
+        r.stdout
+    );
+    let bad = good.replace("routes", "rootes");
+    let r = sb.run(&["check", "-f", &app(&sb, &bad)]);
+    r.expect(1);
+    assert!(
+        r.stderr.contains("wedge.toml:4:1: unknown field `rootes`"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("did you mean `routes`?"), "{}", r.stderr);
+}
