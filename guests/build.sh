@@ -16,7 +16,7 @@ done
 # wasi-preview1-component-adapter-provider 48.x) and wasm-tools.
 # Needs: cargo install wasm-tools; the adapter crate in cargo's registry
 # (any `cargo fetch` of a project depending on it), or ADAPTER=path.
-adapter=${ADAPTER:-$(ls ~/.cargo/registry/src/*/wasi-preview1-component-adapter-provider-48*/artefacts/wasi_snapshot_preview1.command.wasm 2>/dev/null | head -n1)}
+adapter=${ADAPTER:-$(ls ~/.cargo/registry/src/*/wasi-preview1-component-adapter-provider-48*/artefacts/wasi_snapshot_preview1.command.wasm 2>/dev/null | sort -V | tail -n1)}
 if [ -z "$adapter" ]; then
   echo "no preview1 command adapter found: set ADAPTER=path/to/wasi_snapshot_preview1.command.wasm" >&2
   exit 1

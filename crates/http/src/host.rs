@@ -21,6 +21,8 @@ pub struct HttpHost {
     pub stdout: Capture,
     pub stderr: Capture,
     pub request_id: String,
+    /// The request being served, to report how the instance ended.
+    pub slot: Option<Arc<crate::wasi_http::RequestSlot>>,
 }
 
 impl WasiView for HttpHost {

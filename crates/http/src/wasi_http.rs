@@ -11,7 +11,7 @@ use crate::log;
 use http_body_util::BodyExt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, ResourceTable};
@@ -95,31 +95,41 @@ impl HttpFunction {
         request: http::Request<Body>,
     ) -> Result<http::Response<Body>, Failure> {
         let spec = &self.handler.state().spec;
-        let response = self
-            .handler
-            .handle(request_id.to_string(), request)
-            .await
-            .map_err(|e| classify(&e, spec))?;
-        Ok(response.map(|b| b.boxed_unsync()))
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let slot = Arc::new(RequestSlot {
+            id: request_id.to_string(),
+            ended: Mutex::new(Some(tx)),
+        });
+        match self.handler.handle(slot, request).await {
+            Ok(response) => Ok(response.map(|b| b.boxed_unsync())),
+            Err(e) if e.is::<ExpirationError>() => Err(Failure::Timeout {
+                after: spec.limits.timeout,
+            }),
+            Err(e) => {
+                // A trap ends the instance; the handler then only reports a
+                // missing response, and the trap itself reaches the worker's
+                // end (`Worker::drop`), which passes it on here.
+                let ended = tokio::time::timeout(Duration::from_secs(2), rx).await;
+                match ended {
+                    Ok(Ok(instance_error)) => Err(function::classify(&instance_error, spec, 0)),
+                    _ if format!("{e:#}").contains(NO_RESPONSE) => Err(Failure::Malformed {
+                        problem: "the guest returned without setting a response".into(),
+                    }),
+                    _ => Err(function::classify(&e, spec, 0)),
+                }
+            }
+        }
     }
 }
 
-fn classify(e: &wasmtime::Error, spec: &Spec) -> Failure {
-    if e.is::<ExpirationError>() {
-        return Failure::Timeout {
-            after: spec.limits.timeout,
-        };
-    }
-    let text = format!("{e:#}");
-    if text.contains("guest never invoked `response-outparam::set`")
-        && e.downcast_ref::<wasmtime::Trap>().is_none()
-        && !text.contains("memory")
-    {
-        return Failure::Malformed {
-            problem: "the guest returned without setting a response".into(),
-        };
-    }
-    function::classify(e, spec, 0)
+/// What Wasmtime's handler says when a guest ends without a response.
+const NO_RESPONSE: &str = "guest never invoked `response-outparam::set`";
+
+/// Per-request data handed through the handler to the instance.
+pub struct RequestSlot {
+    id: String,
+    /// Receives the instance's error if it ends with one.
+    ended: Mutex<Option<tokio::sync::oneshot::Sender<wasmtime::Error>>>,
 }
 
 impl HandlerState for State {
@@ -150,6 +160,7 @@ impl HandlerState for State {
             stdout,
             stderr,
             request_id: String::new(),
+            slot: None,
         };
         let mut store = Store::new(&self.engine, host);
         store.limiter(|h| &mut h.limits);
@@ -180,7 +191,7 @@ pub struct Worker {
 
 impl WorkerState for Worker {
     type StoreData = HttpHost;
-    type RequestData = String;
+    type RequestData = Arc<RequestSlot>;
 
     fn should_accept_request(&self, concurrent: usize, total: usize) -> ShouldAccept {
         if total >= self.reuse {
@@ -195,11 +206,12 @@ impl WorkerState for Worker {
     fn on_request_start(
         &self,
         mut store: StoreContextMut<'_, HttpHost>,
-        request_id: String,
+        slot: Arc<RequestSlot>,
         _task: wasmtime::component::GuestTaskId,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + Sync + 'static>> {
-        store.data_mut().outbound.request_id = request_id.clone();
-        store.data_mut().request_id = request_id;
+        store.data_mut().outbound.request_id = slot.id.clone();
+        store.data_mut().request_id = slot.id.clone();
+        store.data_mut().slot = Some(slot);
         Box::pin(tokio::time::sleep(self.spec.limits.timeout))
     }
 
@@ -210,12 +222,19 @@ impl WorkerState for Worker {
         log::guest_output("stdout", &host.request_id, &self.spec.name, &out, out_cut);
         log::guest_output("stderr", &host.request_id, &self.spec.name, &err, err_cut);
         if let Err(e) = result {
+            let text = format!("{e:#}").replace('\n', " ");
             log::line(
                 "warn",
                 &host.request_id,
                 &self.spec.name,
-                &format!("instance ended: {e:#}"),
+                &format!("instance ended: {text}"),
             );
+            let tx = host
+                .slot
+                .and_then(|s| s.ended.lock().unwrap_or_else(|p| p.into_inner()).take());
+            if let Some(tx) = tx {
+                let _ = tx.send(e);
+            }
         }
     }
 }

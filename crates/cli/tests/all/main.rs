@@ -9,5 +9,6 @@ mod inspect;
 mod limits;
 mod run;
 mod serve;
+mod serve_http;
 mod serve_limits;
 mod support;

@@ -1,0 +1,160 @@
+// A wasi:http/proxy 0.2 component in C (bindings from `wit-bindgen c`).
+//   GET  /hello            -> "hello from a wasi:http component\n" (and a log line on stdout)
+//   POST /echo             -> the request body back, with its content-type
+//   GET  /outbound?H:P/PATH -> fetches http://H:P/PATH and relays status and body;
+//                             502 naming the error code when the host refuses it
+//   GET  /trap             -> traps (unreachable)
+// Anything else is 404.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "proxy.h"
+
+typedef struct { uint8_t *ptr; size_t len, cap; } buf_t;
+
+static void buf_push(buf_t *b, const uint8_t *p, size_t n) {
+    if (b->len + n > b->cap) {
+        b->cap = (b->len + n) * 2 + 64;
+        b->ptr = realloc(b->ptr, b->cap);
+    }
+    memcpy(b->ptr + b->len, p, n);
+    b->len += n;
+}
+
+static void add_header(wasi_http_types_own_fields_t h, const char *name, const uint8_t *v, size_t n) {
+    wasi_http_types_field_name_t key;
+    proxy_string_dup(&key, name);
+    wasi_http_types_field_value_t value = { (uint8_t *)v, n };
+    wasi_http_types_header_error_t err;
+    wasi_http_types_method_fields_append(wasi_http_types_borrow_fields(h), &key, &value, &err);
+    proxy_string_free(&key);
+}
+
+static void respond(wasi_http_types_own_response_outparam_t out, uint16_t status,
+                    const char *content_type, const uint8_t *body, size_t len) {
+    wasi_http_types_own_fields_t headers = wasi_http_types_constructor_fields();
+    if (content_type) add_header(headers, "content-type", (const uint8_t *)content_type, strlen(content_type));
+    wasi_http_types_own_outgoing_response_t resp = wasi_http_types_constructor_outgoing_response(headers);
+    wasi_http_types_method_outgoing_response_set_status_code(wasi_http_types_borrow_outgoing_response(resp), status);
+    wasi_http_types_own_outgoing_body_t body_res;
+    wasi_http_types_method_outgoing_response_body(wasi_http_types_borrow_outgoing_response(resp), &body_res);
+    wasi_http_types_result_own_outgoing_response_error_code_t result = { .is_err = false, .val = { .ok = resp } };
+    wasi_http_types_static_response_outparam_set(out, &result);
+
+    wasi_http_types_own_output_stream_t stream;
+    wasi_http_types_method_outgoing_body_write(wasi_http_types_borrow_outgoing_body(body_res), &stream);
+    size_t off = 0;
+    while (off < len) {
+        size_t n = len - off > 4096 ? 4096 : len - off;
+        proxy_list_u8_t chunk = { (uint8_t *)body + off, n };
+        wasi_io_streams_stream_error_t err;
+        if (!wasi_io_streams_method_output_stream_blocking_write_and_flush(
+                wasi_io_streams_borrow_output_stream(stream), &chunk, &err)) break;
+        off += n;
+    }
+    wasi_io_streams_output_stream_drop_own(stream);
+    wasi_http_types_error_code_t ferr;
+    wasi_http_types_static_outgoing_body_finish(body_res, NULL, &ferr);
+}
+
+static void respond_text(wasi_http_types_own_response_outparam_t out, uint16_t status, const char *text) {
+    respond(out, status, "text/plain", (const uint8_t *)text, strlen(text));
+}
+
+static buf_t read_body(wasi_http_types_own_incoming_body_t body) {
+    buf_t b = {0};
+    wasi_http_types_own_input_stream_t in;
+    if (!wasi_http_types_method_incoming_body_stream(wasi_http_types_borrow_incoming_body(body), &in)) return b;
+    for (;;) {
+        proxy_list_u8_t chunk;
+        wasi_io_streams_stream_error_t err;
+        if (!wasi_io_streams_method_input_stream_blocking_read(
+                wasi_io_streams_borrow_input_stream(in), 65536, &chunk, &err)) break;
+        buf_push(&b, chunk.ptr, chunk.len);
+        proxy_list_u8_free(&chunk);
+    }
+    wasi_io_streams_input_stream_drop_own(in);
+    return b;
+}
+
+static void outbound(const char *target, wasi_http_types_own_response_outparam_t out) {
+    const char *slash = strchr(target, '/');
+    size_t alen = slash ? (size_t)(slash - target) : strlen(target);
+    wasi_http_types_own_outgoing_request_t req =
+        wasi_http_types_constructor_outgoing_request(wasi_http_types_constructor_fields());
+    wasi_http_types_borrow_outgoing_request_t b = wasi_http_types_borrow_outgoing_request(req);
+    wasi_http_types_scheme_t scheme = { .tag = WASI_HTTP_TYPES_SCHEME_HTTP };
+    wasi_http_types_method_outgoing_request_set_scheme(b, &scheme);
+    proxy_string_t authority, path;
+    proxy_string_dup_n(&authority, target, alen);
+    proxy_string_dup(&path, slash ? slash : "/");
+    wasi_http_types_method_outgoing_request_set_authority(b, &authority);
+    wasi_http_types_method_outgoing_request_set_path_with_query(b, &path);
+
+    wasi_http_outgoing_handler_own_future_incoming_response_t fut;
+    wasi_http_outgoing_handler_error_code_t err;
+    char msg[128];
+    if (!wasi_http_outgoing_handler_handle(req, NULL, &fut, &err)) {
+        snprintf(msg, sizeof msg, "outbound request refused: error code %d\n", err.tag);
+        respond_text(out, 502, msg);
+        return;
+    }
+    wasi_io_poll_own_pollable_t ready = wasi_http_types_method_future_incoming_response_subscribe(
+        wasi_http_types_borrow_future_incoming_response(fut));
+    wasi_io_poll_method_pollable_block(wasi_io_poll_borrow_pollable(ready));
+    wasi_io_poll_pollable_drop_own(ready);
+    wasi_http_types_result_result_own_incoming_response_error_code_void_t got;
+    wasi_http_types_method_future_incoming_response_get(wasi_http_types_borrow_future_incoming_response(fut), &got);
+    if (got.is_err || got.val.ok.is_err) {
+        int code = got.is_err ? -1 : got.val.ok.val.err.tag;
+        snprintf(msg, sizeof msg, "outbound request failed: error code %d\n", code);
+        respond_text(out, 502, msg);
+        return;
+    }
+    wasi_http_types_own_incoming_response_t resp = got.val.ok.val.ok;
+    uint16_t status = wasi_http_types_method_incoming_response_status(wasi_http_types_borrow_incoming_response(resp));
+    wasi_http_types_own_incoming_body_t body;
+    buf_t data = {0};
+    if (wasi_http_types_method_incoming_response_consume(wasi_http_types_borrow_incoming_response(resp), &body)) {
+        data = read_body(body);
+    }
+    respond(out, status, "text/plain", data.ptr, data.len);
+}
+
+void exports_wasi_http_incoming_handler_handle(
+    exports_wasi_http_incoming_handler_own_incoming_request_t request,
+    exports_wasi_http_incoming_handler_own_response_outparam_t out) {
+    wasi_http_types_borrow_incoming_request_t req = wasi_http_types_borrow_incoming_request(request);
+    proxy_string_t pq = {0};
+    wasi_http_types_method_incoming_request_path_with_query(req, &pq);
+    char path[512] = {0};
+    memcpy(path, pq.ptr, pq.len < sizeof path - 1 ? pq.len : sizeof path - 1);
+
+    if (strcmp(path, "/hello") == 0) {
+        printf("handling /hello\n");
+        fflush(stdout);
+        respond_text(out, 200, "hello from a wasi:http component\n");
+    } else if (strcmp(path, "/echo") == 0) {
+        wasi_http_types_own_headers_t headers = wasi_http_types_method_incoming_request_headers(req);
+        wasi_http_types_field_name_t name;
+        proxy_string_dup(&name, "content-type");
+        wasi_http_types_list_field_value_t values;
+        wasi_http_types_method_fields_get(wasi_http_types_borrow_fields(headers), &name, &values);
+        char ct[256] = "application/octet-stream";
+        if (values.len > 0) {
+            size_t n = values.ptr[0].len < sizeof ct - 1 ? values.ptr[0].len : sizeof ct - 1;
+            memcpy(ct, values.ptr[0].ptr, n);
+            ct[n] = 0;
+        }
+        wasi_http_types_own_incoming_body_t body;
+        buf_t data = {0};
+        if (wasi_http_types_method_incoming_request_consume(req, &body)) data = read_body(body);
+        respond(out, 200, ct, data.ptr, data.len);
+    } else if (strncmp(path, "/outbound?", 10) == 0) {
+        outbound(path + 10, out);
+    } else if (strcmp(path, "/trap") == 0) {
+        __builtin_trap();
+    } else {
+        respond_text(out, 404, "not found\n");
+    }
+}
