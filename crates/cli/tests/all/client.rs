@@ -168,6 +168,19 @@ impl Server {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// Waits until the server has logged a line containing `needle` (log
+    /// lines about an instance are written when it ends, which may be just
+    /// after its response was sent).
+    pub fn wait_for_log(&self, needle: &str) {
+        for _ in 0..1000 {
+            if self.logs().contains(needle) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("`{needle}` never logged:\n{}", self.logs());
+    }
+
     /// Sends a signal to the server process.
     pub fn signal(&self, sig: &str) {
         let ok = Command::new("kill")

@@ -2,7 +2,7 @@
 //! health, request ids, and `wedge check`.
 
 use crate::client::{Server, get, request};
-use crate::support::{Sandbox, guest, s};
+use crate::support::{Sandbox, example, guest, s};
 
 fn app(sb: &Sandbox, toml: &str) -> String {
     let path = sb.path().join("wedge.toml");
@@ -38,7 +38,7 @@ fn one_module_serves_every_path_with_health_endpoints() {
 #[test]
 fn go_wagi_function_answers() {
     let sb = Sandbox::new();
-    let srv = Server::start(&sb.cache_dir(), &[s(&guest("go/hello/hello.wasm"))]);
+    let srv = Server::start(&sb.cache_dir(), &[s(&example("go-hello/hello.wasm"))]);
     let r = get(srv.addr, "/hi?gopher");
     assert_eq!(r.status, 200, "{}", srv.logs());
     assert_eq!(r.text(), "Hello, gopher, from Go WAGI on wasip1\n");

@@ -3,14 +3,14 @@
 //! conformance programs.
 
 use crate::client::{Server, get, request};
-use crate::support::{Sandbox, guest, root, s};
+use crate::support::{Sandbox, example, root, s};
 use serde_json::Value;
 use std::io::{Read, Write};
 
 fn demo(sb: &Sandbox, extra: &str) -> Server {
     let toml = format!(
         "[[function]]\nname = \"demo\"\nsource = \"{}\"\nroutes = [\"/...\"]\n{extra}\n",
-        s(&guest("c/http/demo.component.wasm"))
+        s(&example("c-http/demo.component.wasm"))
     );
     let path = sb.path().join("wedge.toml");
     std::fs::write(&path, toml).unwrap();

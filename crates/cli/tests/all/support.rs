@@ -15,6 +15,13 @@ pub fn guest(rel: &str) -> PathBuf {
     p
 }
 
+/// A file under `examples/`.
+pub fn example(rel: &str) -> PathBuf {
+    let p = root().join("examples").join(rel);
+    assert!(p.exists(), "missing example {}", p.display());
+    p
+}
+
 /// A WAT guest compiled to a binary `.wasm` in `dir`.
 pub fn wat_guest(dir: &Path, name: &str) -> PathBuf {
     let wasm = wat::parse_file(guest(&format!("wat/{name}.wat"))).expect("valid wat");

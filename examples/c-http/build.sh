@@ -14,4 +14,4 @@ clang-16 --target=wasm32-wasi --sysroot=/usr -O2 -g0 -mexec-model=reactor \
   -I "$tmp" -o "$tmp/demo.core.wasm" demo.c "$tmp/proxy.c" "$tmp/proxy_component_type.o" \
   -Wl,--strip-debug
 wasm-tools component new "$tmp/demo.core.wasm" --adapt "$adapter" -o demo.component.wasm
-echo "built guests/c/http/demo.component.wasm ($(stat -c %s demo.component.wasm) bytes)"
+echo "built examples/c-http/demo.component.wasm ($(stat -c %s demo.component.wasm) bytes)"

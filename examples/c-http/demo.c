@@ -1,9 +1,10 @@
 // A wasi:http/proxy 0.2 component in C (bindings from `wit-bindgen c`).
-//   GET  /hello            -> "hello from a wasi:http component\n" (and a log line on stdout)
-//   POST /echo             -> the request body back, with its content-type
-//   GET  /outbound?H:P/PATH -> fetches http://H:P/PATH and relays status and body;
-//                             502 naming the error code when the host refuses it
-//   GET  /trap             -> traps (unreachable)
+// Paths are matched by their last segment, so it works under any route prefix:
+//   GET  .../hello             -> "hello from a wasi:http component\n" (and a log line on stdout)
+//   POST .../echo              -> the request body back, with its content-type
+//   GET  .../outbound?H:P/PATH -> fetches http://H:P/PATH and relays status and body;
+//                                 502 naming the error code when the host refuses it
+//   GET  .../trap              -> traps (unreachable)
 // Anything else is 404.
 #include <stdio.h>
 #include <stdlib.h>
@@ -130,11 +131,16 @@ void exports_wasi_http_incoming_handler_handle(
     char path[512] = {0};
     memcpy(path, pq.ptr, pq.len < sizeof path - 1 ? pq.len : sizeof path - 1);
 
-    if (strcmp(path, "/hello") == 0) {
+    char *query = strchr(path, '?');
+    if (query) *query++ = 0;
+    const char *last = strrchr(path, '/');
+    last = last ? last : path;
+
+    if (strcmp(last, "/hello") == 0) {
         printf("handling /hello\n");
         fflush(stdout);
         respond_text(out, 200, "hello from a wasi:http component\n");
-    } else if (strcmp(path, "/echo") == 0) {
+    } else if (strcmp(last, "/echo") == 0) {
         wasi_http_types_own_headers_t headers = wasi_http_types_method_incoming_request_headers(req);
         wasi_http_types_field_name_t name;
         proxy_string_dup(&name, "content-type");
@@ -150,9 +156,9 @@ void exports_wasi_http_incoming_handler_handle(
         buf_t data = {0};
         if (wasi_http_types_method_incoming_request_consume(req, &body)) data = read_body(body);
         respond(out, 200, ct, data.ptr, data.len);
-    } else if (strncmp(path, "/outbound?", 10) == 0) {
-        outbound(path + 10, out);
-    } else if (strcmp(path, "/trap") == 0) {
+    } else if (strcmp(last, "/outbound") == 0 && query) {
+        outbound(query, out);
+    } else if (strcmp(last, "/trap") == 0) {
         __builtin_trap();
     } else {
         respond_text(out, 404, "not found\n");
