@@ -125,6 +125,10 @@ pub fn check(args: AppArgs, global: &Global) -> Result<i32> {
     let app = args.load()?;
     let engine = engine_for(&app, 0)?;
     let table = Table::load(&app, &engine, global.cache().as_ref())?;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(table.probe())?;
     let what = app
         .manifest
         .as_ref()
@@ -152,6 +156,7 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
+        table.probe().await?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;

@@ -44,9 +44,19 @@ pub struct Loaded {
 /// Compiles (through the cache) and prepares one function.
 pub fn load(engine: &Engine, f: &Function, cache: Option<&Cache>) -> Result<Loaded> {
     let source = Source::read(&f.source)?;
-    let loaded = source
-        .load(engine, cache)
-        .with_context(|| format!("function `{}`", f.name))?;
+    let loaded = source.load(engine, cache).map_err(|e| match e {
+        // The pooling allocator checks memory needs when code is loaded.
+        wedge_runtime::load::LoadError::Invalid { message, .. }
+            if message.contains("pooling allocator") =>
+        {
+            anyhow::anyhow!(
+                "function `{}` cannot be instantiated: {message} (max_memory is {} bytes)",
+                f.name,
+                f.limits.max_memory
+            )
+        }
+        e => anyhow::Error::new(e).context(format!("function `{}`", f.name)),
+    })?;
     let spec = Arc::new(Spec {
         name: f.name.as_str().into(),
         limits: f.limits.clone(),

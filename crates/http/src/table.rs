@@ -30,6 +30,27 @@ impl Table {
     }
 }
 
+impl Table {
+    /// Instantiates every function once (see `Wagi::probe`); the error
+    /// names the function.
+    pub async fn probe(&self) -> Result<()> {
+        for f in &self.functions {
+            let result = match &f.executor {
+                crate::function::Executor::Wagi(w) => w.probe().await,
+                crate::function::Executor::Http(h) => h.probe().await,
+            };
+            result.map_err(|e| {
+                anyhow::anyhow!(
+                    "function `{}` cannot be instantiated: {e} (max_memory is {} bytes)",
+                    f.spec.name,
+                    f.spec.limits.max_memory
+                )
+            })?;
+        }
+        Ok(())
+    }
+}
+
 /// The current table, replaceable while serving.
 pub type Shared = Arc<ArcSwap<Table>>;
 

@@ -88,6 +88,16 @@ impl HttpFunction {
         }
     }
 
+    /// Instantiates the component once, as [`crate::wagi::Wagi::probe`] does.
+    pub async fn probe(&self) -> Result<(), String> {
+        self.handler
+            .state()
+            .instantiate()
+            .await
+            .map(drop)
+            .map_err(|e| format!("{e:#}"))
+    }
+
     /// Serves one request in an instance of its own.
     pub async fn call(
         &self,

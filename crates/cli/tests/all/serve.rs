@@ -176,3 +176,25 @@ fn check_validates_and_names_the_line() {
     );
     assert!(r.stderr.contains("did you mean `routes`?"), "{}", r.stderr);
 }
+
+#[test]
+fn a_function_that_cannot_be_instantiated_is_refused_at_start() {
+    let sb = Sandbox::new();
+    // The Go runtime's initial memory is far above 1 MiB.
+    let toml = format!(
+        "[[function]]\nname = \"go\"\nsource = \"{}\"\nroutes = [\"/\"]\nmax_memory = \"1MiB\"\n",
+        s(&example("go-hello/hello.wasm"))
+    );
+    let r = sb.run(&["check", "-f", &app(&sb, &toml)]);
+    r.expect(1);
+    assert!(
+        r.stderr.contains("function `go` cannot be instantiated"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("max_memory is 1048576 bytes"),
+        "{}",
+        r.stderr
+    );
+}

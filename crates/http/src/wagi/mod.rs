@@ -59,6 +59,29 @@ impl Wagi {
         })
     }
 
+    /// Instantiates the module once without running it, so that a function
+    /// that can never be instantiated (say, its minimum memory is over its
+    /// limit) is reported at start rather than on every request.
+    pub async fn probe(&self) -> Result<(), String> {
+        let mut store = Store::new(
+            self.pre.module().engine(),
+            WagiHost {
+                wasi: WasiCtxBuilder::new().build_p1(),
+                limits: Limits::new(Some(self.spec.limits.max_memory), false),
+            },
+        );
+        store.limiter(|h| &mut h.limits);
+        store.set_epoch_deadline(u64::MAX / 2);
+        if self.metered {
+            store.set_fuel(u64::MAX).map_err(|e| e.to_string())?;
+        }
+        self.pre
+            .instantiate_async(&mut store)
+            .await
+            .map(drop)
+            .map_err(|e| format!("{e:#}"))
+    }
+
     /// Runs the guest for one request and turns its CGI output into a response.
     pub async fn call(&self, call: Call<'_>) -> Result<http::Response<Body>, Failure> {
         let spec = &self.spec;
