@@ -23,6 +23,7 @@ pub struct Spec {
     pub outbound: Arc<[OutboundRule]>,
     pub allow_authorization: bool,
     pub methods: Option<Vec<String>>,
+    pub instance_reuse: u32,
 }
 
 pub enum Executor {
@@ -65,8 +66,14 @@ pub fn load(engine: &Engine, f: &Function, cache: Option<&Cache>) -> Result<Load
         outbound: f.outbound.clone().into(),
         allow_authorization: f.allow_authorization,
         methods: f.methods.clone(),
+        instance_reuse: f.instance_reuse,
     });
     let (executor, abi) = match (&loaded.program, f.abi) {
+        (Program::Module(_), _) if f.instance_reuse > 1 => bail!(
+            "function `{}`: instance_reuse applies to WASI 0.3 services only; WAGI modules get a \
+             fresh instance per request",
+            f.name
+        ),
         (Program::Module(m), None | Some(Abi::Wagi)) => (
             Executor::Wagi(
                 wagi::Wagi::new(engine, m, spec.clone())
@@ -78,6 +85,14 @@ pub fn load(engine: &Engine, f: &Function, cache: Option<&Cache>) -> Result<Load
             let http = wasi_http::HttpFunction::new(engine, c, spec.clone())
                 .with_context(|| format!("function `{}`: {}", f.name, f.source.display()))?;
             let abi = http.abi();
+            if f.instance_reuse > 1 && abi != "wasi:http@0.3" {
+                bail!(
+                    "function `{}`: instance_reuse applies to WASI 0.3 services only; {} is {abi}, \
+                     which gets a fresh instance per request",
+                    f.name,
+                    f.source.display()
+                );
+            }
             (Executor::Http(http), abi)
         }
         (Program::Module(_), Some(Abi::Http)) => bail!(

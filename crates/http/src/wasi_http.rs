@@ -67,12 +67,17 @@ impl HttpFunction {
                 ),
             },
         };
+        let reuse = if p3 {
+            spec.instance_reuse.max(1) as usize
+        } else {
+            1
+        };
         let state = State {
             engine: engine.clone(),
             pre,
             spec,
             metered: engine.get_consume_fuel(),
-            reuse: 1,
+            reuse,
         };
         Ok(HttpFunction {
             handler: ProxyHandler::new(state),

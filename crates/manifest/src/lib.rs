@@ -126,6 +126,8 @@ pub struct Function {
     pub files: Vec<FileMount>,
     pub outbound: Vec<OutboundRule>,
     pub allow_authorization: bool,
+    /// Requests one 0.3 service instance may serve in turn (1: fresh each).
+    pub instance_reuse: u32,
 }
 
 /// Server settings, resolved.
@@ -200,6 +202,7 @@ pub fn single(module: &Path, cli: &LimitOverrides) -> App {
             files: Vec::new(),
             outbound: Vec::new(),
             allow_authorization: false,
+            instance_reuse: 1,
         }],
         router: Router::new(vec![(route, 0)]).expect("one route cannot conflict"),
         manifest: None,
@@ -408,6 +411,19 @@ pub fn parse(file: &Path, text: &str, cli: &LimitOverrides) -> Result<App, Manif
             ));
         }
 
+        let instance_reuse = f
+            .instance_reuse
+            .or(defaults.and_then(|d| d.get_ref().instance_reuse))
+            .unwrap_or(1);
+        if instance_reuse == 0 {
+            return Err(at(
+                Some(table.clone()),
+                format!(
+                    "function `{}`: instance_reuse must be at least 1 (1 = a fresh instance per request)",
+                    name.get_ref()
+                ),
+            ));
+        }
         let mut env: Vec<(String, String)> = Vec::new();
         for map in [
             defaults.and_then(|d| d.get_ref().env.as_ref()),
@@ -478,6 +494,7 @@ pub fn parse(file: &Path, text: &str, cli: &LimitOverrides) -> Result<App, Manif
                 .allow_authorization
                 .or(defaults.and_then(|d| d.get_ref().allow_authorization))
                 .unwrap_or(false),
+            instance_reuse,
         });
     }
 

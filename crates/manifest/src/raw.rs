@@ -70,4 +70,7 @@ pub struct RawFunction {
     pub allowed_outbound_hosts: Option<Vec<Spanned<String>>>,
     /// Pass the Authorization header to WAGI guests (off: CGI hides it).
     pub allow_authorization: Option<bool>,
+    /// Requests one instance of a WASI 0.3 service may serve, one after
+    /// another (1: a fresh instance per request).
+    pub instance_reuse: Option<u32>,
 }

@@ -198,3 +198,31 @@ fn a_function_that_cannot_be_instantiated_is_refused_at_start() {
         r.stderr
     );
 }
+
+#[test]
+fn services_may_reuse_instances_and_modules_may_not() {
+    let sb = Sandbox::new();
+    let p3 = crate::support::root().join("../shared/conformance/wasi-http-p3/http-service.wasm");
+    let toml = format!(
+        "[[function]]\nname = \"svc\"\nsource = \"{}\"\nroutes = [\"/...\"]\ninstance_reuse = 3\n",
+        s(&p3)
+    );
+    let srv = Server::start(&sb.cache_dir(), &["-f", &app(&sb, &toml)]);
+    for _ in 0..7 {
+        let r = get(srv.addr, "/");
+        assert_eq!((r.status, r.text().as_str()), (200, "hey\n"));
+    }
+    drop(srv);
+    let toml = format!(
+        "[[function]]\nname = \"w\"\nsource = \"{}\"\nroutes = [\"/\"]\ninstance_reuse = 2\n",
+        s(&guest("wat/wagi/hello.wat"))
+    );
+    let r = sb.run(&["check", "-f", &app(&sb, &toml)]);
+    r.expect(1);
+    assert!(
+        r.stderr
+            .contains("instance_reuse applies to WASI 0.3 services only"),
+        "{}",
+        r.stderr
+    );
+}
