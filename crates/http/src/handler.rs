@@ -15,6 +15,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited as LimitedRequest};
 use hyper::body::Incoming;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Largest header section accepted (names, values and separators).
@@ -71,8 +72,8 @@ impl Handler {
         req: Request<Incoming>,
         peer: Peer,
         id: &str,
-    ) -> Result<Response<Body>, (Failure, String)> {
-        let none = || String::from("-");
+    ) -> Result<Response<Body>, (Failure, Arc<str>)> {
+        let none = || Arc::<str>::from("-");
         let header_bytes: usize = req
             .headers()
             .iter()
@@ -103,7 +104,7 @@ impl Handler {
             return Err((Failure::NoRoute, none()));
         };
         let f: &Loaded = &table.functions[routed.target];
-        let name = f.spec.name.to_string();
+        let name = &f.spec.name;
         let fail = |failure: Failure| (failure, name.clone());
         if let Some(methods) = &f.spec.methods
             && !methods.iter().any(|m| m == req.method().as_str())
