@@ -173,7 +173,7 @@ impl Handler {
                 absolute_uri(&mut parts, peer.local);
                 let request = Request::from_parts(parts, body::full(body));
                 let response = http_fn.call(id, request).await.map_err(fail)?;
-                limit_response(response, f.spec.limits.max_response_body, id, &name).map_err(fail)
+                limit_response(response, f.spec.limits.max_response_body, id, name).map_err(fail)
             }
         }
     }
