@@ -16,6 +16,8 @@ wedge=target/release/wedge
 component=examples/c-http/demo.component.wasm
 go=examples/go-hello/hello.wasm
 export WEDGE_CACHE_DIR=${WEDGE_CACHE_DIR:-$(mktemp -d)}
+# Backtraces on every error cost both servers; production has them off.
+unset RUST_BACKTRACE RUST_LIB_BACKTRACE
 
 start() { # name port cmd...
   local name=$1 port=$2; shift 2

@@ -51,6 +51,9 @@ pub struct PoolSizing {
     /// Bytes of each linear memory kept resident and reset in user space
     /// when an instance ends, instead of being returned to the kernel.
     pub keep_resident: u64,
+    /// Bounds-check memory accesses in code instead of with guard pages
+    /// (see [`build_serving`]).
+    pub explicit_bounds_checks: bool,
 }
 
 /// Builds the engine for `wedge serve`: the pooling allocator (instances,
@@ -86,6 +89,17 @@ pub fn build_serving(opts: EngineOptions, pool: PoolSizing) -> wasmtime::Result<
         .decommit_batch_size(16)
         .max_unused_warm_slots(slots.min(256));
     config.allocation_strategy(p);
+    if pool.explicit_bounds_checks {
+        // Guard pages make out-of-bounds accesses fault, but then every
+        // instance's accessible size is set with mprotect, and on a
+        // multi-threaded server each mprotect interrupts the other cores to
+        // flush their TLBs. Explicit bounds checks in code keep the pooled
+        // memory mapped read-write for good: no mprotect per request.
+        config.signals_based_traps(false);
+        config.memory_guard_size(0);
+        config.memory_reservation(pool.max_memory.max(64 << 10));
+        config.memory_reservation_for_growth(0);
+    }
     Engine::new(&config)
 }
 
