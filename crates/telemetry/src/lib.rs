@@ -1,0 +1,10 @@
+//! wedge-telemetry: metric names, lock-free metric primitives, and their Prometheus/OpenMetrics text encoding.
+//!
+//! Every metric name wedge exports is defined in [`names`] and nowhere else.
+//! Names follow the OpenTelemetry semantic conventions as mapped to
+//! Prometheus (dots become underscores, units become suffixes).
+
+pub mod encode;
+pub mod metric;
+pub mod names;
+pub mod process;

@@ -1,0 +1,180 @@
+//! Every exported metric: name, help text and kind, in one place.
+
+/// What kind of series a metric is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// A metric's identity.
+#[derive(Clone, Copy, Debug)]
+pub struct Desc {
+    /// Prometheus name without the `_total` suffix of counters.
+    pub name: &'static str,
+    pub help: &'static str,
+    pub kind: Kind,
+}
+
+macro_rules! desc {
+    ($id:ident, $name:literal, $kind:ident, $help:literal) => {
+        pub const $id: Desc = Desc {
+            name: $name,
+            help: $help,
+            kind: Kind::$kind,
+        };
+    };
+}
+
+desc!(
+    HTTP_SERVER_REQUEST_DURATION,
+    "http_server_request_duration_seconds",
+    Histogram,
+    "Duration of HTTP server requests."
+);
+desc!(
+    HTTP_SERVER_ACTIVE_REQUESTS,
+    "http_server_active_requests",
+    Gauge,
+    "Number of active HTTP server requests."
+);
+desc!(
+    HTTP_SERVER_REQUEST_BODY_SIZE,
+    "http_server_request_body_size_bytes",
+    Histogram,
+    "Size of HTTP server request bodies."
+);
+desc!(
+    HTTP_SERVER_RESPONSE_BODY_SIZE,
+    "http_server_response_body_size_bytes",
+    Histogram,
+    "Size of HTTP server response bodies (as declared or buffered)."
+);
+desc!(
+    FAAS_INVOCATIONS,
+    "faas_invocations",
+    Counter,
+    "Number of successful and failed invocations of a function."
+);
+desc!(
+    FAAS_ERRORS,
+    "faas_errors",
+    Counter,
+    "Number of invocation errors, by reason."
+);
+desc!(
+    FAAS_TIMEOUTS,
+    "faas_timeouts",
+    Counter,
+    "Number of invocation timeouts."
+);
+desc!(
+    FAAS_COLDSTARTS,
+    "faas_coldstarts",
+    Counter,
+    "Number of first instantiations after a function was loaded."
+);
+desc!(
+    FAAS_INIT_DURATION,
+    "faas_init_duration_seconds",
+    Histogram,
+    "Time spent compiling or loading the function from the AOT cache."
+);
+desc!(
+    FAAS_INVOKE_DURATION,
+    "faas_invoke_duration_seconds",
+    Histogram,
+    "Time spent in the guest, from instantiation to its response."
+);
+desc!(
+    WASM_MEMORY_PEAK,
+    "wasm_memory_peak_bytes",
+    Histogram,
+    "Peak linear memory of each request's instance."
+);
+desc!(
+    WASM_MEMORY_GROW_FAILURES,
+    "wasm_memory_grow_failures",
+    Counter,
+    "memory.grow requests refused by the memory limit."
+);
+desc!(
+    WEDGE_QUEUE_WAIT,
+    "wedge_queue_wait_seconds",
+    Histogram,
+    "Time requests waited for a concurrency slot."
+);
+desc!(
+    WEDGE_REJECTED,
+    "wedge_rejected",
+    Counter,
+    "Requests rejected before reaching the guest, by reason."
+);
+desc!(
+    WASM_MODULE_SIZE,
+    "wasm_module_size_bytes",
+    Gauge,
+    "Size of each function's WebAssembly binary."
+);
+desc!(
+    WEDGE_AOT_CACHE,
+    "wedge_aot_cache_loads",
+    Counter,
+    "Function loads by AOT cache outcome (hit, miss, rejected, disabled, precompiled)."
+);
+desc!(
+    PROCESS_RESIDENT_MEMORY,
+    "process_resident_memory_bytes",
+    Gauge,
+    "Resident memory size in bytes."
+);
+desc!(
+    PROCESS_CPU_SECONDS,
+    "process_cpu_seconds",
+    Counter,
+    "Total user and system CPU time spent in seconds."
+);
+desc!(
+    PROCESS_OPEN_FDS,
+    "process_open_fds",
+    Gauge,
+    "Number of open file descriptors."
+);
+desc!(
+    PROCESS_START_TIME,
+    "process_start_time_seconds",
+    Gauge,
+    "Start time of the process since the Unix epoch in seconds."
+);
+desc!(
+    WEDGE_BUILD_INFO,
+    "wedge_build_info",
+    Gauge,
+    "Build information; the value is always 1."
+);
+
+/// Request-duration buckets of the HTTP semantic conventions, in seconds.
+pub const DURATION_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+/// Finer buckets for guest-side durations, in seconds.
+pub const FAST_BUCKETS: [f64; 14] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
+];
+
+/// Size buckets, in bytes (1 KiB to 1 GiB, by 4).
+pub const SIZE_BUCKETS: [f64; 11] = [
+    1024.0,
+    4096.0,
+    16384.0,
+    65536.0,
+    262144.0,
+    1048576.0,
+    4194304.0,
+    16777216.0,
+    67108864.0,
+    268435456.0,
+    1073741824.0,
+];
