@@ -134,12 +134,15 @@ impl Series for Histogram {
     }
 }
 
+/// One series with its label values.
+pub type Labeled<T> = (Box<[String]>, Arc<T>);
+
 /// Series of one metric, one per distinct label set.
 pub struct Family<T: Series> {
     pub desc: Desc,
     pub labels: &'static [&'static str],
     make: fn() -> T,
-    series: RwLock<Vec<(Box<[String]>, Arc<T>)>>,
+    series: RwLock<Vec<Labeled<T>>>,
 }
 
 impl<T: Series> Family<T> {
@@ -172,7 +175,7 @@ impl<T: Series> Family<T> {
     }
 
     /// Every series with its label values.
-    pub fn snapshot(&self) -> Vec<(Box<[String]>, Arc<T>)> {
+    pub fn snapshot(&self) -> Vec<Labeled<T>> {
         self.series
             .read()
             .unwrap_or_else(|e| e.into_inner())
