@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use wedge_http::handler::Handler;
+use wedge_http::metrics::Metrics;
 use wedge_http::server::{self, EpochTicker};
 use wedge_http::table::{self, Table};
 use wedge_manifest::{App, LimitOverrides};
@@ -79,6 +80,15 @@ pub struct ServeArgs {
     /// per request) or `guard-pages` (faster compute-heavy guests)
     #[arg(long, value_name = "HOW", default_value = "explicit", value_parser = ["explicit", "guard-pages"])]
     bounds_checks: String,
+    /// Admin listener (GET /metrics, GET/PUT /log-level); port 0 picks one
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464")]
+    admin_listen: SocketAddr,
+    /// Log format: readable `text` or one JSON object per line
+    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+    /// Log level: error, warn, info (one access line per request) or debug
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    log_level: String,
 }
 
 impl AppArgs {
@@ -134,7 +144,8 @@ fn engine_for(
 pub fn check(args: AppArgs, global: &Global) -> Result<i32> {
     let app = args.load()?;
     let engine = engine_for(&app, 0, true)?;
-    let table = Table::load(&app, &engine, global.cache().as_ref())?;
+    let metrics = Arc::new(Metrics::default());
+    let table = Table::load(&app, &engine, global.cache().as_ref(), &metrics)?;
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
@@ -153,9 +164,12 @@ pub fn check(args: AppArgs, global: &Global) -> Result<i32> {
 }
 
 pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
+    wedge_http::log::set_level(&args.log_level).map_err(|e| anyhow::anyhow!("--log-level: {e}"))?;
+    wedge_http::log::set_json(args.log_format == "json");
     let app = args.app.load()?;
     let engine = engine_for(&app, args.keep_resident, args.bounds_checks == "explicit")?;
-    let table = Table::load(&app, &engine, global.cache().as_ref())?;
+    let metrics = Arc::new(Metrics::default());
+    let table = Table::load(&app, &engine, global.cache().as_ref(), &metrics)?;
     let listen = args
         .listen
         .or(app.server.listen)
@@ -184,11 +198,18 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
                 eprintln!("  aot cache: {note}");
             }
         }
+        let admin = tokio::net::TcpListener::bind(args.admin_listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (--admin-listen)", args.admin_listen))?;
+        let admin_addr = admin.local_addr()?;
+        tokio::spawn(wedge_http::admin::serve(admin, metrics.clone()));
         let handler = Arc::new(Handler::new(
             table::shared(table),
             app.server.health_prefix.clone(),
+            metrics,
         ));
         let _ticker = EpochTicker::start(engine.clone());
+        println!("admin on http://{admin_addr}");
         println!("listening on http://{bound}");
         std::io::stdout().flush()?;
         let drained = server::serve(

@@ -4,6 +4,7 @@
 
 use crate::failure::Failure;
 use crate::gate::Gate;
+use crate::metrics::{FunctionMetrics, Metrics};
 use crate::{wagi, wasi_http};
 use anyhow::{Context, Result, bail};
 use std::sync::Arc;
@@ -24,6 +25,16 @@ pub struct Spec {
     pub allow_authorization: bool,
     pub methods: Option<Vec<String>>,
     pub instance_reuse: u32,
+    pub metrics: Arc<FunctionMetrics>,
+}
+
+/// What one guest call cost.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GuestStats {
+    /// Instantiation and execution.
+    pub guest: std::time::Duration,
+    /// Peak linear memory, when known by the time the response is ready.
+    pub peak_memory: Option<u64>,
 }
 
 pub enum Executor {
@@ -43,7 +54,12 @@ pub struct Loaded {
 }
 
 /// Compiles (through the cache) and prepares one function.
-pub fn load(engine: &Engine, f: &Function, cache: Option<&Cache>) -> Result<Loaded> {
+pub fn load(
+    engine: &Engine,
+    f: &Function,
+    cache: Option<&Cache>,
+    registry: &Arc<Metrics>,
+) -> Result<Loaded> {
     let source = Source::read(&f.source)?;
     let loaded = source.load(engine, cache).map_err(|e| match e {
         // The pooling allocator checks memory needs when code is loaded.
@@ -58,8 +74,23 @@ pub fn load(engine: &Engine, f: &Function, cache: Option<&Cache>) -> Result<Load
         }
         e => anyhow::Error::new(e).context(format!("function `{}`", f.name)),
     })?;
+    let name: Arc<str> = f.name.as_str().into();
+    let metrics = Arc::new(FunctionMetrics::new(registry.clone(), name.clone()));
+    registry
+        .init_duration
+        .with(&[&name])
+        .observe(loaded.load_time.as_secs_f64());
+    registry
+        .module_size
+        .with(&[&name])
+        .set(loaded.file_size as i64);
+    registry
+        .aot_cache
+        .with(&[&name, loaded.cache.as_str()])
+        .inc();
     let spec = Arc::new(Spec {
-        name: f.name.as_str().into(),
+        name,
+        metrics,
         limits: f.limits.clone(),
         env: f.env.clone(),
         files: f.files.clone(),

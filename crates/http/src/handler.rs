@@ -5,18 +5,22 @@
 
 use crate::body::{self, Body, Limited};
 use crate::failure::Failure;
-use crate::function::{Executor, Loaded};
+use crate::function::{Executor, GuestStats, Loaded};
+use crate::metrics::{FunctionMetrics, Metrics};
 use crate::table::Shared;
 use crate::wagi::{self, cgi};
 use crate::{log, request_id};
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
+use http_body::Body as _;
 use http_body_util::{BodyExt, Limited as LimitedRequest};
 use hyper::body::Incoming;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+use wedge_telemetry::metric::Gauge;
 
 /// Largest header section accepted (names, values and separators).
 pub const MAX_HEADER_BYTES: usize = 64 << 10;
@@ -26,6 +30,7 @@ pub struct Handler {
     pub table: Shared,
     pub health_prefix: String,
     pub ready: AtomicBool,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Where a connection came from and arrived.
@@ -35,35 +40,80 @@ pub struct Peer {
     pub local: SocketAddr,
 }
 
+/// What the access log and metrics learn about one request.
+#[derive(Default)]
+struct Seen {
+    function: Option<Arc<FunctionMetrics>>,
+    route: Option<String>,
+    guest: Option<GuestStats>,
+}
+
 impl Handler {
-    pub fn new(table: Shared, health_prefix: String) -> Self {
+    pub fn new(table: Shared, health_prefix: String, metrics: Arc<Metrics>) -> Self {
         Handler {
             table,
             health_prefix,
             ready: AtomicBool::new(true),
+            metrics,
         }
     }
 
     /// Serves one request; never fails (failures are responses).
     pub async fn handle(&self, req: Request<Incoming>, peer: Peer) -> Response<Body> {
+        let start = Instant::now();
         let id = request_id::from_header(req.headers().get("x-request-id").map(|v| v.as_bytes()));
-        let mut response = match self.dispatch(req, peer, &id).await {
-            Ok(r) => r,
-            Err((failure, function)) => {
+        let method = req.method().clone();
+        let mut seen = Seen::default();
+        let result = self.dispatch(req, peer, &id, &mut seen).await;
+        let function = seen.function.as_ref().map_or("", |f| &f.name);
+        let (mut response, outcome) = match result {
+            Ok(r) => (r, "ok"),
+            Err(failure) => {
+                if let Some(f) = &seen.function {
+                    match failure {
+                        Failure::QueueFull
+                        | Failure::QueueTimeout { .. }
+                        | Failure::BodyTooLarge { .. }
+                        | Failure::HeadersTooLarge { .. }
+                        | Failure::MethodNotAllowed { .. } => f.rejected(failure.kind()),
+                        Failure::Timeout { .. } => {
+                            f.timeouts.inc();
+                            f.error(failure.kind());
+                        }
+                        _ => f.error(failure.kind()),
+                    }
+                }
                 if failure.status().is_server_error() {
                     log::line(
                         "warn",
                         &id,
-                        &function,
+                        if function.is_empty() { "-" } else { function },
                         &format!("{} {}", failure.status().as_u16(), failure.reason()),
                     );
                 }
-                failure_response(&failure, &id)
+                (failure_response(&failure, &id), failure.kind())
             }
         };
         if let Ok(v) = HeaderValue::from_str(&id) {
             response.headers_mut().insert("x-request-id", v);
         }
+        let status = response.status().as_u16();
+        let route = seen.route.as_deref().unwrap_or("");
+        let elapsed = start.elapsed();
+        self.metrics
+            .request_duration
+            .with(&[method.as_str(), status_label(status), route, function])
+            .observe(elapsed.as_secs_f64());
+        log::access(&log::Access {
+            request_id: &id,
+            method: method.as_str(),
+            route,
+            function,
+            status,
+            duration: elapsed,
+            guest: seen.guest.as_ref(),
+            outcome,
+        });
         response
     }
 
@@ -72,20 +122,17 @@ impl Handler {
         req: Request<Incoming>,
         peer: Peer,
         id: &str,
-    ) -> Result<Response<Body>, (Failure, Arc<str>)> {
-        let none = || Arc::<str>::from("-");
+        seen: &mut Seen,
+    ) -> Result<Response<Body>, Failure> {
         let header_bytes: usize = req
             .headers()
             .iter()
             .map(|(k, v)| k.as_str().len() + v.len() + 4)
             .sum();
         if header_bytes > MAX_HEADER_BYTES {
-            return Err((
-                Failure::HeadersTooLarge {
-                    limit: MAX_HEADER_BYTES,
-                },
-                none(),
-            ));
+            return Err(Failure::HeadersTooLarge {
+                limit: MAX_HEADER_BYTES,
+            });
         }
         let path = req.uri().path();
         if let Some(rest) = path.strip_prefix(self.health_prefix.as_str()) {
@@ -94,24 +141,25 @@ impl Handler {
                 "/ready" if self.ready.load(Ordering::Acquire) => {
                     return Ok(text(StatusCode::OK, "ready\n"));
                 }
-                "/ready" => return Err((Failure::ShuttingDown, none())),
+                "/ready" => return Err(Failure::ShuttingDown),
                 _ => {}
             }
         }
         let table = self.table.load_full();
         let path = req.uri().path().to_string();
         let Some(routed) = table.router.route(&path) else {
-            return Err((Failure::NoRoute, none()));
+            return Err(Failure::NoRoute);
         };
         let f: &Loaded = &table.functions[routed.target];
-        let name = &f.spec.name;
-        let fail = |failure: Failure| (failure, name.clone());
+        seen.function = Some(f.spec.metrics.clone());
+        seen.route = Some(routed.route.template().to_string());
+        let m = &f.spec.metrics;
         if let Some(methods) = &f.spec.methods
             && !methods.iter().any(|m| m == req.method().as_str())
         {
-            return Err(fail(Failure::MethodNotAllowed {
+            return Err(Failure::MethodNotAllowed {
                 allowed: methods.clone(),
-            }));
+            });
         }
         let limit = f.spec.limits.max_request_body;
         let declared = req
@@ -120,25 +168,30 @@ impl Handler {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > limit) {
-            return Err(fail(Failure::BodyTooLarge { limit }));
+            return Err(Failure::BodyTooLarge { limit });
         }
-        let _slot = f.gate.enter().await.map_err(fail)?;
+        m.active.inc();
+        let _active = Decrement(&m.active);
+        let slot = f.gate.enter().await?;
+        m.queue_wait.observe(slot.queued.as_secs_f64());
         let (parts, incoming) = req.into_parts();
         let body: Bytes = LimitedRequest::new(incoming, limit as usize)
             .collect()
             .await
             .map_err(|e| {
                 if e.is::<http_body_util::LengthLimitError>() {
-                    fail(Failure::BodyTooLarge { limit })
+                    Failure::BodyTooLarge { limit }
                 } else {
-                    fail(Failure::Internal {
+                    Failure::Internal {
                         message: format!("reading the request body: {e}"),
-                    })
+                    }
                 }
             })?
             .to_bytes();
+        m.request_body.observe(body.len() as f64);
+        m.invocations.inc();
 
-        match &f.executor {
+        let response = match &f.executor {
             Executor::Wagi(wagi) => {
                 let version = match parts.version {
                     http::Version::HTTP_2 => "HTTP/2.0",
@@ -159,24 +212,65 @@ impl Handler {
                     body_len: body.len(),
                     allow_authorization: f.spec.allow_authorization,
                 });
-                wagi.call(wagi::Call {
-                    request_id: id,
-                    env,
-                    args: cgi::arguments(&parts.uri),
-                    body,
-                })
-                .await
-                .map_err(fail)
+                let (result, stats) = wagi
+                    .call(wagi::Call {
+                        request_id: id,
+                        env,
+                        args: cgi::arguments(&parts.uri),
+                        body,
+                    })
+                    .await;
+                seen.guest = Some(stats);
+                result?
             }
             Executor::Http(http_fn) => {
                 let mut parts = parts;
                 absolute_uri(&mut parts, peer.local);
                 let request = Request::from_parts(parts, body::full(body));
-                let response = http_fn.call(id, request).await.map_err(fail)?;
-                limit_response(response, f.spec.limits.max_response_body, id, name).map_err(fail)
+                let started = Instant::now();
+                let result = http_fn.call(id, request).await;
+                let stats = GuestStats {
+                    guest: started.elapsed(),
+                    peak_memory: None,
+                };
+                m.invoke_duration.observe(stats.guest.as_secs_f64());
+                seen.guest = Some(stats);
+                limit_response(result?, f.spec.limits.max_response_body, id, &f.spec.name)?
             }
+        };
+        if let Some(n) = response.body().size_hint().exact() {
+            m.response_body.observe(n as f64);
         }
+        Ok(response)
     }
+}
+
+/// Decrements a gauge when dropped.
+struct Decrement<'a>(&'a Gauge);
+
+impl Drop for Decrement<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Status codes as static strings, so labels cost no allocation.
+fn status_label(status: u16) -> &'static str {
+    const CODES: [&str; 20] = [
+        "200", "201", "202", "204", "206", "301", "302", "304", "400", "401", "403", "404", "405",
+        "413", "429", "431", "500", "502", "503", "504",
+    ];
+    CODES
+        .iter()
+        .find(|c| c.parse::<u16>().ok() == Some(status))
+        .copied()
+        .unwrap_or(match status {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        })
 }
 
 /// Gives the guest an absolute URI (scheme and authority), as a proxy sees

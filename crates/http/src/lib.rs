@@ -5,6 +5,7 @@
 //! ([`wagi`] or [`wasi_http`]) → back, with every failure mapped by
 //! [`failure`] to one status.
 
+pub mod admin;
 pub mod body;
 pub mod capture;
 pub mod failure;
@@ -13,6 +14,7 @@ pub mod gate;
 pub mod handler;
 pub mod host;
 pub mod log;
+pub mod metrics;
 pub mod request_id;
 pub mod server;
 pub mod table;

@@ -1,5 +1,6 @@
-//! The server's log lines on stderr: `time level [request-id] function: message`.
-//! (Structured JSON logs come with the observability work.)
+//! The server's log lines on stderr: one access line per request (text or
+//! JSON), warnings with the request id, and guest output line by line.
+//! The level (`error`, `warn`, `info`, `debug`) can change at runtime.
 //!
 //! Lines go through a channel to one writer thread, which writes whatever
 //! has queued up in one go: a request never waits on the terminal or the
@@ -7,6 +8,7 @@
 
 use std::io::Write;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::mpsc::{Sender, channel};
 use std::time::SystemTime;
 
@@ -17,6 +19,40 @@ enum Message {
 }
 
 static WRITER: OnceLock<Sender<Message>> = OnceLock::new();
+static LEVEL: AtomicU8 = AtomicU8::new(2);
+static JSON: AtomicBool = AtomicBool::new(false);
+
+const LEVELS: [&str; 4] = ["error", "warn", "info", "debug"];
+
+/// Sets the level by name; `Err` lists the names.
+pub fn set_level(name: &str) -> Result<(), String> {
+    let i = LEVELS
+        .iter()
+        .position(|l| l.eq_ignore_ascii_case(name.trim()))
+        .ok_or_else(|| {
+            format!(
+                "unknown log level `{}` (allowed: {})",
+                name.trim(),
+                LEVELS.join(", ")
+            )
+        })?;
+    LEVEL.store(i as u8, Ordering::Relaxed);
+    Ok(())
+}
+
+/// The current level's name.
+pub fn level() -> &'static str {
+    LEVELS[LEVEL.load(Ordering::Relaxed) as usize]
+}
+
+fn enabled(level: &str) -> bool {
+    LEVELS.iter().position(|l| *l == level).unwrap_or(0) <= LEVEL.load(Ordering::Relaxed) as usize
+}
+
+/// Writes access lines as JSON objects instead of text.
+pub fn set_json(json: bool) {
+    JSON.store(json, Ordering::Relaxed);
+}
 
 fn writer() -> &'static Sender<Message> {
     WRITER.get_or_init(|| {
@@ -64,10 +100,100 @@ fn stamp() -> String {
 
 /// Logs one line.
 pub fn line(level: &str, request_id: &str, function: &str, message: &str) {
+    if !enabled(level) {
+        return;
+    }
+    if JSON.load(Ordering::Relaxed) {
+        emit(format!(
+            "{{\"time\":{},\"level\":\"{level}\",\"request_id\":{},\"function\":{},\"message\":{}}}\n",
+            stamp(),
+            json_str(request_id),
+            json_str(function),
+            json_str(message)
+        ));
+        return;
+    }
     emit(format!(
         "{} {level} [{request_id}] {function}: {message}\n",
         stamp()
     ));
+}
+
+/// One request, for the access log.
+pub struct Access<'a> {
+    pub request_id: &'a str,
+    pub method: &'a str,
+    pub route: &'a str,
+    pub function: &'a str,
+    pub status: u16,
+    pub duration: std::time::Duration,
+    pub guest: Option<&'a crate::function::GuestStats>,
+    /// `ok`, or the failure's kind.
+    pub outcome: &'a str,
+}
+
+/// Logs the access line of one request (level `info`).
+pub fn access(a: &Access<'_>) {
+    if !enabled("info") {
+        return;
+    }
+    let dur_us = a.duration.as_micros();
+    let guest_us = a.guest.map(|g| g.guest.as_micros());
+    let mem = a.guest.and_then(|g| g.peak_memory);
+    let text = if JSON.load(Ordering::Relaxed) {
+        let opt = |v: Option<String>| v.unwrap_or_else(|| "null".into());
+        format!(
+            "{{\"time\":{},\"level\":\"info\",\"request_id\":{},\"method\":{},\"route\":{},\"function\":{},\"status\":{},\"duration_us\":{dur_us},\"guest_us\":{},\"peak_memory_bytes\":{},\"outcome\":{}}}\n",
+            stamp(),
+            json_str(a.request_id),
+            json_str(a.method),
+            json_str(a.route),
+            json_str(a.function),
+            a.status,
+            opt(guest_us.map(|v| v.to_string())),
+            opt(mem.map(|v| v.to_string())),
+            json_str(a.outcome),
+        )
+    } else {
+        let guest = guest_us
+            .map(|g| format!(" guest={g}us"))
+            .unwrap_or_default();
+        let mem = mem.map(|m| format!(" mem={m}")).unwrap_or_default();
+        format!(
+            "{} info [{}] {}: {} {} {} {dur_us}us{guest}{mem} {}\n",
+            stamp(),
+            a.request_id,
+            if a.function.is_empty() {
+                "-"
+            } else {
+                a.function
+            },
+            a.method,
+            if a.route.is_empty() { "-" } else { a.route },
+            a.status,
+            a.outcome
+        )
+    };
+    emit(text);
+}
+
+/// A JSON string literal.
+fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// Logs each line of a guest's stderr (or stdout) with the request id.

@@ -3,6 +3,7 @@
 //! replace it atomically while requests keep using the one they started with.
 
 use crate::function::{self, Loaded};
+use crate::metrics::Metrics;
 use anyhow::Result;
 use arc_swap::ArcSwap;
 use std::sync::Arc;
@@ -17,11 +18,16 @@ pub struct Table {
 
 impl Table {
     /// Compiles (through the cache) and links every function of `app`.
-    pub fn load(app: &App, engine: &Engine, cache: Option<&Cache>) -> Result<Table> {
+    pub fn load(
+        app: &App,
+        engine: &Engine,
+        cache: Option<&Cache>,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Table> {
         let functions = app
             .functions
             .iter()
-            .map(|f| function::load(engine, f, cache))
+            .map(|f| function::load(engine, f, cache, metrics))
             .collect::<Result<Vec<_>>>()?;
         Ok(Table {
             router: app.router.clone(),

@@ -185,6 +185,7 @@ impl HandlerState for State {
             store.set_fuel(spec.limits.fuel.unwrap_or(u64::MAX))?;
         }
         let proxy = self.pre.instantiate_async(&mut store).await?;
+        spec.metrics.instantiated();
         Ok(Instance {
             store,
             proxy,
@@ -232,6 +233,9 @@ impl WorkerState for Worker {
 
     fn drop(&self, store: Store<HttpHost>, result: Result<(), wasmtime::Error>) {
         let host = store.into_data();
+        self.spec
+            .metrics
+            .memory(host.limits.peak_memory(), host.limits.grow_failures());
         let (out, out_cut) = host.stdout.take();
         let (err, err_cut) = host.stderr.take();
         log::guest_output("stdout", &host.request_id, &self.spec.name, &out, out_cut);

@@ -110,6 +110,7 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
 /// A running `wedge serve`; killed on drop.
 pub struct Server {
     pub addr: SocketAddr,
+    pub admin: SocketAddr,
     pub child: Child,
     pub stderr: Arc<Mutex<String>>,
 }
@@ -122,7 +123,7 @@ impl Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_wedge"))
             .arg("serve")
             .args(args)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
             .env("WEDGE_CACHE_DIR", cache_dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -140,6 +141,7 @@ impl Server {
         });
         let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
+        let mut admin = None;
         loop {
             line.clear();
             if out.read_line(&mut line).unwrap_or(0) == 0 {
@@ -149,6 +151,9 @@ impl Server {
                     stderr.lock().unwrap()
                 );
             }
+            if let Some(a) = line.trim().strip_prefix("admin on http://") {
+                admin = Some(a.parse().expect("admin address"));
+            }
             if let Some(addr) = line.trim().strip_prefix("listening on http://") {
                 let addr = addr.parse().expect("bound address");
                 std::thread::spawn(move || {
@@ -157,6 +162,7 @@ impl Server {
                 });
                 return Server {
                     addr,
+                    admin: admin.expect("admin address printed before listening"),
                     child,
                     stderr,
                 };

@@ -7,6 +7,7 @@ mod conformance;
 mod errors;
 mod inspect;
 mod limits;
+mod observe;
 mod run;
 mod serve;
 mod serve_http;

@@ -6,7 +6,7 @@ pub mod cgi;
 use crate::body::{self, Body};
 use crate::capture::Capture;
 use crate::failure::Failure;
-use crate::function::{self, Spec};
+use crate::function::{self, GuestStats, Spec};
 use crate::log;
 use bytes::Bytes;
 use std::sync::Arc;
@@ -75,15 +75,32 @@ impl Wagi {
         if self.metered {
             store.set_fuel(u64::MAX).map_err(|e| e.to_string())?;
         }
-        self.pre
-            .instantiate_async(&mut store)
-            .await
-            .map(drop)
-            .map_err(|e| format!("{e:#}"))
+        let result = self.pre.instantiate_async(&mut store).await.map(drop);
+        self.spec.metrics.instantiated();
+        result.map_err(|e| format!("{e:#}"))
     }
 
     /// Runs the guest for one request and turns its CGI output into a response.
-    pub async fn call(&self, call: Call<'_>) -> Result<http::Response<Body>, Failure> {
+    pub async fn call(
+        &self,
+        call: Call<'_>,
+    ) -> (Result<http::Response<Body>, Failure>, GuestStats) {
+        let started = std::time::Instant::now();
+        let mut stats = GuestStats::default();
+        let result = self.run(call, &mut stats).await;
+        stats.guest = started.elapsed();
+        self.spec
+            .metrics
+            .invoke_duration
+            .observe(stats.guest.as_secs_f64());
+        (result, stats)
+    }
+
+    async fn run(
+        &self,
+        call: Call<'_>,
+        stats: &mut GuestStats,
+    ) -> Result<http::Response<Body>, Failure> {
         let spec = &self.spec;
         let limits = &spec.limits;
         let stdout = Capture::trapping(limits.max_response_body as usize + HEADER_ALLOWANCE);
@@ -122,7 +139,11 @@ impl Wagi {
         };
         let result = tokio::time::timeout(limits.timeout, run).await;
         let grow_failures = store.data().limits.grow_failures();
+        let peak = store.data().limits.peak_memory();
         drop(store);
+        spec.metrics.instantiated();
+        spec.metrics.memory(peak, grow_failures);
+        stats.peak_memory = Some(peak);
 
         let (err_bytes, err_truncated) = stderr.take();
         log::guest_output(

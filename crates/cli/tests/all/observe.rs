@@ -1,0 +1,141 @@
+//! Observability: `/metrics` on the admin listener after known traffic,
+//! JSON access lines, and the log level changed at runtime.
+
+use crate::client::{Server, get, request};
+use crate::support::{Sandbox, guest, s};
+
+fn app(sb: &Sandbox) -> String {
+    let toml = format!(
+        "[[function]]\nname = \"hello\"\nsource = \"{}\"\nroutes = [\"/hello\"]\n\n\
+         [[function]]\nname = \"trap\"\nsource = \"{}\"\nroutes = [\"/trap/...\"]\n",
+        s(&guest("wat/wagi/hello.wat")),
+        s(&guest("wat/divzero.wat"))
+    );
+    let path = sb.path().join("wedge.toml");
+    std::fs::write(&path, toml).unwrap();
+    s(&path).to_string()
+}
+
+#[track_caller]
+fn has(text: &str, line: &str) {
+    assert!(
+        text.lines().any(|l| l == line),
+        "missing `{line}` in:\n{text}"
+    );
+}
+
+#[test]
+fn metrics_count_known_traffic() {
+    let sb = Sandbox::new();
+    let srv = Server::start(&sb.cache_dir(), &["-f", &app(&sb)]);
+    for _ in 0..3 {
+        assert_eq!(get(srv.addr, "/hello").status, 200);
+    }
+    for _ in 0..2 {
+        assert_eq!(get(srv.addr, "/trap/x").status, 500);
+    }
+    assert_eq!(get(srv.addr, "/nowhere").status, 404);
+
+    let m = get(srv.admin, "/metrics");
+    assert_eq!(m.status, 200);
+    assert!(
+        m.header("content-type")
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let t = m.text();
+    has(&t, "# TYPE http_server_request_duration_seconds histogram");
+    has(
+        &t,
+        "http_server_request_duration_seconds_count{http_request_method=\"GET\",http_response_status_code=\"200\",http_route=\"/hello\",function=\"hello\"} 3",
+    );
+    has(
+        &t,
+        "http_server_request_duration_seconds_count{http_request_method=\"GET\",http_response_status_code=\"500\",http_route=\"/trap/...\",function=\"trap\"} 2",
+    );
+    has(
+        &t,
+        "http_server_request_duration_seconds_count{http_request_method=\"GET\",http_response_status_code=\"404\",http_route=\"\",function=\"\"} 1",
+    );
+    has(&t, "faas_invocations_total{function=\"hello\"} 3");
+    has(&t, "faas_invocations_total{function=\"trap\"} 2");
+    has(&t, "faas_errors_total{function=\"trap\",reason=\"trap\"} 2");
+    has(&t, "faas_coldstarts_total{function=\"hello\"} 1");
+    has(&t, "wasm_memory_peak_bytes_count{function=\"hello\"} 3");
+    has(&t, "wasm_memory_peak_bytes_sum{function=\"hello\"} 196608");
+    has(&t, "http_server_active_requests{function=\"hello\"} 0");
+    has(
+        &t,
+        "wedge_aot_cache_loads_total{function=\"hello\",result=\"miss\"} 1",
+    );
+    has(&t, "wedge_build_info{version=\"0.1.0\"} 1");
+    for name in [
+        "process_resident_memory_bytes ",
+        "process_cpu_seconds_total ",
+        "process_open_fds ",
+        "process_start_time_seconds ",
+        "faas_init_duration_seconds_count{function=\"hello\"} 1",
+        "wasm_module_size_bytes{function=\"hello\"} ",
+    ] {
+        assert!(t.contains(name), "missing {name}");
+    }
+
+    let om = request(
+        srv.admin,
+        "GET",
+        "/metrics",
+        &[("Accept", "application/openmetrics-text; version=1.0.0")],
+        b"",
+    )
+    .unwrap();
+    assert!(
+        om.header("content-type")
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    assert!(om.text().contains("# TYPE faas_invocations counter\n"));
+    assert!(om.text().ends_with("# EOF\n"));
+}
+
+#[test]
+fn json_access_lines_and_runtime_log_level() {
+    let sb = Sandbox::new();
+    let srv = Server::start(&sb.cache_dir(), &["-f", &app(&sb), "--log-format", "json"]);
+    let r = request(
+        srv.addr,
+        "GET",
+        "/hello",
+        &[("x-request-id", "json-line-1")],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+    srv.wait_for_log("\"request_id\":\"json-line-1\"");
+    let line = srv
+        .logs()
+        .lines()
+        .find(|l| l.contains("\"request_id\":\"json-line-1\""))
+        .unwrap()
+        .to_string();
+    let v: serde_json::Value = serde_json::from_str(&line).expect("a JSON access line");
+    assert_eq!(v["method"], "GET");
+    assert_eq!(v["route"], "/hello");
+    assert_eq!(v["function"], "hello");
+    assert_eq!(v["status"], 200);
+    assert_eq!(v["outcome"], "ok");
+    assert_eq!(v["peak_memory_bytes"], 65536);
+    assert!(v["duration_us"].as_u64().is_some() && v["guest_us"].as_u64().is_some());
+    assert!(v["time"].as_f64().is_some());
+
+    assert_eq!(get(srv.admin, "/log-level").text(), "info\n");
+    let r = request(srv.admin, "PUT", "/log-level", &[], b"warn").unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "warn\n"));
+    assert_eq!(get(srv.admin, "/log-level").text(), "warn\n");
+    let r = request(srv.admin, "PUT", "/log-level", &[], b"chatty").unwrap();
+    assert_eq!(r.status, 400);
+    assert!(
+        r.text().contains("allowed: error, warn, info, debug"),
+        "{}",
+        r.text()
+    );
+}

@@ -1,0 +1,184 @@
+//! The server's metrics: families registered once, per-function series
+//! resolved at load, and the `/metrics` exposition.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use wedge_telemetry::encode::Encoder;
+use wedge_telemetry::metric::{Counter, Family, Gauge, Histogram};
+use wedge_telemetry::names::{self as n, DURATION_BUCKETS, FAST_BUCKETS, Kind, SIZE_BUCKETS};
+use wedge_telemetry::process;
+
+/// Every metric family of a server.
+pub struct Metrics {
+    pub request_duration: Family<Histogram>,
+    pub active: Family<Gauge>,
+    pub request_body: Family<Histogram>,
+    pub response_body: Family<Histogram>,
+    pub invocations: Family<Counter>,
+    pub errors: Family<Counter>,
+    pub timeouts: Family<Counter>,
+    pub coldstarts: Family<Counter>,
+    pub init_duration: Family<Histogram>,
+    pub invoke_duration: Family<Histogram>,
+    pub memory_peak: Family<Histogram>,
+    pub grow_failures: Family<Counter>,
+    pub queue_wait: Family<Histogram>,
+    pub rejected: Family<Counter>,
+    pub module_size: Family<Gauge>,
+    pub aot_cache: Family<Counter>,
+}
+
+const F: &[&str] = &["function"];
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let dur = || Histogram::new(&DURATION_BUCKETS);
+        let fast = || Histogram::new(&FAST_BUCKETS);
+        let size = || Histogram::new(&SIZE_BUCKETS);
+        Metrics {
+            request_duration: Family::new(
+                n::HTTP_SERVER_REQUEST_DURATION,
+                &[
+                    "http_request_method",
+                    "http_response_status_code",
+                    "http_route",
+                    "function",
+                ],
+                dur,
+            ),
+            active: Family::new(n::HTTP_SERVER_ACTIVE_REQUESTS, F, Gauge::default),
+            request_body: Family::new(n::HTTP_SERVER_REQUEST_BODY_SIZE, F, size),
+            response_body: Family::new(n::HTTP_SERVER_RESPONSE_BODY_SIZE, F, size),
+            invocations: Family::new(n::FAAS_INVOCATIONS, F, Counter::default),
+            errors: Family::new(n::FAAS_ERRORS, &["function", "reason"], Counter::default),
+            timeouts: Family::new(n::FAAS_TIMEOUTS, F, Counter::default),
+            coldstarts: Family::new(n::FAAS_COLDSTARTS, F, Counter::default),
+            init_duration: Family::new(n::FAAS_INIT_DURATION, F, fast),
+            invoke_duration: Family::new(n::FAAS_INVOKE_DURATION, F, fast),
+            memory_peak: Family::new(n::WASM_MEMORY_PEAK, F, size),
+            grow_failures: Family::new(n::WASM_MEMORY_GROW_FAILURES, F, Counter::default),
+            queue_wait: Family::new(n::WEDGE_QUEUE_WAIT, F, fast),
+            rejected: Family::new(n::WEDGE_REJECTED, &["function", "reason"], Counter::default),
+            module_size: Family::new(n::WASM_MODULE_SIZE, F, Gauge::default),
+            aot_cache: Family::new(
+                n::WEDGE_AOT_CACHE,
+                &["function", "result"],
+                Counter::default,
+            ),
+        }
+    }
+}
+
+impl Metrics {
+    /// The `/metrics` document.
+    pub fn render(&self, openmetrics: bool) -> String {
+        let mut e = Encoder::new(openmetrics);
+        e.family(&self.request_duration);
+        e.family(&self.active);
+        e.family(&self.request_body);
+        e.family(&self.response_body);
+        e.family(&self.invocations);
+        e.family(&self.errors);
+        e.family(&self.timeouts);
+        e.family(&self.coldstarts);
+        e.family(&self.init_duration);
+        e.family(&self.invoke_duration);
+        e.family(&self.memory_peak);
+        e.family(&self.grow_failures);
+        e.family(&self.queue_wait);
+        e.family(&self.rejected);
+        e.family(&self.module_size);
+        e.family(&self.aot_cache);
+        let p = |d: n::Desc| (d.name, d.help, d.kind);
+        if let Some(rss) = process::resident_bytes() {
+            let (name, help, kind) = p(n::PROCESS_RESIDENT_MEMORY);
+            e.sample(name, help, kind, "", rss as f64);
+        }
+        if let Some(cpu) = process::cpu_seconds() {
+            let (name, help, kind) = p(n::PROCESS_CPU_SECONDS);
+            e.sample(name, help, kind, "", cpu);
+        }
+        if let Some(fds) = process::open_fds() {
+            let (name, help, kind) = p(n::PROCESS_OPEN_FDS);
+            e.sample(name, help, kind, "", fds as f64);
+        }
+        let (name, help, kind) = p(n::PROCESS_START_TIME);
+        e.sample(name, help, kind, "", process::start_time());
+        let (name, help, _) = p(n::WEDGE_BUILD_INFO);
+        e.sample(
+            name,
+            help,
+            Kind::Gauge,
+            &format!("{{version=\"{}\"}}", env!("CARGO_PKG_VERSION")),
+            1.0,
+        );
+        e.finish()
+    }
+}
+
+/// One function's series, resolved once at load.
+pub struct FunctionMetrics {
+    pub name: Arc<str>,
+    pub active: Arc<Gauge>,
+    pub invocations: Arc<Counter>,
+    pub timeouts: Arc<Counter>,
+    pub coldstarts: Arc<Counter>,
+    pub invoke_duration: Arc<Histogram>,
+    pub memory_peak: Arc<Histogram>,
+    pub grow_failures: Arc<Counter>,
+    pub queue_wait: Arc<Histogram>,
+    pub request_body: Arc<Histogram>,
+    pub response_body: Arc<Histogram>,
+    cold: AtomicBool,
+    registry: Arc<Metrics>,
+}
+
+impl FunctionMetrics {
+    pub fn new(registry: Arc<Metrics>, name: Arc<str>) -> Self {
+        let f = [&*name];
+        FunctionMetrics {
+            active: registry.active.with(&f),
+            invocations: registry.invocations.with(&f),
+            timeouts: registry.timeouts.with(&f),
+            coldstarts: registry.coldstarts.with(&f),
+            invoke_duration: registry.invoke_duration.with(&f),
+            memory_peak: registry.memory_peak.with(&f),
+            grow_failures: registry.grow_failures.with(&f),
+            queue_wait: registry.queue_wait.with(&f),
+            request_body: registry.request_body.with(&f),
+            response_body: registry.response_body.with(&f),
+            cold: AtomicBool::new(true),
+            registry,
+            name,
+        }
+    }
+
+    /// Counts the first instantiation after load as a cold start.
+    pub fn instantiated(&self) {
+        if self.cold.swap(false, Ordering::Relaxed) {
+            self.coldstarts.inc();
+        }
+    }
+
+    /// Records one guest error.
+    pub fn error(&self, reason: &str) {
+        self.registry.errors.with(&[&self.name, reason]).inc();
+    }
+
+    /// Records a request turned away before the guest.
+    pub fn rejected(&self, reason: &str) {
+        self.registry.rejected.with(&[&self.name, reason]).inc();
+    }
+
+    /// Records a memory outcome of one instance.
+    pub fn memory(&self, peak: u64, grow_failures: u64) {
+        self.memory_peak.observe(peak as f64);
+        if grow_failures > 0 {
+            self.grow_failures.add(grow_failures);
+        }
+    }
+
+    pub fn registry(&self) -> &Metrics {
+        &self.registry
+    }
+}
