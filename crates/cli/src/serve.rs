@@ -89,6 +89,10 @@ pub struct ServeArgs {
     /// Log level: error, warn, info (one access line per request) or debug
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     log_level: String,
+    /// Requests with the header `x-wedge-debug: TOKEN` get per-request Wasm
+    /// statistics in an `x-wedge-stats` response header (off without it)
+    #[arg(long, value_name = "TOKEN", env = "WEDGE_DEBUG_TOKEN")]
+    debug_token: Option<String>,
 }
 
 impl AppArgs {
@@ -203,11 +207,13 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
             .with_context(|| format!("cannot listen on {} (--admin-listen)", args.admin_listen))?;
         let admin_addr = admin.local_addr()?;
         tokio::spawn(wedge_http::admin::serve(admin, metrics.clone()));
-        let handler = Arc::new(Handler::new(
+        let mut handler = Handler::new(
             table::shared(table),
             app.server.health_prefix.clone(),
             metrics,
-        ));
+        );
+        handler.debug_token = args.debug_token.clone().filter(|t| !t.is_empty());
+        let handler = Arc::new(handler);
         let _ticker = EpochTicker::start(engine.clone());
         println!("admin on http://{admin_addr}");
         println!("listening on http://{bound}");

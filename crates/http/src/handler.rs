@@ -31,6 +31,8 @@ pub struct Handler {
     pub health_prefix: String,
     pub ready: AtomicBool,
     pub metrics: Arc<Metrics>,
+    /// Requests carrying `x-wedge-debug: TOKEN` get an `x-wedge-stats` header.
+    pub debug_token: Option<String>,
 }
 
 /// Where a connection came from and arrived.
@@ -55,6 +57,7 @@ impl Handler {
             health_prefix,
             ready: AtomicBool::new(true),
             metrics,
+            debug_token: None,
         }
     }
 
@@ -63,6 +66,11 @@ impl Handler {
         let start = Instant::now();
         let id = request_id::from_header(req.headers().get("x-request-id").map(|v| v.as_bytes()));
         let method = req.method().clone();
+        let debug = self.debug_token.as_deref().is_some_and(|token| {
+            req.headers()
+                .get("x-wedge-debug")
+                .is_some_and(|v| v.as_bytes() == token.as_bytes())
+        });
         let mut seen = Seen::default();
         let result = self.dispatch(req, peer, &id, &mut seen).await;
         let function = seen.function.as_ref().map_or("", |f| &f.name);
@@ -96,6 +104,12 @@ impl Handler {
         };
         if let Ok(v) = HeaderValue::from_str(&id) {
             response.headers_mut().insert("x-request-id", v);
+        }
+        if debug
+            && let Some(stats) = &seen.guest
+            && let Ok(v) = HeaderValue::from_str(&stats.header())
+        {
+            response.headers_mut().insert("x-wedge-stats", v);
         }
         let status = response.status().as_u16();
         let route = seen.route.as_deref().unwrap_or("");
@@ -231,7 +245,7 @@ impl Handler {
                 let result = http_fn.call(id, request).await;
                 let stats = GuestStats {
                     guest: started.elapsed(),
-                    peak_memory: None,
+                    ..GuestStats::default()
                 };
                 m.invoke_duration.observe(stats.guest.as_secs_f64());
                 seen.guest = Some(stats);

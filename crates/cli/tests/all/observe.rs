@@ -139,3 +139,44 @@ fn json_access_lines_and_runtime_log_level() {
         r.text()
     );
 }
+
+#[test]
+fn stats_header_only_with_the_debug_token() {
+    let sb = Sandbox::new();
+    let toml = format!(
+        "[[function]]\nname = \"burn\"\nsource = \"{}\"\nroutes = [\"/\"]\nfuel = 1_000_000_000\n",
+        s(&guest("c/wagi/env.wasm"))
+    );
+    let path = sb.path().join("wedge.toml");
+    std::fs::write(&path, toml).unwrap();
+    let srv = Server::start(
+        &sb.cache_dir(),
+        &["-f", s(&path), "--debug-token", "s3cret"],
+    );
+    assert!(
+        get(srv.addr, "/").header("x-wedge-stats").is_none(),
+        "off by default"
+    );
+    let wrong = request(srv.addr, "GET", "/", &[("x-wedge-debug", "guess")], b"").unwrap();
+    assert!(wrong.header("x-wedge-stats").is_none());
+    let r = request(srv.addr, "GET", "/", &[("x-wedge-debug", "s3cret")], b"").unwrap();
+    let stats = r
+        .header("x-wedge-stats")
+        .expect("stats with the token")
+        .to_string();
+    let fields: Vec<&str> = stats.split(';').collect();
+    assert!(
+        fields[0].starts_with("instantiate=") && fields[0].ends_with("us"),
+        "{stats}"
+    );
+    assert!(
+        fields[1].starts_with("exec=") && fields[1].ends_with("us"),
+        "{stats}"
+    );
+    assert!(
+        fields[2].starts_with("mem=") && fields[2][4..].parse::<u64>().unwrap() >= 65536,
+        "{stats}"
+    );
+    let fuel: u64 = fields[3].strip_prefix("fuel=").unwrap().parse().unwrap();
+    assert!(fuel > 1000, "{stats}");
+}

@@ -132,12 +132,22 @@ impl Wagi {
                     message: e.to_string(),
                 })?;
         }
+        let mut instantiated = None;
         let run = async {
+            let t0 = std::time::Instant::now();
             let instance = self.pre.instantiate_async(&mut store).await?;
+            instantiated = Some(t0.elapsed());
             let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
             start.call_async(&mut store, ()).await
         };
         let result = tokio::time::timeout(limits.timeout, run).await;
+        stats.instantiate = instantiated;
+        if self.metered {
+            stats.fuel = store
+                .get_fuel()
+                .ok()
+                .map(|left| limits.fuel.unwrap_or(u64::MAX) - left);
+        }
         let grow_failures = store.data().limits.grow_failures();
         let peak = store.data().limits.peak_memory();
         drop(store);
