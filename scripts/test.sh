@@ -7,9 +7,9 @@ cd "$(dirname "$0")/.."
 
 say() { printf '\n== %s\n' "$*"; }
 
-# Debian packages the tests use, installed when missing. (None yet: every
-# guest is committed prebuilt. Servers the tests start go here.)
-debs=()
+# Debian packages the tests use, installed when missing. Every guest is
+# committed prebuilt; these are the real servers and tools tests run.
+debs=(prometheus)
 missing=()
 for pkg in "${debs[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
@@ -34,5 +34,8 @@ say "cargo fmt --check"
 cargo fmt --all --check
 say "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+say "promtool test rules"
+promtool check rules deploy/prometheus/alerts.yml
+promtool test rules deploy/prometheus/alerts_test.yml
 say "cargo test"
 cargo test --workspace --locked

@@ -8,6 +8,7 @@ mod errors;
 mod inspect;
 mod limits;
 mod observe;
+mod prometheus;
 mod run;
 mod serve;
 mod serve_http;
