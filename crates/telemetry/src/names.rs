@@ -178,3 +178,96 @@ pub const SIZE_BUCKETS: [f64; 11] = [
     268435456.0,
     1073741824.0,
 ];
+
+/// Every exported name, for checks that dashboards and rules only use
+/// metrics that exist.
+pub const ALL: [Desc; 21] = [
+    HTTP_SERVER_REQUEST_DURATION,
+    HTTP_SERVER_ACTIVE_REQUESTS,
+    HTTP_SERVER_REQUEST_BODY_SIZE,
+    HTTP_SERVER_RESPONSE_BODY_SIZE,
+    FAAS_INVOCATIONS,
+    FAAS_ERRORS,
+    FAAS_TIMEOUTS,
+    FAAS_COLDSTARTS,
+    FAAS_INIT_DURATION,
+    FAAS_INVOKE_DURATION,
+    WASM_MEMORY_PEAK,
+    WASM_MEMORY_GROW_FAILURES,
+    WEDGE_QUEUE_WAIT,
+    WEDGE_REJECTED,
+    WASM_MODULE_SIZE,
+    WEDGE_AOT_CACHE,
+    PROCESS_RESIDENT_MEMORY,
+    PROCESS_CPU_SECONDS,
+    PROCESS_OPEN_FDS,
+    PROCESS_START_TIME,
+    WEDGE_BUILD_INFO,
+];
+
+/// The series names a metric exposes (`_total`, `_bucket`, ...).
+pub fn series_names(d: &Desc) -> Vec<String> {
+    match d.kind {
+        Kind::Counter => vec![format!("{}_total", d.name)],
+        Kind::Gauge => vec![d.name.to_string()],
+        Kind::Histogram => ["_bucket", "_sum", "_count"]
+            .iter()
+            .map(|s| format!("{}{s}", d.name))
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Metric-like identifiers in a PromQL expression or rule file.
+    fn referenced(text: &str) -> Vec<String> {
+        let prefixes = ["http_server_", "faas_", "wasm_", "wedge_", "process_"];
+        let mut out = Vec::new();
+        let bytes = text.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            let rest = &text[i..];
+            let boundary =
+                i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
+            if boundary && prefixes.iter().any(|p| rest.starts_with(p)) {
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(rest.len());
+                out.push(rest[..end].to_string());
+                i += end;
+            } else {
+                i += 1;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn dashboards_and_alert_rules_use_only_exported_metrics() {
+        let known: Vec<String> = ALL.iter().flat_map(series_names).collect();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
+        let mut checked = 0;
+        for file in ["grafana/wedge.json", "prometheus/alerts.yml"] {
+            let text = std::fs::read_to_string(root.join(file)).unwrap();
+            for name in referenced(&text) {
+                assert!(
+                    known.contains(&name),
+                    "{file} uses `{name}`, which wedge does not export"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 20, "only {checked} references found");
+    }
+
+    #[test]
+    fn names_are_unique() {
+        for (i, a) in ALL.iter().enumerate() {
+            for b in &ALL[i + 1..] {
+                assert_ne!(a.name, b.name);
+            }
+        }
+    }
+}
