@@ -4,6 +4,7 @@
 //! Names follow the OpenTelemetry semantic conventions as mapped to
 //! Prometheus (dots become underscores, units become suffixes).
 
+pub mod anomaly;
 pub mod encode;
 pub mod metric;
 pub mod names;
