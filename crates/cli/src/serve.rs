@@ -93,6 +93,10 @@ pub struct ServeArgs {
     /// statistics in an `x-wedge-stats` response header (off without it)
     #[arg(long, value_name = "TOKEN", env = "WEDGE_DEBUG_TOKEN")]
     debug_token: Option<String>,
+    /// Anomaly detection window: each function's P99, peak memory and error
+    /// ratio are judged against their baseline once per window
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration, default_value = "10s")]
+    anomaly_window: Duration,
 }
 
 impl AppArgs {
@@ -172,7 +176,9 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
     wedge_http::log::set_json(args.log_format == "json");
     let app = args.app.load()?;
     let engine = engine_for(&app, args.keep_resident, args.bounds_checks == "explicit")?;
-    let metrics = Arc::new(Metrics::default());
+    let mut metrics = Metrics::default();
+    metrics.anomaly_config.window = args.anomaly_window;
+    let metrics = Arc::new(metrics);
     let table = Table::load(&app, &engine, global.cache().as_ref(), &metrics)?;
     let listen = args
         .listen
@@ -214,6 +220,10 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
         );
         handler.debug_token = args.debug_token.clone().filter(|t| !t.is_empty());
         let handler = Arc::new(handler);
+        tokio::spawn(table::watch_anomalies(
+            handler.table.clone(),
+            args.anomaly_window,
+        ));
         let _ticker = EpochTicker::start(engine.clone());
         println!("admin on http://{admin_addr}");
         println!("listening on http://{bound}");

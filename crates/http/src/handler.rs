@@ -114,6 +114,10 @@ impl Handler {
         let status = response.status().as_u16();
         let route = seen.route.as_deref().unwrap_or("");
         let elapsed = start.elapsed();
+        if let Some(f) = &seen.function {
+            let peak = seen.guest.as_ref().and_then(|g| g.peak_memory);
+            f.observe(elapsed, peak, status >= 500);
+        }
         self.metrics
             .request_duration
             .with(&[method.as_str(), status_label(status), route, function])

@@ -1,8 +1,9 @@
 //! The server's metrics: families registered once, per-function series
 //! resolved at load, and the `/metrics` exposition.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use wedge_telemetry::anomaly::{Config, Detector};
 use wedge_telemetry::encode::Encoder;
 use wedge_telemetry::metric::{Counter, Family, Gauge, Histogram};
 use wedge_telemetry::names::{self as n, DURATION_BUCKETS, FAST_BUCKETS, Kind, SIZE_BUCKETS};
@@ -26,6 +27,9 @@ pub struct Metrics {
     pub rejected: Family<Counter>,
     pub module_size: Family<Gauge>,
     pub aot_cache: Family<Counter>,
+    pub anomaly: Family<Gauge>,
+    /// Thresholds of every function's detector.
+    pub anomaly_config: Config,
 }
 
 const F: &[&str] = &["function"];
@@ -65,6 +69,8 @@ impl Default for Metrics {
                 &["function", "result"],
                 Counter::default,
             ),
+            anomaly: Family::new(n::WEDGE_ANOMALY, &["function", "kind"], Gauge::default),
+            anomaly_config: Config::default(),
         }
     }
 }
@@ -89,6 +95,7 @@ impl Metrics {
         e.family(&self.rejected);
         e.family(&self.module_size);
         e.family(&self.aot_cache);
+        e.family(&self.anomaly);
         let p = |d: n::Desc| (d.name, d.help, d.kind);
         if let Some(rss) = process::resident_bytes() {
             let (name, help, kind) = p(n::PROCESS_RESIDENT_MEMORY);
@@ -131,6 +138,7 @@ pub struct FunctionMetrics {
     pub response_body: Arc<Histogram>,
     cold: AtomicBool,
     registry: Arc<Metrics>,
+    pub detector: Mutex<Detector>,
 }
 
 impl FunctionMetrics {
@@ -148,6 +156,7 @@ impl FunctionMetrics {
             request_body: registry.request_body.with(&f),
             response_body: registry.response_body.with(&f),
             cold: AtomicBool::new(true),
+            detector: Mutex::new(Detector::new(registry.anomaly_config.clone())),
             registry,
             name,
         }
@@ -180,5 +189,34 @@ impl FunctionMetrics {
 
     pub fn registry(&self) -> &Metrics {
         &self.registry
+    }
+
+    /// Feeds one request to the anomaly detector.
+    pub fn observe(&self, latency: std::time::Duration, peak_memory: Option<u64>, error: bool) {
+        self.detector
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(latency, peak_memory, error);
+    }
+
+    /// Closes the detector's window: updates `wedge_anomaly` and logs each
+    /// anomaly that began or ended.
+    pub fn close_window(&self) {
+        let changes = self
+            .detector
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .close_window();
+        for c in changes {
+            let gauge = self.registry.anomaly.with(&[&self.name, c.kind.as_str()]);
+            gauge.set(i64::from(c.active));
+            let what = if c.active { "began" } else { "ended" };
+            crate::log::line(
+                "warn",
+                "-",
+                &self.name,
+                &format!("anomaly {} {what}: {}", c.kind.as_str(), c.detail),
+            );
+        }
     }
 }

@@ -57,6 +57,19 @@ impl Table {
     }
 }
 
+/// Closes every function's anomaly window each `window`, for as long as
+/// the returned future runs.
+pub async fn watch_anomalies(table: Shared, window: std::time::Duration) {
+    let mut tick = tokio::time::interval(window);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        for f in &table.load().functions {
+            f.spec.metrics.close_window();
+        }
+    }
+}
+
 /// The current table, replaceable while serving.
 pub type Shared = Arc<ArcSwap<Table>>;
 

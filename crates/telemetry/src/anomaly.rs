@@ -146,7 +146,11 @@ impl Detector {
     fn set(&mut self, kind: Kind, active: bool, detail: String, out: &mut Vec<Change>) {
         if self.active[kind as usize] != active {
             self.active[kind as usize] = active;
-            out.push(Change { kind, active, detail });
+            out.push(Change {
+                kind,
+                active,
+                detail,
+            });
         }
     }
 
@@ -199,7 +203,11 @@ impl Detector {
                 self.memory.pop_front();
             }
             let full = self.memory.len() == self.cfg.memory_windows;
-            let rising = self.memory.iter().zip(self.memory.iter().skip(1)).all(|(a, b)| b > a);
+            let rising = self
+                .memory
+                .iter()
+                .zip(self.memory.iter().skip(1))
+                .all(|(a, b)| b > a);
             let first = self.memory.front().copied().unwrap_or(m);
             let grew = m >= first * self.cfg.memory_growth;
             let active = full && rising && grew;
@@ -226,7 +234,13 @@ mod tests {
         }
     }
 
-    fn window(d: &mut Detector, n: u64, latency_ms: u64, errors: u64, mem: Option<u64>) -> Vec<Change> {
+    fn window(
+        d: &mut Detector,
+        n: u64,
+        latency_ms: u64,
+        errors: u64,
+        mem: Option<u64>,
+    ) -> Vec<Change> {
         for i in 0..n {
             d.record(Duration::from_millis(latency_ms), mem, i < errors);
         }
@@ -245,7 +259,11 @@ mod tests {
         let c = window(&mut d, 50, 30, 0, None);
         assert_eq!(c.len(), 1);
         assert_eq!((c[0].kind, c[0].active), (Kind::Latency, true));
-        assert!(c[0].detail.contains("baseline of 0.010s"), "{}", c[0].detail);
+        assert!(
+            c[0].detail.contains("baseline of 0.010s"),
+            "{}",
+            c[0].detail
+        );
         assert!(d.is_active(Kind::Latency));
         // Back to normal: cleared at once.
         let c = window(&mut d, 50, 8, 0, None);
@@ -260,7 +278,10 @@ mod tests {
         }
         assert!(window(&mut d, 50, 100, 0, None).is_empty());
         assert!(window(&mut d, 50, 8, 0, None).is_empty());
-        assert!(window(&mut d, 3, 1000, 3, None).is_empty(), "too few requests to judge");
+        assert!(
+            window(&mut d, 3, 1000, 3, None).is_empty(),
+            "too few requests to judge"
+        );
     }
 
     #[test]
@@ -270,7 +291,14 @@ mod tests {
         window(&mut d, 100, 8, 10, None);
         window(&mut d, 100, 8, 10, None);
         let c = window(&mut d, 100, 8, 10, None);
-        assert_eq!(c, vec![Change { kind: Kind::Errors, active: true, detail: "10.0% of requests failed".into() }]);
+        assert_eq!(
+            c,
+            vec![Change {
+                kind: Kind::Errors,
+                active: true,
+                detail: "10.0% of requests failed".into()
+            }]
+        );
     }
 
     #[test]

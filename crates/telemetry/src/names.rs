@@ -148,6 +148,12 @@ desc!(
     "Start time of the process since the Unix epoch in seconds."
 );
 desc!(
+    WEDGE_ANOMALY,
+    "wedge_anomaly",
+    Gauge,
+    "1 while a function drifts from its baseline (kind: latency, memory, errors)."
+);
+desc!(
     WEDGE_BUILD_INFO,
     "wedge_build_info",
     Gauge,
@@ -181,7 +187,7 @@ pub const SIZE_BUCKETS: [f64; 11] = [
 
 /// Every exported name, for checks that dashboards and rules only use
 /// metrics that exist.
-pub const ALL: [Desc; 21] = [
+pub const ALL: [Desc; 22] = [
     HTTP_SERVER_REQUEST_DURATION,
     HTTP_SERVER_ACTIVE_REQUESTS,
     HTTP_SERVER_REQUEST_BODY_SIZE,
@@ -202,6 +208,7 @@ pub const ALL: [Desc; 21] = [
     PROCESS_CPU_SECONDS,
     PROCESS_OPEN_FDS,
     PROCESS_START_TIME,
+    WEDGE_ANOMALY,
     WEDGE_BUILD_INFO,
 ];
 

@@ -180,3 +180,39 @@ fn stats_header_only_with_the_debug_token() {
     let fuel: u64 = fields[3].strip_prefix("fuel=").unwrap().parse().unwrap();
     assert!(fuel > 1000, "{stats}");
 }
+
+#[test]
+fn memory_rising_request_after_request_raises_an_anomaly() {
+    let sb = Sandbox::new();
+    let toml = format!(
+        "[[function]]\nname = \"leaky\"\nsource = \"{}\"\nroutes = [\"/\"]\nmax_memory = \"96MiB\"\n",
+        s(&guest("c/wagi/grow.wasm"))
+    );
+    let path = sb.path().join("wedge.toml");
+    std::fs::write(&path, toml).unwrap();
+    let srv = Server::start(
+        &sb.cache_dir(),
+        &["-f", s(&path), "--anomaly-window", "200ms"],
+    );
+    let series = "wedge_anomaly{function=\"leaky\",kind=\"memory\"} 1";
+    let mut kib = 256;
+    let mut found = false;
+    // Each request holds 128 KiB more than the last, so every window's mean
+    // peak memory is above the one before, until the detector says so.
+    while kib < 80 * 1024 {
+        let r = get(srv.addr, &format!("/?{kib}"));
+        assert_eq!(r.status, 200, "{}", r.text());
+        if get(srv.admin, "/metrics").text().contains(series) {
+            found = true;
+            break;
+        }
+        kib += 128;
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(
+        found,
+        "no memory anomaly after growing to {kib} KiB:\n{}",
+        srv.logs()
+    );
+    srv.wait_for_log("leaky: anomaly memory began: mean peak memory rose from");
+}
