@@ -97,6 +97,10 @@ pub struct ServeArgs {
     /// ratio are judged against their baseline once per window
     #[arg(long, value_name = "DURATION", value_parser = units::parse_duration, default_value = "10s")]
     anomaly_window: Duration,
+    /// POST each anomaly that begins or ends as JSON to this URL
+    /// ({"function", "kind", "active", "detail"})
+    #[arg(long, value_name = "URL")]
+    anomaly_webhook: Option<http::Uri>,
 }
 
 impl AppArgs {
@@ -178,6 +182,13 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
     let engine = engine_for(&app, args.keep_resident, args.bounds_checks == "explicit")?;
     let mut metrics = Metrics::default();
     metrics.anomaly_config.window = args.anomaly_window;
+    if let Some(url) = &args.anomaly_webhook {
+        anyhow::ensure!(
+            url.scheme().is_some() && url.authority().is_some(),
+            "--anomaly-webhook {url}: give an absolute http:// or https:// URL"
+        );
+        metrics.anomaly_webhook = Some(url.clone());
+    }
     let metrics = Arc::new(metrics);
     let table = Table::load(&app, &engine, global.cache().as_ref(), &metrics)?;
     let listen = args

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub anomaly: Family<Gauge>,
     /// Thresholds of every function's detector.
     pub anomaly_config: Config,
+    /// Where anomaly changes are POSTed as JSON, if anywhere.
+    pub anomaly_webhook: Option<http::Uri>,
 }
 
 const F: &[&str] = &["function"];
@@ -71,6 +73,7 @@ impl Default for Metrics {
             ),
             anomaly: Family::new(n::WEDGE_ANOMALY, &["function", "kind"], Gauge::default),
             anomaly_config: Config::default(),
+            anomaly_webhook: None,
         }
     }
 }
@@ -120,6 +123,43 @@ impl Metrics {
             1.0,
         );
         e.finish()
+    }
+}
+
+/// POSTs one alert; failures are logged, never retried forever.
+async fn post_alert(url: http::Uri, json: String, function: Arc<str>) {
+    use http_body_util::BodyExt;
+    let host = url.authority().map(|a| a.to_string()).unwrap_or_default();
+    let request = http::Request::post(url.clone())
+        .header(http::header::HOST, host)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(
+            http_body_util::Full::new(bytes::Bytes::from(json))
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        );
+    let outcome = match request {
+        Ok(req) => match wasmtime_wasi_http::default_send_request(req, None).await {
+            Ok((response, io)) => {
+                tokio::spawn(io);
+                let status = response.status();
+                let _ = response.into_body().collect().await;
+                status
+                    .is_success()
+                    .then_some(())
+                    .ok_or(format!("status {status}"))
+            }
+            Err(e) => Err(e.to_string()),
+        },
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = outcome {
+        crate::log::line(
+            "warn",
+            "-",
+            &function,
+            &format!("anomaly webhook {url}: {e}"),
+        );
     }
 }
 
@@ -217,6 +257,16 @@ impl FunctionMetrics {
                 &self.name,
                 &format!("anomaly {} {what}: {}", c.kind.as_str(), c.detail),
             );
+            if let Some(url) = &self.registry.anomaly_webhook {
+                let alert = format!(
+                    "{{\"function\":{},\"kind\":\"{}\",\"active\":{},\"detail\":{}}}",
+                    crate::log::json_str(&self.name),
+                    c.kind.as_str(),
+                    c.active,
+                    crate::log::json_str(&c.detail)
+                );
+                tokio::spawn(post_alert(url.clone(), alert, self.name.clone()));
+            }
         }
     }
 }

@@ -190,9 +190,45 @@ fn memory_rising_request_after_request_raises_an_anomaly() {
     );
     let path = sb.path().join("wedge.toml");
     std::fs::write(&path, toml).unwrap();
+    // A webhook receiver: the first POST comes back whole from `hook`.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hook_url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let hook = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut c, _) = listener.accept().unwrap();
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = c.read(&mut buf).unwrap();
+            raw.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&raw).to_string();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let len: usize = text
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap())
+                    })
+                    .unwrap_or(0);
+                if raw.len() >= end + 4 + len {
+                    c.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+                        .unwrap();
+                    return text;
+                }
+            }
+        }
+    });
     let srv = Server::start(
         &sb.cache_dir(),
-        &["-f", s(&path), "--anomaly-window", "200ms"],
+        &[
+            "-f",
+            s(&path),
+            "--anomaly-window",
+            "200ms",
+            "--anomaly-webhook",
+            &hook_url,
+        ],
     );
     let series = "wedge_anomaly{function=\"leaky\",kind=\"memory\"} 1";
     let mut kib = 256;
@@ -215,4 +251,17 @@ fn memory_rising_request_after_request_raises_an_anomaly() {
         srv.logs()
     );
     srv.wait_for_log("leaky: anomaly memory began: mean peak memory rose from");
+    let request = hook.join().unwrap();
+    assert!(request.starts_with("POST /hook HTTP/1.1"), "{request}");
+    let body = &request[request.find("\r\n\r\n").unwrap() + 4..];
+    let alert: serde_json::Value = serde_json::from_str(body).expect("JSON alert");
+    assert_eq!(alert["function"], "leaky");
+    assert_eq!(alert["kind"], "memory");
+    assert_eq!(alert["active"], true);
+    assert!(
+        alert["detail"]
+            .as_str()
+            .unwrap()
+            .contains("mean peak memory rose")
+    );
 }
