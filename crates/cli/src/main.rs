@@ -54,7 +54,7 @@ enum Command {
     /// Describe a module or component: world, imports, exports, memory, sections
     Inspect(inspect::InspectArgs),
     /// Serve HTTP functions: one module on every path, or an app (-f wedge.toml)
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Validate an app manifest and compile and link its functions, without serving
     Check(serve::AppArgs),
     /// List, clear or trim the AOT cache
@@ -68,7 +68,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::main(args, &cli.global),
         Command::Compile(args) => compile::main(args, &cli.global),
         Command::Inspect(args) => inspect::main(args, &cli.global),
-        Command::Serve(args) => serve::serve(args, &cli.global),
+        Command::Serve(args) => serve::serve(*args, &cli.global),
         Command::Check(args) => serve::check(args, &cli.global),
         Command::Cache(cmd) => cache_cmd::main(cmd, &cli.global),
     };
