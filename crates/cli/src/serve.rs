@@ -189,6 +189,7 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
         );
         metrics.anomaly_webhook = Some(url.clone());
     }
+    let _ = metrics.engine.set(engine.clone());
     let metrics = Arc::new(metrics);
     let table = Table::load(&app, &engine, global.cache().as_ref(), &metrics)?;
     let listen = args

@@ -32,6 +32,8 @@ pub struct Metrics {
     pub anomaly_config: Config,
     /// Where anomaly changes are POSTed as JSON, if anywhere.
     pub anomaly_webhook: Option<http::Uri>,
+    /// The engine whose pooling allocator is reported, once serving.
+    pub engine: std::sync::OnceLock<wasmtime::Engine>,
 }
 
 const F: &[&str] = &["function"];
@@ -74,6 +76,7 @@ impl Default for Metrics {
             anomaly: Family::new(n::WEDGE_ANOMALY, &["function", "kind"], Gauge::default),
             anomaly_config: Config::default(),
             anomaly_webhook: None,
+            engine: std::sync::OnceLock::new(),
         }
     }
 }
@@ -111,6 +114,35 @@ impl Metrics {
         if let Some(fds) = process::open_fds() {
             let (name, help, kind) = p(n::PROCESS_OPEN_FDS);
             e.sample(name, help, kind, "", fds as f64);
+        }
+        if let Some(pool) = self
+            .engine
+            .get()
+            .and_then(|e| e.pooling_allocator_metrics())
+        {
+            for (d, v) in [
+                (
+                    n::WASMTIME_POOL_CORE_INSTANCES,
+                    pool.core_instances() as f64,
+                ),
+                (
+                    n::WASMTIME_POOL_COMPONENT_INSTANCES,
+                    pool.component_instances() as f64,
+                ),
+                (n::WASMTIME_POOL_MEMORIES, pool.memories() as f64),
+                (n::WASMTIME_POOL_STACKS, pool.stacks() as f64),
+                (
+                    n::WASMTIME_POOL_UNUSED_WARM_MEMORIES,
+                    f64::from(pool.unused_warm_memories()),
+                ),
+                (
+                    n::WASMTIME_POOL_UNUSED_MEMORY_RESIDENT,
+                    pool.unused_memory_bytes_resident() as f64,
+                ),
+            ] {
+                let (name, help, kind) = p(d);
+                e.sample(name, help, kind, "", v);
+            }
         }
         let (name, help, kind) = p(n::PROCESS_START_TIME);
         e.sample(name, help, kind, "", process::start_time());

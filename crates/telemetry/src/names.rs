@@ -148,6 +148,42 @@ desc!(
     "Start time of the process since the Unix epoch in seconds."
 );
 desc!(
+    WASMTIME_POOL_CORE_INSTANCES,
+    "wasmtime_pool_core_instances",
+    Gauge,
+    "Core instances allocated from the pooling allocator."
+);
+desc!(
+    WASMTIME_POOL_COMPONENT_INSTANCES,
+    "wasmtime_pool_component_instances",
+    Gauge,
+    "Component instances allocated from the pooling allocator."
+);
+desc!(
+    WASMTIME_POOL_MEMORIES,
+    "wasmtime_pool_memories",
+    Gauge,
+    "Linear memories allocated from the pooling allocator."
+);
+desc!(
+    WASMTIME_POOL_STACKS,
+    "wasmtime_pool_stacks",
+    Gauge,
+    "Async stacks allocated from the pooling allocator."
+);
+desc!(
+    WASMTIME_POOL_UNUSED_WARM_MEMORIES,
+    "wasmtime_pool_unused_warm_memories",
+    Gauge,
+    "Unused memory slots kept warm (affine to a module) for reuse."
+);
+desc!(
+    WASMTIME_POOL_UNUSED_MEMORY_RESIDENT,
+    "wasmtime_pool_unused_memory_resident_bytes",
+    Gauge,
+    "Bytes kept resident in unused memory slots."
+);
+desc!(
     WEDGE_ANOMALY,
     "wedge_anomaly",
     Gauge,
@@ -187,7 +223,7 @@ pub const SIZE_BUCKETS: [f64; 11] = [
 
 /// Every exported name, for checks that dashboards and rules only use
 /// metrics that exist.
-pub const ALL: [Desc; 22] = [
+pub const ALL: [Desc; 28] = [
     HTTP_SERVER_REQUEST_DURATION,
     HTTP_SERVER_ACTIVE_REQUESTS,
     HTTP_SERVER_REQUEST_BODY_SIZE,
@@ -208,6 +244,12 @@ pub const ALL: [Desc; 22] = [
     PROCESS_CPU_SECONDS,
     PROCESS_OPEN_FDS,
     PROCESS_START_TIME,
+    WASMTIME_POOL_CORE_INSTANCES,
+    WASMTIME_POOL_COMPONENT_INSTANCES,
+    WASMTIME_POOL_MEMORIES,
+    WASMTIME_POOL_STACKS,
+    WASMTIME_POOL_UNUSED_WARM_MEMORIES,
+    WASMTIME_POOL_UNUSED_MEMORY_RESIDENT,
     WEDGE_ANOMALY,
     WEDGE_BUILD_INFO,
 ];
@@ -230,7 +272,14 @@ mod tests {
 
     /// Metric-like identifiers in a PromQL expression or rule file.
     fn referenced(text: &str) -> Vec<String> {
-        let prefixes = ["http_server_", "faas_", "wasm_", "wedge_", "process_"];
+        let prefixes = [
+            "http_server_",
+            "faas_",
+            "wasm_",
+            "wedge_",
+            "process_",
+            "wasmtime_",
+        ];
         let mut out = Vec::new();
         let bytes = text.as_bytes();
         let mut i = 0;

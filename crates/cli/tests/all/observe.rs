@@ -70,6 +70,8 @@ fn metrics_count_known_traffic() {
     );
     has(&t, "wedge_build_info{version=\"0.1.0\"} 1");
     for name in [
+        "wasmtime_pool_memories ",
+        "wasmtime_pool_unused_warm_memories ",
         "process_resident_memory_bytes ",
         "process_cpu_seconds_total ",
         "process_open_fds ",
