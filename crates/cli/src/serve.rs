@@ -224,12 +224,13 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
             .await
             .with_context(|| format!("cannot listen on {} (--admin-listen)", args.admin_listen))?;
         let admin_addr = admin.local_addr()?;
-        tokio::spawn(wedge_http::admin::serve(admin, metrics.clone()));
-        let mut handler = Handler::new(
-            table::shared(table),
-            app.server.health_prefix.clone(),
-            metrics,
-        );
+        let shared = table::shared(table);
+        tokio::spawn(wedge_http::admin::serve(
+            admin,
+            metrics.clone(),
+            shared.clone(),
+        ));
+        let mut handler = Handler::new(shared, app.server.health_prefix.clone(), metrics);
         handler.debug_token = args.debug_token.clone().filter(|t| !t.is_empty());
         let handler = Arc::new(handler);
         tokio::spawn(table::watch_anomalies(

@@ -26,6 +26,7 @@ pub struct Spec {
     pub methods: Option<Vec<String>>,
     pub instance_reuse: u32,
     pub metrics: Arc<FunctionMetrics>,
+    pub profiling: Arc<crate::profile::Profiling>,
 }
 
 /// What one guest call cost.
@@ -117,6 +118,7 @@ pub fn load(
     let spec = Arc::new(Spec {
         name,
         metrics,
+        profiling: Arc::default(),
         limits: f.limits.clone(),
         env: f.env.clone(),
         files: f.files.clone(),

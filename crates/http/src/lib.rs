@@ -15,6 +15,7 @@ pub mod handler;
 pub mod host;
 pub mod log;
 pub mod metrics;
+pub mod profile;
 pub mod request_id;
 pub mod server;
 pub mod table;

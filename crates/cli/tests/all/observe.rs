@@ -267,3 +267,59 @@ fn memory_rising_request_after_request_raises_an_anomaly() {
             .contains("mean peak memory rose")
     );
 }
+
+#[test]
+fn profiles_a_function_from_live_traffic() {
+    let sb = Sandbox::new();
+    let srv = Server::start(&sb.cache_dir(), &[s(&guest("wat/wagi/busy.wat"))]);
+    assert_eq!(get(srv.addr, "/").text(), "busy\n");
+    let admin = srv.admin;
+    let take = |query: &'static str| {
+        std::thread::spawn(move || request(admin, "POST", query, &[], b"").unwrap())
+    };
+    // Traffic runs until each profile comes back.
+    let folded = take("/profile?function=busy&seconds=1&format=folded");
+    while !folded.is_finished() {
+        assert_eq!(get(srv.addr, "/").status, 200);
+    }
+    let folded = folded.join().unwrap();
+    assert_eq!(folded.status, 200, "{}", folded.text());
+    let text = folded.text();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("start;handle;work "))
+        .unwrap_or_else(|| panic!("no samples inside `work`:\n{text}"));
+    assert!(line.rsplit(' ').next().unwrap().parse::<u64>().unwrap() > 0);
+
+    let json = take("/profile?function=busy&seconds=0.5");
+    while !json.is_finished() {
+        assert_eq!(get(srv.addr, "/").status, 200);
+    }
+    let json = json.join().unwrap();
+    assert_eq!(json.header("content-type"), Some("application/json"));
+    let v: serde_json::Value = serde_json::from_slice(&json.body).expect("Firefox profile JSON");
+    assert!(
+        v["meta"].is_object() && v["threads"].is_array(),
+        "{}",
+        json.text()
+    );
+    assert!(
+        json.header("x-wedge-samples")
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            > 0
+    );
+
+    let r = request(admin, "POST", "/profile?function=nope", &[], b"").unwrap();
+    assert_eq!(r.status, 404);
+    let r = request(
+        admin,
+        "POST",
+        "/profile?function=busy&seconds=999",
+        &[],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 400);
+}

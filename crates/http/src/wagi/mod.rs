@@ -59,6 +59,11 @@ impl Wagi {
         })
     }
 
+    /// The compiled module (for profiling).
+    pub fn module(&self) -> &Module {
+        self.pre.module()
+    }
+
     /// Instantiates the module once without running it, so that a function
     /// that can never be instantiated (say, its minimum memory is over its
     /// limit) is reported at start rather than on every request.
@@ -123,7 +128,16 @@ impl Wagi {
         store.limiter(|h| &mut h.limits);
         // Each epoch tick the guest yields to the scheduler, so a busy loop
         // cannot starve other requests; the timeout below then drops it.
-        store.epoch_deadline_async_yield_and_update(1);
+        // While a profile is being taken, each tick also takes a sample.
+        if spec.profiling.is_active() {
+            let profiling = spec.profiling.clone();
+            store.epoch_deadline_callback(move |ctx| {
+                profiling.sample(&ctx);
+                Ok(wasmtime::UpdateDeadline::Yield(1))
+            });
+        } else {
+            store.epoch_deadline_async_yield_and_update(1);
+        }
         store.set_epoch_deadline(1);
         if self.metered {
             store
