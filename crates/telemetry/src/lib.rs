@@ -9,3 +9,4 @@ pub mod encode;
 pub mod metric;
 pub mod names;
 pub mod process;
+pub mod trace;
