@@ -201,7 +201,26 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
         .thread_name("wedge-worker")
         .build()
         .context("starting the async runtime")?;
+    let traces =
+        wedge_http::traces::Config::from_env().map_err(|e| anyhow::anyhow!("tracing: {e}"))?;
     runtime.block_on(async move {
+        if let Some(config) = traces {
+            eprintln!(
+                "traces: OTLP to {} as service {} (sampling {}{})",
+                config.endpoint,
+                config.service_name,
+                config.ratio,
+                if config.parent_based {
+                    ", parent-based"
+                } else {
+                    ""
+                }
+            );
+            let dropped = metrics.spans_dropped.with(&[]);
+            let _ = metrics
+                .tracer
+                .set(wedge_http::traces::Tracer::start(config, dropped));
+        }
         table.probe().await?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await

@@ -7,6 +7,7 @@ use crate::body::{self, Body, Limited};
 use crate::failure::Failure;
 use crate::function::{Executor, GuestStats, Loaded};
 use crate::metrics::{FunctionMetrics, Metrics};
+use crate::spans;
 use crate::table::Shared;
 use crate::wagi::{self, cgi};
 use crate::{log, request_id};
@@ -21,6 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use wedge_telemetry::metric::Gauge;
+use wedge_telemetry::trace::{self, Context};
 
 /// Largest header section accepted (names, values and separators).
 pub const MAX_HEADER_BYTES: usize = 64 << 10;
@@ -42,12 +44,16 @@ pub struct Peer {
     pub local: SocketAddr,
 }
 
-/// What the access log and metrics learn about one request.
+/// What the access log, metrics and traces learn about one request.
 #[derive(Default)]
 struct Seen {
     function: Option<Arc<FunctionMetrics>>,
     route: Option<String>,
     guest: Option<GuestStats>,
+    /// Unix nanoseconds when waiting for a slot began, and how long it took.
+    queued: Option<(u64, std::time::Duration)>,
+    /// Unix nanoseconds when the guest was called.
+    guest_start: Option<u64>,
 }
 
 impl Handler {
@@ -62,8 +68,26 @@ impl Handler {
     }
 
     /// Serves one request; never fails (failures are responses).
-    pub async fn handle(&self, req: Request<Incoming>, peer: Peer) -> Response<Body> {
+    pub async fn handle(&self, mut req: Request<Incoming>, peer: Peer) -> Response<Body> {
         let start = Instant::now();
+        let start_nanos = trace::now_nanos();
+        let tracer = self.metrics.tracer.get();
+        let mut parent_span = None;
+        let span = tracer.map(|t| {
+            let header = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok());
+            let parent =
+                header("traceparent").and_then(|tp| Context::parse(tp, header("tracestate")));
+            parent_span = parent.as_ref().map(|p| p.span_id);
+            t.server_context(parent.as_ref())
+        });
+        if let Some(ctx) = &span {
+            // The guest sees (and its outbound calls carry) this request's span.
+            if let Ok(v) = HeaderValue::from_str(&ctx.traceparent()) {
+                req.headers_mut().insert("traceparent", v);
+            }
+        }
+        let path = req.uri().path().to_string();
+        let version = req.version();
         let id = request_id::from_header(req.headers().get("x-request-id").map(|v| v.as_bytes()));
         let method = req.method().clone();
         let debug = self.debug_token.as_deref().is_some_and(|token| {
@@ -72,7 +96,9 @@ impl Handler {
                 .is_some_and(|v| v.as_bytes() == token.as_bytes())
         });
         let mut seen = Seen::default();
-        let result = self.dispatch(req, peer, &id, &mut seen).await;
+        let result = self
+            .dispatch(req, peer, &id, &mut seen, span.as_ref())
+            .await;
         let function = seen.function.as_ref().map_or("", |f| &f.name);
         let (mut response, outcome) = match result {
             Ok(r) => (r, "ok"),
@@ -122,8 +148,34 @@ impl Handler {
             .request_duration
             .with(&[method.as_str(), status_label(status), route, function])
             .observe(elapsed.as_secs_f64());
+        if let (Some(t), Some(ctx)) = (tracer, &span)
+            && ctx.sampled
+        {
+            let spans = spans::for_request(&spans::Request {
+                ctx,
+                parent: parent_span,
+                method: method.as_str(),
+                path: &path,
+                version,
+                route,
+                function,
+                status,
+                request_id: &id,
+                peer,
+                start: start_nanos,
+                end: trace::now_nanos(),
+                queued: seen.queued,
+                guest_start: seen.guest_start,
+                guest: seen.guest.as_ref(),
+            });
+            for s in spans {
+                t.emit(s);
+            }
+        }
+        let trace_id = span.as_ref().map(Context::trace_id_hex);
         log::access(&log::Access {
             request_id: &id,
+            trace_id: trace_id.as_deref(),
             method: method.as_str(),
             route,
             function,
@@ -141,6 +193,7 @@ impl Handler {
         peer: Peer,
         id: &str,
         seen: &mut Seen,
+        span: Option<&Context>,
     ) -> Result<Response<Body>, Failure> {
         let header_bytes: usize = req
             .headers()
@@ -190,8 +243,10 @@ impl Handler {
         }
         m.active.inc();
         let _active = Decrement(&m.active);
+        let queue_start = trace::now_nanos();
         let slot = f.gate.enter().await?;
         m.queue_wait.observe(slot.queued.as_secs_f64());
+        seen.queued = Some((queue_start, slot.queued));
         let (parts, incoming) = req.into_parts();
         let body: Bytes = LimitedRequest::new(incoming, limit as usize)
             .collect()
@@ -208,6 +263,7 @@ impl Handler {
             .to_bytes();
         m.request_body.observe(body.len() as f64);
         m.invocations.inc();
+        seen.guest_start = Some(trace::now_nanos());
 
         let response = match &f.executor {
             Executor::Wagi(wagi) => {
@@ -246,7 +302,7 @@ impl Handler {
                 absolute_uri(&mut parts, peer.local);
                 let request = Request::from_parts(parts, body::full(body));
                 let started = Instant::now();
-                let result = http_fn.call(id, request).await;
+                let result = http_fn.call(id, request, span.cloned()).await;
                 let stats = GuestStats {
                     guest: started.elapsed(),
                     ..GuestStats::default()

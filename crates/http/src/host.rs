@@ -4,12 +4,14 @@
 
 use crate::capture::Capture;
 use crate::log;
+use crate::traces::Tracer;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 use wedge_manifest::OutboundRule;
 use wedge_runtime::limits::Limits;
+use wedge_telemetry::trace::{self, Context, Span, SpanKind, Value};
 
 /// Store data of one component instance.
 pub struct HttpHost {
@@ -49,6 +51,9 @@ pub struct Outbound {
     pub rules: Arc<[OutboundRule]>,
     pub function: Arc<str>,
     pub request_id: String,
+    /// The current request's span; outbound calls become its children.
+    pub trace: Option<Context>,
+    pub tracer: Option<Arc<Tracer>>,
 }
 
 type SendFuture = Box<
@@ -90,9 +95,49 @@ impl WasiHttpHooks for Outbound {
             );
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
+        let mut request = request;
+        let client = self.trace.as_ref().map(Context::child);
+        if let Some(c) = &client
+            && let Ok(v) = http::HeaderValue::from_str(&c.traceparent())
+        {
+            request.headers_mut().insert("traceparent", v);
+        }
+        let tracer = self.tracer.clone();
+        let parent = self.trace.as_ref().map(|t| t.span_id);
+        let method = request.method().to_string();
+        let url = request.uri().to_string();
         Box::new(async move {
             use http_body_util::BodyExt;
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            let start = trace::now_nanos();
+            let result = wasmtime_wasi_http::default_send_request(request, options).await;
+            if let (Some(t), Some(c)) = (tracer, client)
+                && c.sampled
+            {
+                let mut attributes = vec![
+                    ("http.request.method", Value::Str(method.clone())),
+                    ("server.address", Value::Str(host)),
+                    ("server.port", Value::Int(i64::from(port))),
+                    ("url.full", Value::Str(url)),
+                ];
+                if let Ok((r, _)) = &result {
+                    attributes.push((
+                        "http.response.status_code",
+                        Value::Int(i64::from(r.status().as_u16())),
+                    ));
+                }
+                t.emit(Span {
+                    trace_id: c.trace_id,
+                    span_id: c.span_id,
+                    parent_span_id: parent,
+                    name: method,
+                    kind: SpanKind::Client,
+                    start_unix_nanos: start,
+                    end_unix_nanos: trace::now_nanos(),
+                    attributes,
+                    error: result.is_err(),
+                });
+            }
+            let (response, io) = result?;
             Ok((
                 response.map(BodyExt::boxed_unsync),
                 Box::new(io) as Box<dyn std::future::Future<Output = _> + Send>,

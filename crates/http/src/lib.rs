@@ -18,6 +18,8 @@ pub mod metrics;
 pub mod profile;
 pub mod request_id;
 pub mod server;
+pub mod spans;
 pub mod table;
+pub mod traces;
 pub mod wagi;
 pub mod wasi_http;

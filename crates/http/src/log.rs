@@ -122,6 +122,8 @@ pub fn line(level: &str, request_id: &str, function: &str, message: &str) {
 /// One request, for the access log.
 pub struct Access<'a> {
     pub request_id: &'a str,
+    /// The request's trace, when tracing is on.
+    pub trace_id: Option<&'a str>,
     pub method: &'a str,
     pub route: &'a str,
     pub function: &'a str,
@@ -143,9 +145,10 @@ pub fn access(a: &Access<'_>) {
     let text = if JSON.load(Ordering::Relaxed) {
         let opt = |v: Option<String>| v.unwrap_or_else(|| "null".into());
         format!(
-            "{{\"time\":{},\"level\":\"info\",\"request_id\":{},\"method\":{},\"route\":{},\"function\":{},\"status\":{},\"duration_us\":{dur_us},\"guest_us\":{},\"peak_memory_bytes\":{},\"outcome\":{}}}\n",
+            "{{\"time\":{},\"level\":\"info\",\"request_id\":{},\"trace_id\":{},\"method\":{},\"route\":{},\"function\":{},\"status\":{},\"duration_us\":{dur_us},\"guest_us\":{},\"peak_memory_bytes\":{},\"outcome\":{}}}\n",
             stamp(),
             json_str(a.request_id),
+            opt(a.trace_id.map(json_str)),
             json_str(a.method),
             json_str(a.route),
             json_str(a.function),
@@ -159,8 +162,12 @@ pub fn access(a: &Access<'_>) {
             .map(|g| format!(" guest={g}us"))
             .unwrap_or_default();
         let mem = mem.map(|m| format!(" mem={m}")).unwrap_or_default();
+        let trace = a
+            .trace_id
+            .map(|t| format!(" trace={t}"))
+            .unwrap_or_default();
         format!(
-            "{} info [{}] {}: {} {} {} {dur_us}us{guest}{mem} {}\n",
+            "{} info [{}] {}: {} {} {} {dur_us}us{guest}{mem}{trace} {}\n",
             stamp(),
             a.request_id,
             if a.function.is_empty() {

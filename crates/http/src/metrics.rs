@@ -34,6 +34,9 @@ pub struct Metrics {
     pub anomaly_webhook: Option<http::Uri>,
     /// The engine whose pooling allocator is reported, once serving.
     pub engine: std::sync::OnceLock<wasmtime::Engine>,
+    pub spans_dropped: Family<Counter>,
+    /// The trace exporter, when tracing is configured.
+    pub tracer: std::sync::OnceLock<Arc<crate::traces::Tracer>>,
 }
 
 const F: &[&str] = &["function"];
@@ -77,6 +80,8 @@ impl Default for Metrics {
             anomaly_config: Config::default(),
             anomaly_webhook: None,
             engine: std::sync::OnceLock::new(),
+            spans_dropped: Family::new(n::WEDGE_SPANS_DROPPED, &[], Counter::default),
+            tracer: std::sync::OnceLock::new(),
         }
     }
 }
@@ -102,6 +107,7 @@ impl Metrics {
         e.family(&self.module_size);
         e.family(&self.aot_cache);
         e.family(&self.anomaly);
+        e.family(&self.spans_dropped);
         let p = |d: n::Desc| (d.name, d.help, d.kind);
         if let Some(rss) = process::resident_bytes() {
             let (name, help, kind) = p(n::PROCESS_RESIDENT_MEMORY);

@@ -23,6 +23,7 @@ use wasmtime_wasi_http::handler::{
     WorkerExpiration, WorkerState, WorkerStatus,
 };
 use wedge_runtime::limits::Limits;
+use wedge_telemetry::trace::Context as TraceContext;
 
 /// How much of a component's stdout and stderr is kept per instance.
 const LOG_LIMIT: usize = 64 << 10;
@@ -108,12 +109,14 @@ impl HttpFunction {
         &self,
         request_id: &str,
         request: http::Request<Body>,
+        trace: Option<TraceContext>,
     ) -> Result<http::Response<Body>, Failure> {
         let spec = &self.handler.state().spec;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let slot = Arc::new(RequestSlot {
             id: request_id.to_string(),
             ended: Mutex::new(Some(tx)),
+            trace,
         });
         match self.handler.handle(slot, request).await {
             Ok(response) => Ok(response.map(|b| b.boxed_unsync())),
@@ -145,6 +148,8 @@ pub struct RequestSlot {
     id: String,
     /// Receives the instance's error if it ends with one.
     ended: Mutex<Option<tokio::sync::oneshot::Sender<wasmtime::Error>>>,
+    /// The request's span, parent of the guest's outbound calls.
+    trace: Option<TraceContext>,
 }
 
 impl HandlerState for State {
@@ -170,6 +175,8 @@ impl HandlerState for State {
                 rules: spec.outbound.clone(),
                 function: spec.name.clone(),
                 request_id: String::new(),
+                trace: None,
+                tracer: spec.metrics.registry().tracer.get().cloned(),
             },
             limits: Limits::new(Some(spec.limits.max_memory), false),
             stdout,
@@ -226,6 +233,7 @@ impl WorkerState for Worker {
         _task: wasmtime::component::GuestTaskId,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + Sync + 'static>> {
         store.data_mut().outbound.request_id = slot.id.clone();
+        store.data_mut().outbound.trace = slot.trace.clone();
         store.data_mut().request_id = slot.id.clone();
         store.data_mut().slot = Some(slot);
         Box::pin(tokio::time::sleep(self.spec.limits.timeout))

@@ -184,6 +184,12 @@ desc!(
     "Bytes kept resident in unused memory slots."
 );
 desc!(
+    WEDGE_SPANS_DROPPED,
+    "wedge_spans_dropped",
+    Counter,
+    "Spans dropped because the export queue was full."
+);
+desc!(
     WEDGE_ANOMALY,
     "wedge_anomaly",
     Gauge,
@@ -223,7 +229,7 @@ pub const SIZE_BUCKETS: [f64; 11] = [
 
 /// Every exported name, for checks that dashboards and rules only use
 /// metrics that exist.
-pub const ALL: [Desc; 28] = [
+pub const ALL: [Desc; 29] = [
     HTTP_SERVER_REQUEST_DURATION,
     HTTP_SERVER_ACTIVE_REQUESTS,
     HTTP_SERVER_REQUEST_BODY_SIZE,
@@ -250,6 +256,7 @@ pub const ALL: [Desc; 28] = [
     WASMTIME_POOL_STACKS,
     WASMTIME_POOL_UNUSED_WARM_MEMORIES,
     WASMTIME_POOL_UNUSED_MEMORY_RESIDENT,
+    WEDGE_SPANS_DROPPED,
     WEDGE_ANOMALY,
     WEDGE_BUILD_INFO,
 ];

@@ -120,7 +120,15 @@ impl Server {
     // The child is waited for by `Drop for Server` (or before panicking).
     #[allow(clippy::zombie_processes)]
     pub fn start(cache_dir: &Path, args: &[&str]) -> Server {
+        Server::start_with_env(cache_dir, args, &[])
+    }
+
+    /// Like [`Server::start`], with extra environment variables.
+    // The child is waited for by `Drop for Server` (or before panicking).
+    #[allow(clippy::zombie_processes)]
+    pub fn start_with_env(cache_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_wedge"))
+            .envs(env.iter().copied())
             .arg("serve")
             .args(args)
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])

@@ -14,3 +14,4 @@ mod serve;
 mod serve_http;
 mod serve_limits;
 mod support;
+mod traces;

@@ -1,0 +1,187 @@
+//! Trace export over OTLP/HTTP (protobuf), configured by the standard
+//! `OTEL_*` environment variables. Spans go through a bounded queue to one
+//! exporter task that posts them in batches; when the queue is full spans
+//! are dropped and counted, never waited for.
+
+use crate::log;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use wedge_telemetry::metric::Counter;
+use wedge_telemetry::trace::{self, Context, Span};
+
+/// Spans waiting for export at most; beyond, they are dropped.
+const QUEUE: usize = 8192;
+/// Spans per export request at most.
+const BATCH: usize = 512;
+
+/// Where and how to export.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub endpoint: http::Uri,
+    pub headers: Vec<(String, String)>,
+    pub service_name: String,
+    pub ratio: f64,
+    pub parent_based: bool,
+}
+
+impl Config {
+    /// Reads `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (or `OTEL_EXPORTER_OTLP_ENDPOINT`
+    /// + `/v1/traces`), `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_SERVICE_NAME`,
+    /// `OTEL_TRACES_SAMPLER[_ARG]`. `Ok(None)`: tracing is off.
+    pub fn from_env() -> Result<Option<Config>, String> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        if var("OTEL_TRACES_EXPORTER").is_some_and(|v| v == "none") {
+            return Ok(None);
+        }
+        let endpoint = match (
+            var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+            var("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        ) {
+            (Some(full), _) => full,
+            (None, Some(base)) => format!("{}/v1/traces", base.trim_end_matches('/')),
+            (None, None) => return Ok(None),
+        };
+        let endpoint: http::Uri = endpoint
+            .parse()
+            .map_err(|e| format!("OTLP endpoint `{endpoint}`: {e}"))?;
+        if endpoint.scheme().is_none() || endpoint.authority().is_none() {
+            return Err(format!(
+                "OTLP endpoint `{endpoint}`: give an absolute http(s) URL"
+            ));
+        }
+        let headers = var("OTEL_EXPORTER_OTLP_HEADERS")
+            .map(|h| {
+                h.split(',')
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let sampler = var("OTEL_TRACES_SAMPLER").unwrap_or_else(|| "parentbased_always_on".into());
+        let arg = var("OTEL_TRACES_SAMPLER_ARG").and_then(|a| a.parse::<f64>().ok());
+        let (ratio, parent_based) = match sampler.as_str() {
+            "always_on" => (1.0, false),
+            "always_off" => (0.0, false),
+            "traceidratio" => (arg.unwrap_or(1.0), false),
+            "parentbased_always_on" => (1.0, true),
+            "parentbased_always_off" => (0.0, true),
+            "parentbased_traceidratio" => (arg.unwrap_or(1.0), true),
+            other => return Err(format!("OTEL_TRACES_SAMPLER `{other}` is not supported")),
+        };
+        Ok(Some(Config {
+            endpoint,
+            headers,
+            service_name: var("OTEL_SERVICE_NAME").unwrap_or_else(|| "wedge".into()),
+            ratio,
+            parent_based,
+        }))
+    }
+}
+
+/// Hands spans to the exporter.
+pub struct Tracer {
+    config: Config,
+    tx: mpsc::Sender<Span>,
+    dropped: Arc<Counter>,
+}
+
+impl Tracer {
+    /// Starts the exporter task on the current runtime.
+    pub fn start(config: Config, dropped: Arc<Counter>) -> Arc<Tracer> {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(export(config.clone(), rx));
+        Arc::new(Tracer {
+            config,
+            tx,
+            dropped,
+        })
+    }
+
+    /// The context of a new server span, continuing `parent` if given.
+    pub fn server_context(&self, parent: Option<&Context>) -> Context {
+        let trace_id = parent.map_or_else(trace::new_trace_id, |p| p.trace_id);
+        let followed = if self.config.parent_based {
+            parent
+        } else {
+            None
+        };
+        Context {
+            trace_id,
+            span_id: trace::new_span_id(),
+            sampled: trace::sample(followed, &trace_id, self.config.ratio),
+            tracestate: parent.and_then(|p| p.tracestate.clone()),
+        }
+    }
+
+    /// Queues a finished span, or counts it as dropped.
+    pub fn emit(&self, span: Span) {
+        if self.tx.try_send(span).is_err() {
+            self.dropped.inc();
+        }
+    }
+}
+
+async fn export(config: Config, mut rx: mpsc::Receiver<Span>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        // Gather what arrives within a moment, up to a batch.
+        let deadline = tokio::time::sleep(Duration::from_millis(100));
+        tokio::pin!(deadline);
+        while batch.len() < BATCH {
+            tokio::select! {
+                next = rx.recv() => match next {
+                    Some(s) => batch.push(s),
+                    None => break,
+                },
+                () = &mut deadline => break,
+            }
+        }
+        let body = trace::encode_export(&config.service_name, &batch);
+        batch.clear();
+        if let Err(e) = post(&config, body).await {
+            log::line(
+                "warn",
+                "-",
+                "-",
+                &format!("OTLP export to {} failed: {e}", config.endpoint),
+            );
+        }
+    }
+}
+
+async fn post(config: &Config, body: Vec<u8>) -> Result<(), String> {
+    use http_body_util::BodyExt;
+    let mut req = http::Request::post(config.endpoint.clone())
+        .header(http::header::CONTENT_TYPE, "application/x-protobuf")
+        .header(
+            http::header::HOST,
+            config
+                .endpoint
+                .authority()
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+        );
+    for (k, v) in &config.headers {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    let req = req
+        .body(
+            http_body_util::Full::new(bytes::Bytes::from(body))
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        )
+        .map_err(|e| e.to_string())?;
+    let (response, io) = wasmtime_wasi_http::default_send_request(req, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(io);
+    let status = response.status();
+    let _ = response.into_body().collect().await;
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("status {status}"))
+    }
+}
