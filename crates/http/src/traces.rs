@@ -27,8 +27,8 @@ pub struct Config {
 
 impl Config {
     /// Reads `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (or `OTEL_EXPORTER_OTLP_ENDPOINT`
-    /// + `/v1/traces`), `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_SERVICE_NAME`,
-    /// `OTEL_TRACES_SAMPLER[_ARG]`. `Ok(None)`: tracing is off.
+    /// with `/v1/traces` appended), `OTEL_EXPORTER_OTLP_HEADERS`,
+    /// `OTEL_SERVICE_NAME` and `OTEL_TRACES_SAMPLER[_ARG]`. `Ok(None)`: off.
     pub fn from_env() -> Result<Option<Config>, String> {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
         if var("OTEL_TRACES_EXPORTER").is_some_and(|v| v == "none") {
