@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 use wedge_telemetry::anomaly::{Config, Detector};
 use wedge_telemetry::encode::Encoder;
 use wedge_telemetry::metric::{Counter, Family, Gauge, Histogram};
-use wedge_telemetry::names::{self as n, DURATION_BUCKETS, FAST_BUCKETS, Kind, SIZE_BUCKETS};
+use wedge_telemetry::names::{
+    self as n, DURATION_BUCKETS, FAST_BUCKETS, FUEL_BUCKETS, Kind, SIZE_BUCKETS,
+};
 use wedge_telemetry::process;
 
 /// Every metric family of a server.
@@ -35,6 +37,8 @@ pub struct Metrics {
     /// The engine whose pooling allocator is reported, once serving.
     pub engine: std::sync::OnceLock<wasmtime::Engine>,
     pub spans_dropped: Family<Counter>,
+    pub instantiate_duration: Family<Histogram>,
+    pub fuel_consumed: Family<Histogram>,
     /// The trace exporter, when tracing is configured.
     pub tracer: std::sync::OnceLock<Arc<crate::traces::Tracer>>,
 }
@@ -81,6 +85,10 @@ impl Default for Metrics {
             anomaly_webhook: None,
             engine: std::sync::OnceLock::new(),
             spans_dropped: Family::new(n::WEDGE_SPANS_DROPPED, &[], Counter::default),
+            instantiate_duration: Family::new(n::WASM_INSTANTIATE_DURATION, F, || {
+                Histogram::new(&FAST_BUCKETS)
+            }),
+            fuel_consumed: Family::new(n::WASM_FUEL_CONSUMED, F, || Histogram::new(&FUEL_BUCKETS)),
             tracer: std::sync::OnceLock::new(),
         }
     }
@@ -108,6 +116,8 @@ impl Metrics {
         e.family(&self.aot_cache);
         e.family(&self.anomaly);
         e.family(&self.spans_dropped);
+        e.family(&self.instantiate_duration);
+        e.family(&self.fuel_consumed);
         let p = |d: n::Desc| (d.name, d.help, d.kind);
         if let Some(rss) = process::resident_bytes() {
             let (name, help, kind) = p(n::PROCESS_RESIDENT_MEMORY);
@@ -214,6 +224,8 @@ pub struct FunctionMetrics {
     pub queue_wait: Arc<Histogram>,
     pub request_body: Arc<Histogram>,
     pub response_body: Arc<Histogram>,
+    pub instantiate: Arc<Histogram>,
+    pub fuel: Arc<Histogram>,
     cold: AtomicBool,
     registry: Arc<Metrics>,
     pub detector: Mutex<Detector>,
@@ -233,6 +245,8 @@ impl FunctionMetrics {
             queue_wait: registry.queue_wait.with(&f),
             request_body: registry.request_body.with(&f),
             response_body: registry.response_body.with(&f),
+            instantiate: registry.instantiate_duration.with(&f),
+            fuel: registry.fuel_consumed.with(&f),
             cold: AtomicBool::new(true),
             detector: Mutex::new(Detector::new(registry.anomaly_config.clone())),
             registry,

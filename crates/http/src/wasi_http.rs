@@ -191,7 +191,11 @@ impl HandlerState for State {
         if self.metered {
             store.set_fuel(spec.limits.fuel.unwrap_or(u64::MAX))?;
         }
+        let started = std::time::Instant::now();
         let proxy = self.pre.instantiate_async(&mut store).await?;
+        spec.metrics
+            .instantiate
+            .observe(started.elapsed().as_secs_f64());
         spec.metrics.instantiated();
         Ok(Instance {
             store,
@@ -240,6 +244,16 @@ impl WorkerState for Worker {
     }
 
     fn drop(&self, store: Store<HttpHost>, result: Result<(), wasmtime::Error>) {
+        if let (true, Some(budget), Ok(left)) = (
+            store.engine().get_consume_fuel(),
+            self.spec.limits.fuel,
+            store.get_fuel(),
+        ) {
+            self.spec
+                .metrics
+                .fuel
+                .observe(budget.saturating_sub(left) as f64);
+        }
         let host = store.into_data();
         self.spec
             .metrics

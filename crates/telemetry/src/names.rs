@@ -184,6 +184,18 @@ desc!(
     "Bytes kept resident in unused memory slots."
 );
 desc!(
+    WASM_INSTANTIATE_DURATION,
+    "wasm_instantiate_duration_seconds",
+    Histogram,
+    "Time to instantiate a function's module or component for a request."
+);
+desc!(
+    WASM_FUEL_CONSUMED,
+    "wasm_fuel_consumed",
+    Histogram,
+    "Fuel each request consumed (when fuel metering is on)."
+);
+desc!(
     WEDGE_SPANS_DROPPED,
     "wedge_spans_dropped",
     Counter,
@@ -212,6 +224,9 @@ pub const FAST_BUCKETS: [f64; 14] = [
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
 ];
 
+/// Fuel buckets (1e3 to 1e11 units, by 10).
+pub const FUEL_BUCKETS: [f64; 9] = [1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11];
+
 /// Size buckets, in bytes (1 KiB to 1 GiB, by 4).
 pub const SIZE_BUCKETS: [f64; 11] = [
     1024.0,
@@ -229,7 +244,7 @@ pub const SIZE_BUCKETS: [f64; 11] = [
 
 /// Every exported name, for checks that dashboards and rules only use
 /// metrics that exist.
-pub const ALL: [Desc; 29] = [
+pub const ALL: [Desc; 31] = [
     HTTP_SERVER_REQUEST_DURATION,
     HTTP_SERVER_ACTIVE_REQUESTS,
     HTTP_SERVER_REQUEST_BODY_SIZE,
@@ -256,6 +271,8 @@ pub const ALL: [Desc; 29] = [
     WASMTIME_POOL_STACKS,
     WASMTIME_POOL_UNUSED_WARM_MEMORIES,
     WASMTIME_POOL_UNUSED_MEMORY_RESIDENT,
+    WASM_INSTANTIATE_DURATION,
+    WASM_FUEL_CONSUMED,
     WEDGE_SPANS_DROPPED,
     WEDGE_ANOMALY,
     WEDGE_BUILD_INFO,

@@ -70,6 +70,7 @@ fn metrics_count_known_traffic() {
     );
     has(&t, "wedge_build_info{version=\"0.1.0\"} 1");
     for name in [
+        "wasm_instantiate_duration_seconds_count{function=\"hello\"} 3",
         "wasmtime_pool_memories ",
         "wasmtime_pool_unused_warm_memories ",
         "process_resident_memory_bytes ",
@@ -181,6 +182,11 @@ fn stats_header_only_with_the_debug_token() {
     );
     let fuel: u64 = fields[3].strip_prefix("fuel=").unwrap().parse().unwrap();
     assert!(fuel > 1000, "{stats}");
+    let metrics = get(srv.admin, "/metrics").text();
+    assert!(
+        metrics.contains("wasm_fuel_consumed_count{function=\"burn\"} 3"),
+        "{metrics}"
+    );
 }
 
 #[test]

@@ -156,11 +156,17 @@ impl Wagi {
         };
         let result = tokio::time::timeout(limits.timeout, run).await;
         stats.instantiate = instantiated;
+        if let Some(i) = instantiated {
+            spec.metrics.instantiate.observe(i.as_secs_f64());
+        }
         if self.metered {
             stats.fuel = store
                 .get_fuel()
                 .ok()
                 .map(|left| limits.fuel.unwrap_or(u64::MAX) - left);
+            if let Some(f) = stats.fuel {
+                spec.metrics.fuel.observe(f as f64);
+            }
         }
         let grow_failures = store.data().limits.grow_failures();
         let peak = store.data().limits.peak_memory();
