@@ -201,8 +201,8 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
         .thread_name("wedge-worker")
         .build()
         .context("starting the async runtime")?;
-    let traces =
-        wedge_http::traces::Config::from_env().map_err(|e| anyhow::anyhow!("tracing: {e}"))?;
+    let traces = wedge_http::traces::Config::resolve(&app.telemetry)
+        .map_err(|e| anyhow::anyhow!("tracing: {e}"))?;
     runtime.block_on(async move {
         if let Some(config) = traces {
             eprintln!(

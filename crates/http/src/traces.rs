@@ -29,7 +29,8 @@ impl Config {
     /// Reads `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (or `OTEL_EXPORTER_OTLP_ENDPOINT`
     /// with `/v1/traces` appended), `OTEL_EXPORTER_OTLP_HEADERS`,
     /// `OTEL_SERVICE_NAME` and `OTEL_TRACES_SAMPLER[_ARG]`. `Ok(None)`: off.
-    pub fn from_env() -> Result<Option<Config>, String> {
+    /// The manifest's `[telemetry]` fills in what the environment leaves out.
+    pub fn resolve(manifest: &wedge_manifest::Telemetry) -> Result<Option<Config>, String> {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
         if var("OTEL_TRACES_EXPORTER").is_some_and(|v| v == "none") {
             return Ok(None);
@@ -40,7 +41,10 @@ impl Config {
         ) {
             (Some(full), _) => full,
             (None, Some(base)) => format!("{}/v1/traces", base.trim_end_matches('/')),
-            (None, None) => return Ok(None),
+            (None, None) => match &manifest.otlp_endpoint {
+                Some(e) => e.clone(),
+                None => return Ok(None),
+            },
         };
         let endpoint: http::Uri = endpoint
             .parse()
@@ -57,9 +61,13 @@ impl Config {
                     .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
                     .collect()
             })
-            .unwrap_or_default();
-        let sampler = var("OTEL_TRACES_SAMPLER").unwrap_or_else(|| "parentbased_always_on".into());
-        let arg = var("OTEL_TRACES_SAMPLER_ARG").and_then(|a| a.parse::<f64>().ok());
+            .unwrap_or_else(|| manifest.otlp_headers.clone());
+        let sampler = var("OTEL_TRACES_SAMPLER")
+            .or_else(|| manifest.sampler.clone())
+            .unwrap_or_else(|| "parentbased_always_on".into());
+        let arg = var("OTEL_TRACES_SAMPLER_ARG")
+            .and_then(|a| a.parse::<f64>().ok())
+            .or(manifest.sampler_ratio);
         let (ratio, parent_based) = match sampler.as_str() {
             "always_on" => (1.0, false),
             "always_off" => (0.0, false),
@@ -72,7 +80,9 @@ impl Config {
         Ok(Some(Config {
             endpoint,
             headers,
-            service_name: var("OTEL_SERVICE_NAME").unwrap_or_else(|| "wedge".into()),
+            service_name: var("OTEL_SERVICE_NAME")
+                .or_else(|| manifest.service_name.clone())
+                .unwrap_or_else(|| "wedge".into()),
             ratio,
             parent_based,
         }))

@@ -150,10 +150,33 @@ impl Default for Server {
     }
 }
 
+/// Trace export settings from `[telemetry]` (all optional).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Telemetry {
+    /// Full OTLP/HTTP traces URL, e.g. `http://collector:4318/v1/traces`.
+    pub otlp_endpoint: Option<String>,
+    pub otlp_headers: Vec<(String, String)>,
+    pub service_name: Option<String>,
+    /// An `OTEL_TRACES_SAMPLER` name.
+    pub sampler: Option<String>,
+    pub sampler_ratio: Option<f64>,
+}
+
+/// The sampler names `[telemetry] sampler` accepts (as `OTEL_TRACES_SAMPLER`).
+pub const SAMPLERS: [&str; 6] = [
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+];
+
 /// A validated application: what `wedge serve` runs.
 #[derive(Debug, Clone)]
 pub struct App {
     pub server: Server,
+    pub telemetry: Telemetry,
     pub functions: Vec<Function>,
     pub router: Router,
     /// The manifest it came from, if any.
@@ -206,6 +229,7 @@ pub fn single(module: &Path, cli: &LimitOverrides) -> App {
         }],
         router: Router::new(vec![(route, 0)]).expect("one route cannot conflict"),
         manifest: None,
+        telemetry: Telemetry::default(),
     }
 }
 
@@ -513,11 +537,57 @@ pub fn parse(file: &Path, text: &str, cli: &LimitOverrides) -> Result<App, Manif
             )
         },
     )?;
+    let t = &raw.telemetry;
+    let mut telemetry = Telemetry {
+        otlp_headers: t
+            .otlp_headers
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        service_name: t.service_name.clone(),
+        ..Telemetry::default()
+    };
+    if let Some(e) = &t.otlp_endpoint {
+        let v = e.get_ref();
+        if !(v.starts_with("http://") || v.starts_with("https://")) || v.len() < 10 {
+            return Err(at(
+                Some(e.span()),
+                format!(
+                    "invalid otlp_endpoint `{v}`: expected a URL like \"http://127.0.0.1:4318/v1/traces\""
+                ),
+            ));
+        }
+        telemetry.otlp_endpoint = Some(v.clone());
+    }
+    if let Some(sm) = &t.sampler {
+        if !SAMPLERS.contains(&sm.get_ref().as_str()) {
+            return Err(at(
+                Some(sm.span()),
+                format!(
+                    "unknown sampler `{}` (allowed: {})",
+                    sm.get_ref(),
+                    SAMPLERS.join(", ")
+                ),
+            ));
+        }
+        telemetry.sampler = Some(sm.get_ref().clone());
+    }
+    if let Some(r) = &t.sampler_ratio {
+        if !(0.0..=1.0).contains(r.get_ref()) {
+            return Err(at(
+                Some(r.span()),
+                format!("sampler_ratio {} is outside 0.0 to 1.0", r.get_ref()),
+            ));
+        }
+        telemetry.sampler_ratio = Some(*r.get_ref());
+    }
     Ok(App {
         server,
         functions,
         router,
         manifest: Some(file.to_path_buf()),
+        telemetry,
     })
 }
 

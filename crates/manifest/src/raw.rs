@@ -15,6 +15,19 @@ pub struct RawManifest {
     pub defaults: Option<Spanned<RawFunction>>,
     #[serde(default, rename = "function")]
     pub functions: Vec<Spanned<RawFunction>>,
+    #[serde(default)]
+    pub telemetry: RawTelemetry,
+}
+
+/// `[telemetry]`: trace export; the standard `OTEL_*` variables override it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTelemetry {
+    pub otlp_endpoint: Option<Spanned<String>>,
+    pub otlp_headers: Option<BTreeMap<String, String>>,
+    pub service_name: Option<String>,
+    pub sampler: Option<Spanned<String>>,
+    pub sampler_ratio: Option<Spanned<f64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -161,22 +161,20 @@ fn traces_continue_the_client_context_through_the_guest_to_outbound_calls() {
     });
 
     let sb = Sandbox::new();
+    // The endpoint comes from the manifest, the service name from the
+    // environment: both configure tracing.
     let toml = format!(
-        "[[function]]\nname = \"demo\"\nsource = \"{}\"\nroutes = [\"/...\"]\nallowed_outbound_hosts = [\"http://127.0.0.1:*\"]\n\n\
+        "[telemetry]\notlp_endpoint = \"http://{otlp_addr}/v1/traces\"\n\n[[function]]\nname = \"demo\"\nsource = \"{}\"\nroutes = [\"/...\"]\nallowed_outbound_hosts = [\"http://127.0.0.1:*\"]\n\n\
          [[function]]\nname = \"hello\"\nsource = \"{}\"\nroutes = [\"/hello\"]\n",
         s(&example("c-http/demo.component.wasm")),
         s(&guest("wat/wagi/hello.wat"))
     );
     let path = sb.path().join("wedge.toml");
     std::fs::write(&path, toml).unwrap();
-    let endpoint = format!("http://{otlp_addr}");
     let srv = Server::start_with_env(
         &sb.cache_dir(),
         &["-f", s(&path), "--log-format", "json"],
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
-            ("OTEL_SERVICE_NAME", "wedge-test"),
-        ],
+        &[("OTEL_SERVICE_NAME", "wedge-test")],
     );
 
     let trace_id = "0af7651916cd43dd8448eb211c80319c";
