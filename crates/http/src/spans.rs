@@ -98,7 +98,8 @@ pub fn for_request(r: &Request<'_>) -> Vec<Span> {
         attributes,
         error: r.status >= 500,
     }];
-    if let Some((start, waited)) = r.queued {
+    // Most requests find a free slot at once: a queue span only when one waited.
+    if let Some((start, waited)) = r.queued.filter(|(_, w)| !w.is_zero()) {
         spans.push(child(
             r,
             "wedge.queue",

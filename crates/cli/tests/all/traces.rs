@@ -245,7 +245,7 @@ fn traces_continue_the_client_context_through_the_guest_to_outbound_calls() {
         "a request without traceparent starts a trace"
     );
     assert!(hello.parent.is_empty());
-    for child in ["wedge.queue", "wasm.instantiate", "wasm.execute"] {
+    for child in ["wasm.instantiate", "wasm.execute"] {
         assert!(
             spans.iter().any(|s| s.name == child
                 && s.parent == hello.span_id
