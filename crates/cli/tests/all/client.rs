@@ -107,6 +107,37 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Reads one HTTP request (head and Content-Length body) from `c`, then
+/// writes `answer`. For the test's own servers: upstreams, receivers.
+pub fn read_request(c: &mut TcpStream, answer: &[u8]) -> (String, Vec<u8>) {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16384];
+    loop {
+        let n = c.read(&mut buf).unwrap_or(0);
+        if n == 0 {
+            return (String::from_utf8_lossy(&raw).into_owned(), Vec::new());
+        }
+        raw.extend_from_slice(&buf[..n]);
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            while raw.len() < end + 4 + len {
+                let n = c.read(&mut buf).unwrap();
+                raw.extend_from_slice(&buf[..n]);
+            }
+            c.write_all(answer).unwrap();
+            return (head, raw[end + 4..end + 4 + len].to_vec());
+        }
+    }
+}
+
 /// A running `wedge serve`; killed on drop.
 pub struct Server {
     pub addr: SocketAddr,

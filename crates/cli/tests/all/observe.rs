@@ -1,7 +1,7 @@
 //! Observability: `/metrics` on the admin listener after known traffic,
 //! JSON access lines, and the log level changed at runtime.
 
-use crate::client::{Server, get, request};
+use crate::client::{Server, get, read_request, request};
 use crate::support::{Sandbox, guest, s};
 
 fn app(sb: &Sandbox) -> String {
@@ -11,9 +11,7 @@ fn app(sb: &Sandbox) -> String {
         s(&guest("wat/wagi/hello.wat")),
         s(&guest("wat/divzero.wat"))
     );
-    let path = sb.path().join("wedge.toml");
-    std::fs::write(&path, toml).unwrap();
-    s(&path).to_string()
+    sb.manifest(&toml)
 }
 
 #[track_caller]
@@ -150,11 +148,10 @@ fn stats_header_only_with_the_debug_token() {
         "[[function]]\nname = \"burn\"\nsource = \"{}\"\nroutes = [\"/\"]\nfuel = 1_000_000_000\n",
         s(&guest("c/wagi/env.wasm"))
     );
-    let path = sb.path().join("wedge.toml");
-    std::fs::write(&path, toml).unwrap();
+    let path = sb.manifest(&toml);
     let srv = Server::start(
         &sb.cache_dir(),
-        &["-f", s(&path), "--debug-token", "s3cret"],
+        &["-f", &path, "--debug-token", "s3cret"],
     );
     assert!(
         get(srv.addr, "/").header("x-wedge-stats").is_none(),
@@ -196,42 +193,19 @@ fn memory_rising_request_after_request_raises_an_anomaly() {
         "[[function]]\nname = \"leaky\"\nsource = \"{}\"\nroutes = [\"/\"]\nmax_memory = \"96MiB\"\n",
         s(&guest("c/wagi/grow.wasm"))
     );
-    let path = sb.path().join("wedge.toml");
-    std::fs::write(&path, toml).unwrap();
+    let path = sb.manifest(&toml);
     // A webhook receiver: the first POST comes back whole from `hook`.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let hook_url = format!("http://{}/hook", listener.local_addr().unwrap());
     let hook = std::thread::spawn(move || {
-        use std::io::{Read, Write};
         let (mut c, _) = listener.accept().unwrap();
-        let mut raw = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            let n = c.read(&mut buf).unwrap();
-            raw.extend_from_slice(&buf[..n]);
-            let text = String::from_utf8_lossy(&raw).to_string();
-            if let Some(end) = text.find("\r\n\r\n") {
-                let len: usize = text
-                    .lines()
-                    .find_map(|l| {
-                        l.to_ascii_lowercase()
-                            .strip_prefix("content-length:")
-                            .map(|v| v.trim().parse().unwrap())
-                    })
-                    .unwrap_or(0);
-                if raw.len() >= end + 4 + len {
-                    c.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
-                        .unwrap();
-                    return text;
-                }
-            }
-        }
+        read_request(&mut c, b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
     });
     let srv = Server::start(
         &sb.cache_dir(),
         &[
             "-f",
-            s(&path),
+            &path,
             "--anomaly-window",
             "200ms",
             "--anomaly-webhook",
@@ -259,10 +233,9 @@ fn memory_rising_request_after_request_raises_an_anomaly() {
         srv.logs()
     );
     srv.wait_for_log("leaky: anomaly memory began: mean peak memory rose from");
-    let request = hook.join().unwrap();
-    assert!(request.starts_with("POST /hook HTTP/1.1"), "{request}");
-    let body = &request[request.find("\r\n\r\n").unwrap() + 4..];
-    let alert: serde_json::Value = serde_json::from_str(body).expect("JSON alert");
+    let (head, body) = hook.join().unwrap();
+    assert!(head.starts_with("POST /hook HTTP/1.1"), "{head}");
+    let alert: serde_json::Value = serde_json::from_slice(&body).expect("JSON alert");
     assert_eq!(alert["function"], "leaky");
     assert_eq!(alert["kind"], "memory");
     assert_eq!(alert["active"], true);

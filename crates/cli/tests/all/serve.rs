@@ -4,12 +4,6 @@
 use crate::client::{Server, get, request};
 use crate::support::{Sandbox, example, guest, s};
 
-fn app(sb: &Sandbox, toml: &str) -> String {
-    let path = sb.path().join("wedge.toml");
-    std::fs::write(&path, toml).unwrap();
-    s(&path).to_string()
-}
-
 #[test]
 fn one_module_serves_every_path_with_health_endpoints() {
     let sb = Sandbox::new();
@@ -57,7 +51,7 @@ env = {{ GREETING = "hi" }}
 "#,
         s(&guest("c/wagi/env.wasm"))
     );
-    let srv = Server::start(&sb.cache_dir(), &["-f", &app(&sb, &toml)]);
+    let srv = Server::start(&sb.cache_dir(), &["-f", &sb.manifest(&toml)]);
     let r = request(
         srv.addr,
         "POST",
@@ -135,7 +129,7 @@ routes = ["/..."]
         hello = s(&guest("wat/wagi/hello.wat")),
         env = s(&guest("c/wagi/env.wasm"))
     );
-    let srv = Server::start(&sb.cache_dir(), &["-f", &app(&sb, &toml)]);
+    let srv = Server::start(&sb.cache_dir(), &["-f", &sb.manifest(&toml)]);
     assert_eq!(get(srv.addr, "/hello").text(), "hello from wagi\n");
     assert!(
         get(srv.addr, "/hello/x")
@@ -160,14 +154,14 @@ fn check_validates_and_names_the_line() {
         "[[function]]\nname = \"a\"\nsource = \"{}\"\nroutes = [\"/a\"]\n",
         s(&guest("wat/wagi/hello.wat"))
     );
-    let r = sb.run(&["check", "-f", &app(&sb, &good)]);
+    let r = sb.run(&["check", "-f", &sb.manifest(&good)]);
     assert!(
         r.expect(0).stdout.contains("ok, 1 functions"),
         "{}",
         r.stdout
     );
     let bad = good.replace("routes", "rootes");
-    let r = sb.run(&["check", "-f", &app(&sb, &bad)]);
+    let r = sb.run(&["check", "-f", &sb.manifest(&bad)]);
     r.expect(1);
     assert!(
         r.stderr.contains("wedge.toml:4:1: unknown field `rootes`"),
@@ -185,7 +179,7 @@ fn a_function_that_cannot_be_instantiated_is_refused_at_start() {
         "[[function]]\nname = \"go\"\nsource = \"{}\"\nroutes = [\"/\"]\nmax_memory = \"1MiB\"\n",
         s(&example("go-hello/hello.wasm"))
     );
-    let r = sb.run(&["check", "-f", &app(&sb, &toml)]);
+    let r = sb.run(&["check", "-f", &sb.manifest(&toml)]);
     r.expect(1);
     assert!(
         r.stderr.contains("function `go` cannot be instantiated"),
@@ -207,7 +201,7 @@ fn services_may_reuse_instances_and_modules_may_not() {
         "[[function]]\nname = \"svc\"\nsource = \"{}\"\nroutes = [\"/...\"]\ninstance_reuse = 3\n",
         s(&p3)
     );
-    let srv = Server::start(&sb.cache_dir(), &["-f", &app(&sb, &toml)]);
+    let srv = Server::start(&sb.cache_dir(), &["-f", &sb.manifest(&toml)]);
     for _ in 0..7 {
         let r = get(srv.addr, "/");
         assert_eq!((r.status, r.text().as_str()), (200, "hey\n"));
@@ -217,7 +211,7 @@ fn services_may_reuse_instances_and_modules_may_not() {
         "[[function]]\nname = \"w\"\nsource = \"{}\"\nroutes = [\"/\"]\ninstance_reuse = 2\n",
         s(&guest("wat/wagi/hello.wat"))
     );
-    let r = sb.run(&["check", "-f", &app(&sb, &toml)]);
+    let r = sb.run(&["check", "-f", &sb.manifest(&toml)]);
     r.expect(1);
     assert!(
         r.stderr

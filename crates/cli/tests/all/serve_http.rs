@@ -2,19 +2,16 @@
 //! trap, outbound calls denied unless allowed) and the WASI 0.3 service
 //! conformance programs.
 
-use crate::client::{Server, get, request};
+use crate::client::{Server, get, read_request, request};
 use crate::support::{Sandbox, example, root, s};
 use serde_json::Value;
-use std::io::{Read, Write};
 
 fn demo(sb: &Sandbox, extra: &str) -> Server {
     let toml = format!(
         "[[function]]\nname = \"demo\"\nsource = \"{}\"\nroutes = [\"/...\"]\n{extra}\n",
         s(&example("c-http/demo.component.wasm"))
     );
-    let path = sb.path().join("wedge.toml");
-    std::fs::write(&path, toml).unwrap();
-    Server::start(&sb.cache_dir(), &["-f", s(&path)])
+    Server::start(&sb.cache_dir(), &["-f", &sb.manifest(&toml)])
 }
 
 #[test]
@@ -57,14 +54,8 @@ fn upstream() -> (std::net::SocketAddr, std::thread::JoinHandle<String>) {
     let addr = listener.local_addr().unwrap();
     let t = std::thread::spawn(move || {
         let (mut c, _) = listener.accept().unwrap();
-        let mut buf = [0u8; 4096];
-        let n = c.read(&mut buf).unwrap();
-        let head = String::from_utf8_lossy(&buf[..n]).into_owned();
-        c.write_all(
-            b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\nConnection: close\r\n\r\nupstream ok",
-        )
-        .unwrap();
-        head
+        let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\nConnection: close\r\n\r\nupstream ok";
+        read_request(&mut c, answer).0
     });
     (addr, t)
 }

@@ -7,12 +7,6 @@ use crate::support::{Sandbox, guest, s};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-fn app(sb: &Sandbox, toml: &str) -> String {
-    let path = sb.path().join("wedge.toml");
-    std::fs::write(&path, toml).unwrap();
-    s(&path).to_string()
-}
-
 fn function(name: &str, source: &str, extra: &str) -> String {
     format!(
         "[[function]]\nname = \"{name}\"\nsource = \"{}\"\nroutes = [\"/{name}\"]\n{extra}\n",
@@ -52,7 +46,7 @@ fn every_guest_failure_maps_to_one_status() {
         function("env", "c/wagi/env.wasm", "max_request_body = \"1KiB\""),
     ]
     .concat();
-    let srv = Server::start(&sb.cache_dir(), &["-f", &app(&sb, &toml)]);
+    let srv = Server::start(&sb.cache_dir(), &["-f", &sb.manifest(&toml)]);
     let a = srv.addr;
     expect_failure(
         &get(a, "/trap"),
@@ -106,7 +100,7 @@ fn slow_app(sb: &Sandbox, extra: &str) -> (Server, std::path::PathBuf) {
         ),
     );
     (
-        Server::start(&sb.cache_dir(), &["-f", &app(sb, &toml)]),
+        Server::start(&sb.cache_dir(), &["-f", &sb.manifest(&toml)]),
         signal,
     )
 }
@@ -181,7 +175,7 @@ fn a_good_function_answers_while_hostile_ones_spin() {
         function("hello", "wat/wagi/hello.wat", ""),
     ]
     .concat();
-    let srv = Server::start(&sb.cache_dir(), &["-f", &app(&sb, &toml)]);
+    let srv = Server::start(&sb.cache_dir(), &["-f", &sb.manifest(&toml)]);
     let addr = srv.addr;
     let finished = Arc::new(AtomicUsize::new(0));
     for _ in 0..4 {

@@ -50,6 +50,13 @@ impl Sandbox {
         self.dir.path()
     }
 
+    /// Writes `toml` as this sandbox's `wedge.toml`; returns its path.
+    pub fn manifest(&self, toml: &str) -> String {
+        let path = self.path().join("wedge.toml");
+        std::fs::write(&path, toml).unwrap();
+        s(&path).to_string()
+    }
+
     /// `wedge` with this sandbox's cache and an empty environment.
     pub fn wedge(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_wedge"));

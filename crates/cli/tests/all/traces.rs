@@ -2,42 +2,11 @@
 //! wedge posts and checks span names, parent/child links, and a trace id
 //! carried from the client through the guest to its outbound call.
 
-use crate::client::{Server, get, request};
+use crate::client::{Server, get, read_request, request};
 use crate::support::{Sandbox, example, guest, s};
-use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// Reads one HTTP request (head and Content-Length body) and answers it.
-fn read_request(c: &mut std::net::TcpStream, answer: &[u8]) -> (String, Vec<u8>) {
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 16384];
-    loop {
-        let n = c.read(&mut buf).unwrap_or(0);
-        if n == 0 {
-            return (String::from_utf8_lossy(&raw).into_owned(), Vec::new());
-        }
-        raw.extend_from_slice(&buf[..n]);
-        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&raw[..end]).into_owned();
-            let len: usize = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().parse().unwrap())
-                })
-                .unwrap_or(0);
-            while raw.len() < end + 4 + len {
-                let n = c.read(&mut buf).unwrap();
-                raw.extend_from_slice(&buf[..n]);
-            }
-            c.write_all(answer).unwrap();
-            return (head, raw[end + 4..end + 4 + len].to_vec());
-        }
-    }
-}
 
 /// A decoded span: the fields the test looks at.
 #[derive(Debug, Clone, Default)]
@@ -169,11 +138,10 @@ fn traces_continue_the_client_context_through_the_guest_to_outbound_calls() {
         s(&example("c-http/demo.component.wasm")),
         s(&guest("wat/wagi/hello.wat"))
     );
-    let path = sb.path().join("wedge.toml");
-    std::fs::write(&path, toml).unwrap();
+    let path = sb.manifest(&toml);
     let srv = Server::start_with_env(
         &sb.cache_dir(),
-        &["-f", s(&path), "--log-format", "json"],
+        &["-f", &path, "--log-format", "json"],
         &[("OTEL_SERVICE_NAME", "wedge-test")],
     );
 
