@@ -198,8 +198,7 @@ pub fn preopen(b: &mut WasiCtxBuilder, files: &[FileMount]) -> Result<(), Failur
 /// the guest was refused memory, which explains most failures that follow.
 pub fn classify(err: &wasmtime::Error, spec: &Spec, grow_failures: u64) -> Failure {
     for cause in err.chain() {
-        if let Some(e) = cause.downcast_ref::<crate::capture::OutputTooLarge>() {
-            let _ = e;
+        if cause.is::<crate::capture::OutputTooLarge>() {
             return Failure::ResponseTooLarge {
                 limit: spec.limits.max_response_body,
             };

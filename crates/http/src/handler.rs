@@ -48,7 +48,7 @@ pub struct Peer {
 #[derive(Default)]
 struct Seen {
     function: Option<Arc<FunctionMetrics>>,
-    route: Option<String>,
+    route: Option<Arc<str>>,
     guest: Option<GuestStats>,
     /// Unix nanoseconds when waiting for a slot began, and how long it took.
     queued: Option<(u64, std::time::Duration)>,
@@ -97,7 +97,7 @@ impl Handler {
         });
         let mut seen = Seen::default();
         let result = self
-            .dispatch(req, peer, &id, &mut seen, span.as_ref())
+            .dispatch(req, &path, peer, &id, &mut seen, span.as_ref())
             .await;
         let function = seen.function.as_ref().map_or("", |f| &f.name);
         let (mut response, outcome) = match result {
@@ -190,6 +190,7 @@ impl Handler {
     async fn dispatch(
         &self,
         req: Request<Incoming>,
+        path: &str,
         peer: Peer,
         id: &str,
         seen: &mut Seen,
@@ -205,7 +206,6 @@ impl Handler {
                 limit: MAX_HEADER_BYTES,
             });
         }
-        let path = req.uri().path();
         if let Some(rest) = path.strip_prefix(self.health_prefix.as_str()) {
             match rest {
                 "/health" => return Ok(text(StatusCode::OK, "ok\n")),
@@ -217,13 +217,12 @@ impl Handler {
             }
         }
         let table = self.table.load_full();
-        let path = req.uri().path().to_string();
-        let Some(routed) = table.router.route(&path) else {
+        let Some(routed) = table.router.route(path) else {
             return Err(Failure::NoRoute);
         };
         let f: &Loaded = &table.functions[routed.target];
         seen.function = Some(f.spec.metrics.clone());
-        seen.route = Some(routed.route.template().to_string());
+        seen.route = Some(routed.route.shared_template());
         let m = &f.spec.metrics;
         if let Some(methods) = &f.spec.methods
             && !methods.iter().any(|m| m == req.method().as_str())
@@ -387,7 +386,7 @@ fn limit_response(
     response: Response<Body>,
     limit: u64,
     id: &str,
-    function: &str,
+    function: &Arc<str>,
 ) -> Result<Response<Body>, Failure> {
     let declared = response
         .headers()
@@ -397,7 +396,7 @@ fn limit_response(
     if declared.is_some_and(|n| n > limit) {
         return Err(Failure::ResponseTooLarge { limit });
     }
-    let (id, function) = (id.to_string(), function.to_string());
+    let (id, function) = (id.to_string(), function.clone());
     Ok(response.map(|b| {
         let on_exceeded = Box::new(move || {
             log::line(

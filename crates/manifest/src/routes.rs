@@ -2,6 +2,7 @@
 //! named segments (`/users/:id`). The most specific matching route wins.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// One segment of a pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,7 +14,7 @@ enum Segment {
 /// A parsed route pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
-    template: String,
+    template: Arc<str>,
     segments: Vec<Segment>,
     /// Ends in `/...`: matches the path and everything below it.
     wildcard: bool,
@@ -78,7 +79,7 @@ impl Route {
             }
         }
         Ok(Route {
-            template: template.to_string(),
+            template: template.into(),
             segments,
             wildcard,
         })
@@ -86,6 +87,11 @@ impl Route {
 
     pub fn template(&self) -> &str {
         &self.template
+    }
+
+    /// The template as a shared string, for labels that outlive the route.
+    pub fn shared_template(&self) -> Arc<str> {
+        self.template.clone()
     }
 
     /// The route's shape with parameter names erased: two routes with the

@@ -228,12 +228,9 @@ impl Source {
         if let SourceKind::Artifact(t) = &self.kind {
             return Ok(t.header.module_sha256);
         }
-        let text = self.bytes.is_some()
-            && !self
-                .bytes()
-                .map(|b| b.starts_with(b"\0asm"))
-                .unwrap_or(true);
-        if let (Some(cache), false) = (cache, text)
+        // Only a binary not yet read can skip reading (text is converted on
+        // opening, so its bytes are already at hand).
+        if let Some(cache) = cache
             && self.bytes.is_none()
             && let Some(sha) = cache.remembered_sha256(&self.path, &self.meta)
         {

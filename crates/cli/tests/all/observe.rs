@@ -149,10 +149,7 @@ fn stats_header_only_with_the_debug_token() {
         s(&guest("c/wagi/env.wasm"))
     );
     let path = sb.manifest(&toml);
-    let srv = Server::start(
-        &sb.cache_dir(),
-        &["-f", &path, "--debug-token", "s3cret"],
-    );
+    let srv = Server::start(&sb.cache_dir(), &["-f", &path, "--debug-token", "s3cret"]);
     assert!(
         get(srv.addr, "/").header("x-wedge-stats").is_none(),
         "off by default"
@@ -199,7 +196,10 @@ fn memory_rising_request_after_request_raises_an_anomaly() {
     let hook_url = format!("http://{}/hook", listener.local_addr().unwrap());
     let hook = std::thread::spawn(move || {
         let (mut c, _) = listener.accept().unwrap();
-        read_request(&mut c, b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+        read_request(
+            &mut c,
+            b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n",
+        )
     });
     let srv = Server::start(
         &sb.cache_dir(),

@@ -54,7 +54,8 @@ fn upstream() -> (std::net::SocketAddr, std::thread::JoinHandle<String>) {
     let addr = listener.local_addr().unwrap();
     let t = std::thread::spawn(move || {
         let (mut c, _) = listener.accept().unwrap();
-        let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\nConnection: close\r\n\r\nupstream ok";
+        let answer =
+            b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\nConnection: close\r\n\r\nupstream ok";
         read_request(&mut c, answer).0
     });
     (addr, t)

@@ -59,6 +59,22 @@ impl Wagi {
         })
     }
 
+    /// A store for one instance: the memory limit, and `fuel` when metered.
+    fn store(&self, wasi: WasiP1Ctx, fuel: u64) -> wasmtime::Result<Store<WagiHost>> {
+        let mut store = Store::new(
+            self.pre.module().engine(),
+            WagiHost {
+                wasi,
+                limits: Limits::new(Some(self.spec.limits.max_memory), false),
+            },
+        );
+        store.limiter(|h| &mut h.limits);
+        if self.metered {
+            store.set_fuel(fuel)?;
+        }
+        Ok(store)
+    }
+
     /// The compiled module (for profiling).
     pub fn module(&self) -> &Module {
         self.pre.module()
@@ -68,18 +84,10 @@ impl Wagi {
     /// that can never be instantiated (say, its minimum memory is over its
     /// limit) is reported at start rather than on every request.
     pub async fn probe(&self) -> Result<(), String> {
-        let mut store = Store::new(
-            self.pre.module().engine(),
-            WagiHost {
-                wasi: WasiCtxBuilder::new().build_p1(),
-                limits: Limits::new(Some(self.spec.limits.max_memory), false),
-            },
-        );
-        store.limiter(|h| &mut h.limits);
+        let mut store = self
+            .store(WasiCtxBuilder::new().build_p1(), u64::MAX)
+            .map_err(|e| e.to_string())?;
         store.set_epoch_deadline(u64::MAX / 2);
-        if self.metered {
-            store.set_fuel(u64::MAX).map_err(|e| e.to_string())?;
-        }
         let result = self.pre.instantiate_async(&mut store).await.map(drop);
         self.spec.metrics.instantiated();
         result.map_err(|e| format!("{e:#}"))
@@ -118,14 +126,11 @@ impl Wagi {
             .envs(&spec.env)
             .envs(&call.env);
         function::preopen(&mut b, &spec.files)?;
-        let mut store = Store::new(
-            self.pre.module().engine(),
-            WagiHost {
-                wasi: b.build_p1(),
-                limits: Limits::new(Some(limits.max_memory), false),
-            },
-        );
-        store.limiter(|h| &mut h.limits);
+        let mut store = self
+            .store(b.build_p1(), limits.fuel.unwrap_or(u64::MAX))
+            .map_err(|e| Failure::Internal {
+                message: e.to_string(),
+            })?;
         // Each epoch tick the guest yields to the scheduler, so a busy loop
         // cannot starve other requests; the timeout below then drops it.
         // While a profile is being taken, each tick also takes a sample.
@@ -139,13 +144,6 @@ impl Wagi {
             store.epoch_deadline_async_yield_and_update(1);
         }
         store.set_epoch_deadline(1);
-        if self.metered {
-            store
-                .set_fuel(limits.fuel.unwrap_or(u64::MAX))
-                .map_err(|e| Failure::Internal {
-                    message: e.to_string(),
-                })?;
-        }
         let mut instantiated = None;
         let run = async {
             let t0 = std::time::Instant::now();
