@@ -1,0 +1,257 @@
+//! wedge-bench: runs wedge and the servers people pick instead on the same workloads,
+//! in alternating rounds on 127.0.0.1, and writes JSON, a Markdown table and PNG plots.
+
+mod contenders;
+mod http;
+mod load;
+mod measure;
+mod plot;
+mod report;
+mod results;
+mod server;
+mod sink;
+mod stats;
+mod workloads;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+
+use contenders::Paths;
+use measure::{Bench, Plan};
+use results::{Config, ContenderInfo, Machine, Results};
+
+#[derive(Parser)]
+#[command(about = "Benchmarks wedge against native Rust, Node.js, Python and wasmtime serve")]
+struct Args {
+    /// Short runs (about 4 minutes in all) for a quick look; results go to OUT/quick.
+    #[arg(long)]
+    quick: bool,
+    /// Rounds over all contenders (at least 3 for a report worth keeping).
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Only these contenders (comma-separated): wedge-go, wedge-c, wasmtime, native, node, python.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Only these workloads (comma-separated): hello, json, jwt, image.
+    #[arg(long, value_delimiter = ',')]
+    workloads: Vec<String>,
+    /// Where results go.
+    #[arg(long, default_value = "bench/results")]
+    out: PathBuf,
+    #[arg(long, default_value = "target/release/wedge")]
+    wedge: PathBuf,
+    #[arg(long, default_value = "wasmtime")]
+    wasmtime: PathBuf,
+    /// Redraw latest.md and the plots from a results file instead of measuring.
+    #[arg(long)]
+    report: Option<PathBuf>,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    plot::register_font()?;
+    if let Some(file) = &args.report {
+        let r: Results = serde_json::from_slice(&std::fs::read(file)?)
+            .with_context(|| format!("reading {}", file.display()))?;
+        return write_report(&r, file.parent().unwrap_or(Path::new(".")));
+    }
+    if !Path::new("bench/WORKLOADS.md").exists() {
+        bail!("run wedge-bench from the repository root (bench/run.sh does)");
+    }
+    let plan = if args.quick {
+        Plan {
+            rounds: args.rounds.unwrap_or(3),
+            connections: 64,
+            warmup: Duration::from_millis(400),
+            measure: Duration::from_millis(1500),
+            latency: Duration::from_millis(1000),
+            inflight: 100,
+            hold: Duration::from_millis(1500),
+            run_reps: 10,
+        }
+    } else {
+        Plan {
+            rounds: args.rounds.unwrap_or(3),
+            connections: 64,
+            warmup: Duration::from_secs(2),
+            measure: Duration::from_secs(10),
+            latency: Duration::from_secs(5),
+            inflight: 200,
+            hold: Duration::from_secs(3),
+            run_reps: 40,
+        }
+    };
+    let out = if args.quick {
+        args.out.join("quick")
+    } else {
+        args.out.clone()
+    };
+    std::fs::create_dir_all(&out)?;
+    let logs = std::env::temp_dir().join(format!("wedge-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&logs)?;
+    let root = std::env::current_dir()?;
+    let paths = Paths {
+        root: root.clone(),
+        wedge: root.join(&args.wedge),
+        wasmtime: args.wasmtime.clone(),
+    };
+    let cache = logs.join("wedge-cache");
+    let mut all = contenders::all(&paths, &cache);
+    if !args.only.is_empty() {
+        for name in &args.only {
+            if !all.iter().any(|c| c.name == name) {
+                bail!("unknown contender {name:?}");
+            }
+        }
+        all.retain(|c| args.only.iter().any(|n| n == c.name));
+    }
+    if !args.workloads.is_empty() {
+        let keep = args
+            .workloads
+            .iter()
+            .map(|w| workloads::Workload::parse(w))
+            .collect::<Result<Vec<_>>>()?;
+        for c in &mut all {
+            c.workloads.retain(|w| keep.contains(w));
+        }
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let inputs = workloads::Inputs::load(Path::new("bench/inputs"))?;
+    let mut bench = Bench {
+        rt: &rt,
+        plan: &plan,
+        inputs: &inputs,
+        paths: &paths,
+        logs: logs.clone(),
+        out: Default::default(),
+    };
+    bench.prepare(&all)?;
+    let go = all.iter().find(|c| c.name == "wedge-go").cloned();
+    let c = all.iter().find(|c| c.name == "wedge-c").cloned();
+    for round in 0..plan.rounds {
+        bench.round(round, &all);
+        if let (Some(go), Some(c)) = (&go, &c) {
+            eprintln!("round {round}: wedge's own figures");
+            if let Err(e) = bench.wedge_figures(round, go, c) {
+                bench
+                    .out
+                    .note(format!("round {round}, wedge figures: {e:#}"));
+            }
+        }
+    }
+    let results = Results {
+        date: today(),
+        machine: machine(),
+        config: Config {
+            quick: args.quick,
+            rounds: plan.rounds,
+            connections: plan.connections,
+            measure_s: plan.measure.as_secs_f64(),
+            latency_s: plan.latency.as_secs_f64(),
+            warmup_s: plan.warmup.as_secs_f64(),
+            inflight_requests: plan.inflight,
+            load_generator: "wedge-bench, keep-alive HTTP/1.1 on tokio with 2 threads".into(),
+        },
+        contenders: all
+            .iter()
+            .map(|c| ContenderInfo {
+                name: c.name.into(),
+                what: c.what.into(),
+                version: version(c.name, &paths),
+            })
+            .collect(),
+        figures: bench.out.figures(),
+        notes: bench.out.notes.clone(),
+    };
+    let json = out.join(format!("{}.json", results.date));
+    std::fs::write(&json, serde_json::to_vec_pretty(&results)?)?;
+    write_report(&results, &out)?;
+    let _ = std::fs::remove_dir_all(&logs);
+    eprintln!("wrote {} and {}/latest.md", json.display(), out.display());
+    Ok(())
+}
+
+fn write_report(r: &Results, out: &Path) -> Result<()> {
+    std::fs::write(out.join("latest.md"), report::markdown(r))?;
+    plot::bars(
+        r,
+        "rps",
+        "Throughput at 64 connections (req/s, median, whiskers min-max)",
+        "req/s",
+        &out.join("throughput.png"),
+    )?;
+    plot::bars(
+        r,
+        "p99_half_ms",
+        "P99 latency at 50% of each contender's throughput (ms)",
+        "ms",
+        &out.join("p99.png"),
+    )?;
+    Ok(())
+}
+
+fn capture(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .map(|o| {
+            String::from_utf8_lossy(if o.stdout.is_empty() {
+                &o.stderr
+            } else {
+                &o.stdout
+            })
+            .trim()
+            .to_string()
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn version(name: &str, p: &Paths) -> String {
+    match name {
+        "wedge-go" | "wedge-c" => capture(&p.wedge.display().to_string(), &["--version"]),
+        "wasmtime" => capture(&p.wasmtime.display().to_string(), &["--version"]),
+        "node" => format!("node {}", capture("node", &["--version"])),
+        "python" => capture(
+            "python3",
+            &[
+                "-c",
+                "import sys, uvicorn; print('python', sys.version.split()[0], 'uvicorn', uvicorn.__version__)",
+            ],
+        ),
+        "native" => "rustc ".to_string() + &capture("rustc", &["--version"]).replace("rustc ", ""),
+        _ => "unknown".into(),
+    }
+}
+
+fn today() -> String {
+    capture("date", &["-u", "+%F"])
+}
+
+fn machine() -> Machine {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    Machine {
+        cores: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        cpu,
+        kernel,
+    }
+}

@@ -1,0 +1,148 @@
+//! The results file: every figure of every round, with its spread.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::stats::Spread;
+
+/// Contender-wide figures use this in place of a workload.
+pub const ANY: &str = "-";
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Results {
+    pub date: String,
+    pub machine: Machine,
+    pub config: Config,
+    pub contenders: Vec<ContenderInfo>,
+    pub figures: Vec<Figure>,
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Machine {
+    pub cores: usize,
+    pub cpu: String,
+    pub kernel: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Config {
+    pub quick: bool,
+    pub rounds: usize,
+    pub connections: usize,
+    pub measure_s: f64,
+    pub latency_s: f64,
+    pub warmup_s: f64,
+    pub inflight_requests: usize,
+    pub load_generator: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ContenderInfo {
+    pub name: String,
+    pub what: String,
+    pub version: String,
+}
+
+/// One figure: its values per round and their spread.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Figure {
+    pub contender: String,
+    pub workload: String,
+    pub metric: String,
+    pub spread: Spread,
+    pub rounds: Vec<f64>,
+}
+
+/// Collects values round after round.
+#[derive(Debug, Default)]
+pub struct Collector {
+    values: BTreeMap<(String, String, String), Vec<f64>>,
+    pub notes: Vec<String>,
+}
+
+impl Collector {
+    pub fn add(&mut self, contender: &str, workload: &str, metric: &str, value: f64) {
+        self.values
+            .entry((contender.into(), workload.into(), metric.into()))
+            .or_default()
+            .push(value);
+    }
+
+    pub fn note(&mut self, text: String) {
+        eprintln!("note: {text}");
+        self.notes.push(text);
+    }
+
+    pub fn figures(&self) -> Vec<Figure> {
+        self.values
+            .iter()
+            .filter_map(|((c, w, m), v)| {
+                Some(Figure {
+                    contender: c.clone(),
+                    workload: w.clone(),
+                    metric: m.clone(),
+                    spread: Spread::of(v)?,
+                    rounds: v.clone(),
+                })
+            })
+            .collect()
+    }
+}
+
+impl Results {
+    /// The spread of one figure, if measured.
+    pub fn get(&self, contender: &str, workload: &str, metric: &str) -> Option<Spread> {
+        self.figures
+            .iter()
+            .find(|f| f.contender == contender && f.workload == workload && f.metric == metric)
+            .map(|f| f.spread)
+    }
+
+    pub fn median(&self, contender: &str, workload: &str, metric: &str) -> Option<f64> {
+        self.get(contender, workload, metric).map(|s| s.median)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounds_become_spreads_and_are_found_again() {
+        let mut c = Collector::default();
+        for v in [10.0, 30.0, 20.0] {
+            c.add("native", "hello", "rps", v);
+        }
+        c.add("native", ANY, "start_ms", 4.0);
+        let r = Results {
+            date: "d".into(),
+            machine: Machine {
+                cores: 2,
+                cpu: "x".into(),
+                kernel: "k".into(),
+            },
+            config: Config {
+                quick: true,
+                rounds: 3,
+                connections: 64,
+                measure_s: 1.0,
+                latency_s: 1.0,
+                warmup_s: 0.1,
+                inflight_requests: 10,
+                load_generator: "t".into(),
+            },
+            contenders: vec![],
+            figures: c.figures(),
+            notes: vec![],
+        };
+        let s = r.get("native", "hello", "rps").unwrap();
+        assert_eq!((s.median, s.min, s.max, s.rounds), (20.0, 10.0, 30.0, 3));
+        assert_eq!(r.median("native", ANY, "start_ms"), Some(4.0));
+        assert_eq!(r.median("node", "hello", "rps"), None);
+        let json = serde_json::to_string(&r).unwrap();
+        let back: Results = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.figures.len(), 2);
+    }
+}
