@@ -5,6 +5,8 @@
 //   GET  .../outbound?H:P/PATH -> fetches http://H:P/PATH and relays status and body;
 //                                 502 naming the error code when the host refuses it
 //   GET  .../trap              -> traps (unreachable)
+//   GET  .../burn?N            -> spends CPU on N million rounds of a hash, answers the result
+//                                 (a guest to profile)
 // Anything else is 404.
 #include <stdio.h>
 #include <stdlib.h>
@@ -122,6 +124,16 @@ static void outbound(const char *target, wasi_http_types_own_response_outparam_t
     respond(out, status, "text/plain", data.ptr, data.len);
 }
 
+// Kept out of line so that it has its own frame (and name) in a profile.
+__attribute__((noinline)) static uint32_t burn(long rounds) {
+    uint32_t h = 2166136261u;
+    for (long i = 0; i < rounds; i++) {
+        h ^= (uint32_t)i;
+        h *= 16777619u;
+    }
+    return h;
+}
+
 void exports_wasi_http_incoming_handler_handle(
     exports_wasi_http_incoming_handler_own_incoming_request_t request,
     exports_wasi_http_incoming_handler_own_response_outparam_t out) {
@@ -158,6 +170,11 @@ void exports_wasi_http_incoming_handler_handle(
         respond(out, 200, ct, data.ptr, data.len);
     } else if (strcmp(last, "/outbound") == 0 && query) {
         outbound(query, out);
+    } else if (strcmp(last, "/burn") == 0) {
+        long millions = query ? atol(query) : 1;
+        char text[64];
+        snprintf(text, sizeof text, "%u\n", (unsigned)burn(millions * 1000000L));
+        respond_text(out, 200, text);
     } else if (strcmp(last, "/trap") == 0) {
         __builtin_trap();
     } else {

@@ -7,6 +7,7 @@ use crate::body::{self, Body};
 use crate::function::Executor;
 use crate::log;
 use crate::metrics::Metrics;
+use crate::profile::Code;
 use crate::server::EPOCH_TICK;
 use crate::table::Shared;
 use http::header::{self, HeaderValue};
@@ -61,17 +62,11 @@ async fn profile(query: &str, table: &Shared) -> Response<Body> {
             format!("no function `{name}`\n"),
         );
     };
-    let Executor::Wagi(wagi) = &f.executor else {
-        return bad(format!(
-            "`{name}` is a wasi:http component; profiling supports WAGI functions so far"
-        ));
+    let (engine, code) = match &f.executor {
+        Executor::Wagi(wagi) => (wagi.module().engine(), Code::Module(wagi.module())),
+        Executor::Http(http) => (http.component().engine(), Code::Component(http.component())),
     };
-    let engine = wagi.module().engine();
-    if let Err(e) = f
-        .spec
-        .profiling
-        .start(engine, &name, wagi.module(), EPOCH_TICK)
-    {
+    if let Err(e) = f.spec.profiling.start(engine, &name, code, EPOCH_TICK) {
         return reply(StatusCode::CONFLICT, plain, e + "\n");
     }
     tokio::time::sleep(std::time::Duration::from_secs_f64(seconds)).await;

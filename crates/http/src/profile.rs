@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use wasmtime::component::Component;
 use wasmtime::{AsContext, Engine, GuestProfiler, Module, WasmBacktrace};
 
 struct Session {
@@ -20,6 +21,12 @@ struct Session {
 pub struct Profiling {
     active: AtomicBool,
     session: Mutex<Option<Session>>,
+}
+
+/// What is profiled: a WAGI module or a `wasi:http` component.
+pub enum Code<'a> {
+    Module(&'a Module),
+    Component(&'a Component),
 }
 
 /// What a finished session produced.
@@ -36,21 +43,28 @@ impl Profiling {
         self.active.load(Ordering::Relaxed)
     }
 
-    /// Starts a session for `module`; `Err` if one is already running.
+    /// Starts a session for `code`; `Err` if one is already running.
     pub fn start(
         &self,
         engine: &Engine,
         name: &str,
-        module: &Module,
+        code: Code<'_>,
         interval: Duration,
     ) -> Result<(), String> {
         let mut s = self.session.lock().unwrap_or_else(|e| e.into_inner());
         if s.is_some() {
             return Err(format!("a profile of `{name}` is already being taken"));
         }
-        let profiler =
-            GuestProfiler::new(engine, name, interval, [(name.to_string(), module.clone())])
-                .map_err(|e| format!("{e:#}"))?;
+        let profiler = match code {
+            Code::Module(m) => {
+                GuestProfiler::new(engine, name, interval, [(name.to_string(), m.clone())])
+            }
+            // Every core module inside the component (guest code, adapter) is profiled.
+            Code::Component(c) => {
+                GuestProfiler::new_component(engine, name, interval, c.clone(), [])
+            }
+        }
+        .map_err(|e| format!("{e:#}"))?;
         *s = Some(Session {
             profiler,
             folded: HashMap::new(),

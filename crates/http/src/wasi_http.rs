@@ -34,6 +34,7 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 pub struct HttpFunction {
     handler: ProxyHandler<State>,
     p3: bool,
+    component: Component,
 }
 
 struct State {
@@ -83,7 +84,13 @@ impl HttpFunction {
         Ok(HttpFunction {
             handler: ProxyHandler::new(state),
             p3,
+            component: component.clone(),
         })
+    }
+
+    /// The compiled component (for profiling).
+    pub fn component(&self) -> &Component {
+        &self.component
     }
 
     pub fn abi(&self) -> &'static str {
@@ -186,7 +193,17 @@ impl HandlerState for State {
         };
         let mut store = Store::new(&self.engine, host);
         store.limiter(|h| &mut h.limits);
-        store.epoch_deadline_async_yield_and_update(1);
+        // Each epoch tick yields to the scheduler; while a profile is being
+        // taken, it also takes a sample of the guest's stack.
+        if spec.profiling.is_active() {
+            let profiling = spec.profiling.clone();
+            store.epoch_deadline_callback(move |ctx| {
+                profiling.sample(&ctx);
+                Ok(wasmtime::UpdateDeadline::Yield(1))
+            });
+        } else {
+            store.epoch_deadline_async_yield_and_update(1);
+        }
         store.set_epoch_deadline(1);
         if self.metered {
             store.set_fuel(spec.limits.fuel.unwrap_or(u64::MAX))?;

@@ -2,7 +2,7 @@
 //! JSON access lines, and the log level changed at runtime.
 
 use crate::client::{Server, get, read_request, request};
-use crate::support::{Sandbox, guest, s};
+use crate::support::{Sandbox, example, guest, s};
 
 fn app(sb: &Sandbox) -> String {
     let toml = format!(
@@ -301,4 +301,41 @@ fn profiles_a_function_from_live_traffic() {
     )
     .unwrap();
     assert_eq!(r.status, 400);
+}
+
+#[test]
+fn profiles_a_wasi_http_component_from_live_traffic() {
+    let sb = Sandbox::new();
+    let srv = Server::start(
+        &sb.cache_dir(),
+        &[s(&example("c-http/demo.component.wasm"))],
+    );
+    assert_eq!(get(srv.addr, "/burn?1").status, 200);
+    let admin = srv.admin;
+    let profile = std::thread::spawn(move || {
+        request(
+            admin,
+            "POST",
+            "/profile?function=demo.component&seconds=1&format=folded",
+            &[],
+            b"",
+        )
+        .unwrap()
+    });
+    // Requests that each spend a few milliseconds in `burn` until the profile is back.
+    while !profile.is_finished() {
+        assert_eq!(get(srv.addr, "/burn?3").status, 200);
+    }
+    let folded = profile.join().unwrap();
+    assert_eq!(folded.status, 200, "{}", folded.text());
+    let text = folded.text();
+    let inside: u64 = text
+        .lines()
+        .filter(|l| {
+            l.rsplit_once(' ')
+                .is_some_and(|(stack, _)| stack.ends_with(";burn"))
+        })
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert!(inside > 0, "no samples inside `burn`:\n{text}");
 }
