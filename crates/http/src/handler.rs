@@ -301,9 +301,10 @@ impl Handler {
                 absolute_uri(&mut parts, peer.local);
                 let request = Request::from_parts(parts, body::full(body));
                 let started = Instant::now();
-                let result = http_fn.call(id, request, span.cloned()).await;
+                let (result, peak_memory) = http_fn.call(id, request, span.cloned()).await;
                 let stats = GuestStats {
                     guest: started.elapsed(),
+                    peak_memory,
                     ..GuestStats::default()
                 };
                 m.invoke_duration.observe(stats.guest.as_secs_f64());

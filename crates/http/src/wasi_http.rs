@@ -11,7 +11,8 @@ use crate::log;
 use http_body_util::BodyExt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, ResourceTable};
@@ -117,14 +118,27 @@ impl HttpFunction {
         request_id: &str,
         request: http::Request<Body>,
         trace: Option<TraceContext>,
-    ) -> Result<http::Response<Body>, Failure> {
-        let spec = &self.handler.state().spec;
+    ) -> (Result<http::Response<Body>, Failure>, Option<u64>) {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let slot = Arc::new(RequestSlot {
             id: request_id.to_string(),
             ended: Mutex::new(Some(tx)),
             trace,
+            peak: OnceLock::new(),
         });
+        let result = self.respond(slot.clone(), request, rx).await;
+        // The instance's peak memory up to the response (the body may still be streaming).
+        let peak = slot.peak.get().map(|p| p.load(Ordering::Relaxed));
+        (result, peak)
+    }
+
+    async fn respond(
+        &self,
+        slot: Arc<RequestSlot>,
+        request: http::Request<Body>,
+        rx: tokio::sync::oneshot::Receiver<wasmtime::Error>,
+    ) -> Result<http::Response<Body>, Failure> {
+        let spec = &self.handler.state().spec;
         match self.handler.handle(slot, request).await {
             Ok(response) => Ok(response.map(|b| b.boxed_unsync())),
             Err(e) if e.is::<ExpirationError>() => Err(Failure::Timeout {
@@ -157,6 +171,8 @@ pub struct RequestSlot {
     ended: Mutex<Option<tokio::sync::oneshot::Sender<wasmtime::Error>>>,
     /// The request's span, parent of the guest's outbound calls.
     trace: Option<TraceContext>,
+    /// The serving instance's peak linear memory, once it has the request.
+    peak: OnceLock<Arc<AtomicU64>>,
 }
 
 impl HandlerState for State {
@@ -256,6 +272,7 @@ impl WorkerState for Worker {
         store.data_mut().outbound.request_id = slot.id.clone();
         store.data_mut().outbound.trace = slot.trace.clone();
         store.data_mut().request_id = slot.id.clone();
+        let _ = slot.peak.set(store.data_mut().limits.share_peak());
         store.data_mut().slot = Some(slot);
         Box::pin(tokio::time::sleep(self.spec.limits.timeout))
     }

@@ -2,6 +2,8 @@
 //! peak linear memory and failed `memory.grow`s for the statistics.
 
 use crate::units::format_bytes;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use wasmtime::ResourceLimiter;
 
 /// Raised (as a trap) when a guest grows memory past its limit and the
@@ -35,6 +37,8 @@ pub struct Limits {
     current: u64,
     peak: u64,
     grow_failures: u64,
+    /// The peak, readable from outside the store while it runs.
+    shared_peak: Option<Arc<AtomicU64>>,
 }
 
 impl Limits {
@@ -50,6 +54,15 @@ impl Limits {
     /// Highest total linear memory the store ever held, in bytes.
     pub fn peak_memory(&self) -> u64 {
         self.peak
+    }
+
+    /// A handle that follows the peak as the store grows, for readers that
+    /// cannot reach the store (a request handler waiting on a response).
+    pub fn share_peak(&mut self) -> Arc<AtomicU64> {
+        let peak = self.peak;
+        self.shared_peak
+            .get_or_insert_with(|| Arc::new(AtomicU64::new(peak)))
+            .clone()
     }
 
     /// How many `memory.grow` requests were refused.
@@ -86,6 +99,9 @@ impl ResourceLimiter for Limits {
         }
         self.current = total;
         self.peak = self.peak.max(total);
+        if let Some(shared) = &self.shared_peak {
+            shared.store(self.peak, Ordering::Relaxed);
+        }
         Ok(true)
     }
 
@@ -124,6 +140,17 @@ mod tests {
         assert!(!l.memory_growing(2 * PAGE, 3 * PAGE, None).unwrap());
         assert_eq!(l.peak_memory(), 2 * PAGE as u64);
         assert_eq!(l.grow_failures(), 1);
+    }
+
+    #[test]
+    fn a_shared_peak_follows_growth() {
+        let mut l = Limits::new(None, false);
+        assert!(l.memory_growing(0, PAGE, None).unwrap());
+        let shared = l.share_peak();
+        assert_eq!(shared.load(Ordering::Relaxed), PAGE as u64);
+        assert!(l.memory_growing(PAGE, 3 * PAGE, None).unwrap());
+        assert_eq!(shared.load(Ordering::Relaxed), 3 * PAGE as u64);
+        assert!(Arc::ptr_eq(&shared, &l.share_peak()));
     }
 
     #[test]

@@ -339,3 +339,41 @@ fn profiles_a_wasi_http_component_from_live_traffic() {
         .sum();
     assert!(inside > 0, "no samples inside `burn`:\n{text}");
 }
+
+#[test]
+fn component_requests_report_their_peak_memory() {
+    let sb = Sandbox::new();
+    let component = example("c-http/demo.component.wasm");
+    let srv = Server::start(
+        &sb.cache_dir(),
+        &[s(&component), "--log-format", "json", "--debug-token", "t"],
+    );
+    let r = request(
+        srv.addr,
+        "GET",
+        "/hello",
+        &[("x-request-id", "mem-1"), ("x-wedge-debug", "t")],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+    let stats = r
+        .header("x-wedge-stats")
+        .expect("stats with the token")
+        .to_string();
+    let mem = stats
+        .split(';')
+        .find_map(|f| f.strip_prefix("mem="))
+        .unwrap_or_else(|| panic!("no mem= in {stats}"));
+    // The C component starts with two 64 KiB pages at least.
+    assert!(mem.parse::<u64>().unwrap() >= 131072, "{stats}");
+    srv.wait_for_log("\"request_id\":\"mem-1\"");
+    let line = srv
+        .logs()
+        .lines()
+        .find(|l| l.contains("\"request_id\":\"mem-1\"") && l.contains("\"status\""))
+        .unwrap()
+        .to_string();
+    let v: serde_json::Value = serde_json::from_str(&line).expect("a JSON access line");
+    assert_eq!(v["peak_memory_bytes"].as_u64(), Some(mem.parse().unwrap()));
+}
