@@ -95,7 +95,7 @@ pub fn all(p: &Paths, cache: &Path) -> Vec<Contender> {
         },
         Contender {
             name: "native",
-            what: "native Rust: hyper 1 on tokio (2 worker threads)",
+            what: "native Rust: hyper 1.12 on tokio, a worker thread per core",
             workloads: vec![Hello, Json, Jwt, Image],
             launch: Launch {
                 program: p.at("bench/contenders/native/target/release/native-bench"),

@@ -286,7 +286,7 @@ mod tests {
             i.check(Workload::Jwt, &reply(200, b"ok someone\n"))
                 .is_err()
         );
-        // The committed photo is a colour JPEG of 1024x768.
+        // The committed photo is a colour JPEG of 1024x768, not 320x240.
         assert!(i.check(Workload::Image, &reply(200, &i.photo)).is_err());
         assert_eq!(jpeg_frame(&i.photo).unwrap(), (1024, 768, 3));
     }
