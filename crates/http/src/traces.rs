@@ -10,8 +10,8 @@ use tokio::sync::mpsc;
 use wedge_telemetry::metric::Counter;
 use wedge_telemetry::trace::{self, Context, Span};
 
-/// Spans waiting for export at most; beyond, they are dropped.
-const QUEUE: usize = 8192;
+/// Requests' span groups waiting for export at most; beyond, they are dropped.
+const QUEUE: usize = 4096;
 /// Spans per export request at most.
 const BATCH: usize = 512;
 
@@ -92,7 +92,7 @@ impl Config {
 /// Hands spans to the exporter.
 pub struct Tracer {
     config: Config,
-    tx: mpsc::Sender<Span>,
+    tx: mpsc::Sender<Vec<Span>>,
     dropped: Arc<Counter>,
 }
 
@@ -126,23 +126,34 @@ impl Tracer {
 
     /// Queues a finished span, or counts it as dropped.
     pub fn emit(&self, span: Span) {
-        if self.tx.try_send(span).is_err() {
-            self.dropped.inc();
+        self.emit_all(vec![span]);
+    }
+
+    /// Queues a request's spans as one item (one queue operation, not one
+    /// per span), or counts them all as dropped.
+    pub fn emit_all(&self, spans: Vec<Span>) {
+        if let Err(e) = self.tx.try_send(spans) {
+            let lost = match e {
+                mpsc::error::TrySendError::Full(s) | mpsc::error::TrySendError::Closed(s) => {
+                    s.len()
+                }
+            };
+            self.dropped.add(lost as u64);
         }
     }
 }
 
-async fn export(config: Config, mut rx: mpsc::Receiver<Span>) {
+async fn export(config: Config, mut rx: mpsc::Receiver<Vec<Span>>) {
     let mut batch = Vec::with_capacity(BATCH);
     while let Some(first) = rx.recv().await {
-        batch.push(first);
+        batch.extend(first);
         // Gather what arrives within a moment, up to a batch.
         let deadline = tokio::time::sleep(Duration::from_millis(100));
         tokio::pin!(deadline);
         while batch.len() < BATCH {
             tokio::select! {
                 next = rx.recv() => match next {
-                    Some(s) => batch.push(s),
+                    Some(s) => batch.extend(s),
                     None => break,
                 },
                 () = &mut deadline => break,

@@ -151,7 +151,13 @@ pub fn now_nanos() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
-// Protobuf wire encoding.
+// Protobuf wire encoding. Every message's size is computed first, so an
+// export is written into one buffer of the exact size with no nested copies.
+
+fn varint_len(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+}
+
 fn varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
@@ -164,9 +170,19 @@ fn key(out: &mut Vec<u8>, field: u32, wire: u8) {
     varint(out, (u64::from(field) << 3) | u64::from(wire));
 }
 
-fn bytes_field(out: &mut Vec<u8>, field: u32, b: &[u8]) {
+/// Size of a length-delimited field holding `n` bytes.
+fn field_len(field: u32, n: usize) -> usize {
+    varint_len(u64::from(field) << 3) + varint_len(n as u64) + n
+}
+
+/// The key and length of a length-delimited field; its `n` bytes follow.
+fn open(out: &mut Vec<u8>, field: u32, n: usize) {
     key(out, field, 2);
-    varint(out, b.len() as u64);
+    varint(out, n as u64);
+}
+
+fn bytes_field(out: &mut Vec<u8>, field: u32, b: &[u8]) {
+    open(out, field, b.len());
     out.extend_from_slice(b);
 }
 
@@ -180,67 +196,99 @@ fn varint_field(out: &mut Vec<u8>, field: u32, v: u64) {
     varint(out, v);
 }
 
-/// common.v1.KeyValue { key = 1; value = 2 (AnyValue { string_value = 1; int_value = 3 }) }
-fn key_value(k: &str, v: &Value) -> Vec<u8> {
-    let mut any = Vec::new();
+/// common.v1.AnyValue { string_value = 1; int_value = 3 }
+fn any_len(v: &Value) -> usize {
     match v {
-        Value::Str(s) => bytes_field(&mut any, 1, s.as_bytes()),
-        Value::Int(i) => varint_field(&mut any, 3, *i as u64),
+        Value::Str(s) => field_len(1, s.len()),
+        Value::Int(i) => 1 + varint_len(*i as u64),
     }
-    let mut kv = Vec::new();
-    bytes_field(&mut kv, 1, k.as_bytes());
-    bytes_field(&mut kv, 2, &any);
-    kv
 }
 
-/// trace.v1.Span: trace_id 1, span_id 2, trace_state 3, parent_span_id 4,
-/// name 5, kind 6, start 7, end 8, attributes 9, status 15 (code 3).
-fn span(s: &Span) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256);
-    bytes_field(&mut out, 1, &s.trace_id);
-    bytes_field(&mut out, 2, &s.span_id);
-    if let Some(p) = &s.parent_span_id {
-        bytes_field(&mut out, 4, p);
+/// common.v1.KeyValue { key = 1; value = 2 }
+fn key_value_len(k: &str, v: &Value) -> usize {
+    field_len(1, k.len()) + field_len(2, any_len(v))
+}
+
+fn key_value(out: &mut Vec<u8>, field: u32, k: &str, v: &Value) {
+    open(out, field, key_value_len(k, v));
+    bytes_field(out, 1, k.as_bytes());
+    open(out, 2, any_len(v));
+    match v {
+        Value::Str(s) => bytes_field(out, 1, s.as_bytes()),
+        Value::Int(i) => varint_field(out, 3, *i as u64),
     }
-    bytes_field(&mut out, 5, s.name.as_bytes());
-    varint_field(&mut out, 6, s.kind as u64);
-    fixed64(&mut out, 7, s.start_unix_nanos);
-    fixed64(&mut out, 8, s.end_unix_nanos);
+}
+
+/// Status { code = 3 } with STATUS_CODE_ERROR (2).
+const ERROR_STATUS: [u8; 2] = [3 << 3, 2];
+
+/// trace.v1.Span: trace_id 1, span_id 2, parent_span_id 4, name 5, kind 6,
+/// start 7, end 8, attributes 9, status 15.
+fn span_len(s: &Span) -> usize {
+    field_len(1, 16)
+        + field_len(2, 8)
+        + s.parent_span_id.map_or(0, |_| field_len(4, 8))
+        + field_len(5, s.name.len())
+        + 1
+        + varint_len(s.kind as u64)
+        + 2 * 9
+        + s.attributes
+            .iter()
+            .map(|(k, v)| field_len(9, key_value_len(k, v)))
+            .sum::<usize>()
+        + if s.error {
+            field_len(15, ERROR_STATUS.len())
+        } else {
+            0
+        }
+}
+
+fn span(out: &mut Vec<u8>, s: &Span, len: usize) {
+    open(out, 2, len);
+    bytes_field(out, 1, &s.trace_id);
+    bytes_field(out, 2, &s.span_id);
+    if let Some(p) = &s.parent_span_id {
+        bytes_field(out, 4, p);
+    }
+    bytes_field(out, 5, s.name.as_bytes());
+    varint_field(out, 6, s.kind as u64);
+    fixed64(out, 7, s.start_unix_nanos);
+    fixed64(out, 8, s.end_unix_nanos);
     for (k, v) in &s.attributes {
-        bytes_field(&mut out, 9, &key_value(k, v));
+        key_value(out, 9, k, v);
     }
     if s.error {
-        let mut status = Vec::new();
-        varint_field(&mut status, 3, 2); // STATUS_CODE_ERROR
-        bytes_field(&mut out, 15, &status);
+        bytes_field(out, 15, &ERROR_STATUS);
     }
-    out
 }
 
 /// collector.trace.v1.ExportTraceServiceRequest { resource_spans = 1 }
 /// ResourceSpans { resource = 1 (Resource { attributes = 1 }); scope_spans = 2 }
 /// ScopeSpans { scope = 1 (InstrumentationScope { name = 1; version = 2 }); spans = 2 }
 pub fn encode_export(service_name: &str, spans: &[Span]) -> Vec<u8> {
-    let mut resource = Vec::new();
-    bytes_field(
-        &mut resource,
-        1,
-        &key_value("service.name", &Value::Str(service_name.into())),
-    );
-    let mut scope = Vec::new();
-    bytes_field(&mut scope, 1, b"wedge");
-    bytes_field(&mut scope, 2, env!("CARGO_PKG_VERSION").as_bytes());
-    let mut scope_spans = Vec::new();
-    bytes_field(&mut scope_spans, 1, &scope);
-    for s in spans {
-        bytes_field(&mut scope_spans, 2, &span(s));
+    let service = Value::Str(service_name.into());
+    let version = env!("CARGO_PKG_VERSION").as_bytes();
+    let resource_len = field_len(1, key_value_len("service.name", &service));
+    let scope_len = field_len(1, b"wedge".len()) + field_len(2, version.len());
+    let span_lens: Vec<usize> = spans.iter().map(span_len).collect();
+    let scope_spans_len =
+        field_len(1, scope_len) + span_lens.iter().map(|&n| field_len(2, n)).sum::<usize>();
+    let resource_spans_len = field_len(1, resource_len) + field_len(2, scope_spans_len);
+    let total = field_len(1, resource_spans_len);
+
+    let mut out = Vec::with_capacity(total);
+    open(&mut out, 1, resource_spans_len);
+    open(&mut out, 1, resource_len);
+    key_value(&mut out, 1, "service.name", &service);
+    open(&mut out, 2, scope_spans_len);
+    open(&mut out, 1, scope_len);
+    bytes_field(&mut out, 1, b"wedge");
+    bytes_field(&mut out, 2, version);
+    for (s, &len) in spans.iter().zip(&span_lens) {
+        span(&mut out, s, len);
     }
-    let mut resource_spans = Vec::new();
-    bytes_field(&mut resource_spans, 1, &resource);
-    bytes_field(&mut resource_spans, 2, &scope_spans);
-    let mut req = Vec::new();
-    bytes_field(&mut req, 1, &resource_spans);
-    req
+    debug_assert_eq!(out.len(), total, "computed and written sizes differ");
+    out
 }
 
 #[cfg(test)]
@@ -304,5 +352,102 @@ mod tests {
         assert!(find(&[0x0a, 16, 1, 1, 1, 1]), "trace_id field 1, 16 bytes");
         assert!(find(b"service.name"));
         assert!(find(&[0x30, 2]), "kind = SERVER");
+    }
+
+    /// Splits a message into (field, payload) pairs; varint and fixed64
+    /// payloads come back as their little-endian value bytes.
+    fn fields(mut b: &[u8]) -> Vec<(u32, Vec<u8>)> {
+        fn varint(b: &mut &[u8]) -> u64 {
+            let (mut v, mut shift) = (0u64, 0);
+            loop {
+                let byte = b[0];
+                *b = &b[1..];
+                v |= u64::from(byte & 0x7f) << shift;
+                if byte < 0x80 {
+                    return v;
+                }
+                shift += 7;
+            }
+        }
+        let mut out = Vec::new();
+        while !b.is_empty() {
+            let k = varint(&mut b);
+            let payload = match k & 7 {
+                0 => varint(&mut b).to_le_bytes().to_vec(),
+                1 => {
+                    let (v, rest) = b.split_at(8);
+                    b = rest;
+                    v.to_vec()
+                }
+                2 => {
+                    let n = varint(&mut b) as usize;
+                    let (v, rest) = b.split_at(n);
+                    b = rest;
+                    v.to_vec()
+                }
+                w => panic!("unexpected wire type {w}"),
+            };
+            out.push(((k >> 3) as u32, payload));
+        }
+        out
+    }
+
+    #[test]
+    fn nested_lengths_parse_back_exactly() {
+        let long = "x".repeat(300);
+        let spans: Vec<Span> = (0..3u8)
+            .map(|i| Span {
+                trace_id: [i + 1; 16],
+                span_id: [9; 8],
+                parent_span_id: (i > 0).then_some([7; 8]),
+                name: format!("span {i}"),
+                kind: SpanKind::Internal,
+                start_unix_nanos: 1,
+                end_unix_nanos: u64::MAX,
+                attributes: vec![("long", Value::Str(long.clone())), ("neg", Value::Int(-5))],
+                error: i == 2,
+            })
+            .collect();
+        let bytes = encode_export(&"s".repeat(200), &spans);
+        let top = fields(&bytes);
+        assert_eq!(top.len(), 1);
+        let rs = fields(&top[0].1);
+        assert_eq!((rs[0].0, rs[1].0), (1, 2));
+        let resource = fields(&rs[0].1);
+        let kv = fields(&resource[0].1);
+        assert_eq!(kv[0].1, b"service.name");
+        assert_eq!(fields(&kv[1].1)[0].1, "s".repeat(200).into_bytes());
+        let ss = fields(&rs[1].1);
+        assert_eq!(ss.len(), 4, "scope and three spans");
+        let scope = fields(&ss[0].1);
+        assert_eq!(scope[0].1, b"wedge");
+        for (i, (field, body)) in ss[1..].iter().enumerate() {
+            assert_eq!(*field, 2);
+            let f = fields(body);
+            let get = |n: u32| {
+                f.iter()
+                    .filter(|(k, _)| *k == n)
+                    .map(|(_, v)| v.clone())
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(get(1), vec![vec![i as u8 + 1; 16]]);
+            assert_eq!(get(4).len(), usize::from(i > 0));
+            assert_eq!(get(5), vec![format!("span {i}").into_bytes()]);
+            assert_eq!(get(8), vec![u64::MAX.to_le_bytes().to_vec()]);
+            let attrs = get(9);
+            assert_eq!(attrs.len(), 2);
+            let long_value = fields(&fields(&attrs[0])[1].1);
+            assert_eq!(long_value[0].1.len(), 300);
+            let neg = fields(&fields(&attrs[1])[1].1);
+            assert_eq!(
+                (
+                    neg[0].0,
+                    u64::from_le_bytes(neg[0].1.clone().try_into().unwrap())
+                ),
+                (3, -5i64 as u64)
+            );
+            let status = get(15);
+            assert_eq!(status.len(), usize::from(i == 2));
+        }
     }
 }
