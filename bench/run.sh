@@ -3,7 +3,7 @@
 # measures them in alternating rounds on 127.0.0.1 and writes
 # bench/results/<date>.json, bench/results/latest.md and PNG plots.
 #
-#   bash bench/run.sh            # full run, about 30 minutes
+#   bash bench/run.sh            # full run, about 17 minutes after the builds
 #   bash bench/run.sh --quick    # about 4 minutes; results in bench/results/quick/
 #   bash bench/run.sh --only wedge-c,wasmtime --workloads hello
 #

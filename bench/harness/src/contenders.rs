@@ -44,6 +44,7 @@ fn wedge_serve(p: &Paths, manifest: &str, cache: &Path) -> Launch {
         program: p.wedge.clone(),
         args: vec![
             "serve".into(),
+            "-f".into(),
             p.at(manifest).display().to_string(),
             "--listen".into(),
             "127.0.0.1:{port}".into(),

@@ -66,9 +66,9 @@ fn main() -> Result<()> {
         Plan {
             rounds: args.rounds.unwrap_or(3),
             connections: 64,
-            warmup: Duration::from_millis(400),
-            measure: Duration::from_millis(1500),
-            latency: Duration::from_millis(1000),
+            warmup: Duration::from_millis(300),
+            measure: Duration::from_millis(1200),
+            latency: Duration::from_millis(800),
             inflight: 100,
             hold: Duration::from_millis(1500),
             run_reps: 10,
@@ -77,9 +77,9 @@ fn main() -> Result<()> {
         Plan {
             rounds: args.rounds.unwrap_or(3),
             connections: 64,
-            warmup: Duration::from_secs(2),
-            measure: Duration::from_secs(10),
-            latency: Duration::from_secs(5),
+            warmup: Duration::from_secs(1),
+            measure: Duration::from_secs(6),
+            latency: Duration::from_secs(3),
             inflight: 200,
             hold: Duration::from_secs(3),
             run_reps: 40,
@@ -183,7 +183,7 @@ fn write_report(r: &Results, out: &Path) -> Result<()> {
     plot::bars(
         r,
         "rps",
-        "Throughput at 64 connections (req/s, median, whiskers min-max)",
+        "Throughput at 64 connections, 16 for image (req/s, median, whiskers min-max)",
         "req/s",
         &out.join("throughput.png"),
     )?;

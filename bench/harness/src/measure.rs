@@ -159,7 +159,7 @@ impl Bench<'_> {
         let p = self.plan;
         let (name, wl) = (c.name, w.name());
         let saturate = Shape {
-            connections: p.connections,
+            connections: w.connections(p.connections),
             warmup: p.warmup,
             measure: p.measure,
             rate: None,
@@ -189,7 +189,7 @@ impl Bench<'_> {
             self.out.add(name, wl, "p999_1conn_ms", l.p999_ms);
         }
         let half = Shape {
-            connections: p.connections,
+            connections: w.connections(p.connections),
             warmup: short_warmup,
             measure: p.latency,
             rate: Some(rps / 2.0),

@@ -132,10 +132,11 @@ pub fn targets(r: &Results) -> Vec<Target> {
         15.0,
         " MiB",
     );
-    // slow.wasm has two 64 KiB pages of linear memory; what is above them is wedge's.
+    // Resident memory cannot tell the guest's touched linear memory (slow.wasm
+    // declares two 64 KiB pages) from wedge's own, so all of it counts as wedge's.
     at_most(
-        "host memory per in-flight request <= 64 KiB beyond linear memory",
-        m("wedge-c", ANY, "inflight_kib").map(|k| k - 128.0),
+        "host memory per in-flight request <= 64 KiB (linear memory counted as host)",
+        m("wedge-c", ANY, "inflight_kib"),
         64.0,
         " KiB",
     );
@@ -185,7 +186,7 @@ pub fn markdown(r: &Results) -> String {
 
     let _ = writeln!(
         s,
-        "\n## Throughput at {} connections (req/s)\n",
+        "\n## Throughput at {} connections, 16 for image (req/s)\n",
         c.connections
     );
     let _ = writeln!(

@@ -1,0 +1,3 @@
+module wedgebench
+
+go 1.27
