@@ -80,27 +80,27 @@ pub struct Loaded {
     pub cache_note: Option<String>,
 }
 
+/// Code already loaded for this table, by source path: functions that share
+/// a module share its code, verified and mapped once.
+pub type Shared = std::collections::HashMap<std::path::PathBuf, wedge_runtime::load::Loaded>;
+
 /// Compiles (through the cache) and prepares one function.
 pub fn load(
     engine: &Engine,
     f: &Function,
     cache: Option<&Cache>,
     registry: &Arc<Metrics>,
+    shared: &mut Shared,
 ) -> Result<Loaded> {
-    let source = Source::read(&f.source)?;
-    let loaded = source.load(engine, cache).map_err(|e| match e {
-        // The pooling allocator checks memory needs when code is loaded.
-        wedge_runtime::load::LoadError::Invalid { message, .. }
-            if message.contains("pooling allocator") =>
-        {
-            anyhow::anyhow!(
-                "function `{}` cannot be instantiated: {message} (max_memory is {} bytes)",
-                f.name,
-                f.limits.max_memory
-            )
+    let loaded = match shared.get(&f.source) {
+        Some(done) => done.clone(),
+        None => {
+            let done = load_code(engine, f, cache)?;
+            shared.insert(f.source.clone(), done.clone());
+            done
         }
-        e => anyhow::Error::new(e).context(format!("function `{}`", f.name)),
-    })?;
+    };
+
     let name: Arc<str> = f.name.as_str().into();
     let metrics = Arc::new(FunctionMetrics::new(registry.clone(), name.clone()));
     registry
@@ -233,4 +233,26 @@ pub fn classify(err: &wasmtime::Error, spec: &Spec, grow_failures: u64) -> Failu
         return Failure::MemoryLimit { message: text };
     }
     Failure::Internal { message: text }
+}
+
+/// Reads the source and loads its code through the cache.
+fn load_code(
+    engine: &Engine,
+    f: &Function,
+    cache: Option<&Cache>,
+) -> Result<wedge_runtime::load::Loaded> {
+    let source = Source::read(&f.source)?;
+    source.load(engine, cache).map_err(|e| match e {
+        // The pooling allocator checks memory needs when code is loaded.
+        wedge_runtime::load::LoadError::Invalid { message, .. }
+            if message.contains("pooling allocator") =>
+        {
+            anyhow::anyhow!(
+                "function `{}` cannot be instantiated: {message} (max_memory is {} bytes)",
+                f.name,
+                f.limits.max_memory
+            )
+        }
+        e => anyhow::Error::new(e).context(format!("function `{}`", f.name)),
+    })
 }

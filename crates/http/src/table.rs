@@ -24,10 +24,11 @@ impl Table {
         cache: Option<&Cache>,
         metrics: &Arc<Metrics>,
     ) -> Result<Table> {
+        let mut shared = function::Shared::new();
         let functions = app
             .functions
             .iter()
-            .map(|f| function::load(engine, f, cache, metrics))
+            .map(|f| function::load(engine, f, cache, metrics, &mut shared))
             .collect::<Result<Vec<_>>>()?;
         Ok(Table {
             router: app.router.clone(),

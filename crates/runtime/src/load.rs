@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-/// Compiled code ready to instantiate.
+/// Compiled code ready to instantiate (clones share the code).
+#[derive(Clone)]
 pub enum Program {
     Module(wasmtime::Module),
     Component(Component),
@@ -48,6 +49,7 @@ impl CacheStatus {
 }
 
 /// A program with what the statistics report about its loading.
+#[derive(Clone)]
 pub struct Loaded {
     pub program: Program,
     pub sha256: [u8; 32],

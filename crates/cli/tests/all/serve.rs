@@ -220,3 +220,34 @@ fn services_may_reuse_instances_and_modules_may_not() {
         r.stderr
     );
 }
+
+#[test]
+fn functions_sharing_a_module_share_its_code_but_not_their_limits() {
+    let sb = Sandbox::new();
+    let module = guest("c/wagi/env.wasm");
+    let env = s(&module);
+    let toml = format!(
+        "[[function]]\nname = \"one\"\nsource = \"{env}\"\nroutes = [\"/one\"]\nenv = {{ WHO = \"one\" }}\n\n\
+         [[function]]\nname = \"two\"\nsource = \"{env}\"\nroutes = [\"/two\"]\nenv = {{ WHO = \"two\" }}\nmethods = [\"POST\"]\n"
+    );
+    let srv = Server::start(&sb.cache_dir(), &["-f", &sb.manifest(&toml)]);
+    let one = get(srv.addr, "/one");
+    assert_eq!(one.status, 200);
+    assert!(one.text().contains("WHO=one"), "{}", one.text());
+    assert_eq!(
+        get(srv.addr, "/two").status,
+        405,
+        "the second function keeps its own methods"
+    );
+    let two = request(srv.addr, "POST", "/two", &[], b"").unwrap();
+    assert!(two.text().contains("WHO=two"), "{}", two.text());
+    // One load: both functions report the same cache outcome for the one artifact.
+    let logs = srv.logs();
+    let outcome = |name: &str| {
+        logs.lines()
+            .find(|l| l.starts_with(&format!("function {name} ")))
+            .and_then(|l| l.split("aot cache ").nth(1))
+            .map(|rest| rest.split(')').next().unwrap().to_string())
+    };
+    assert_eq!(outcome("one"), outcome("two"), "{logs}");
+}
