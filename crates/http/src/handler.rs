@@ -168,7 +168,7 @@ impl Handler {
                 guest_start: seen.guest_start,
                 guest: seen.guest.as_ref(),
             });
-            t.emit_all(spans);
+            t.emit(spans);
         }
         let trace_id = span.as_ref().map(Context::trace_id_hex);
         log::access(&log::Access {

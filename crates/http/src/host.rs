@@ -11,7 +11,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 use wedge_manifest::OutboundRule;
 use wedge_runtime::limits::Limits;
-use wedge_telemetry::trace::{self, Context, Span, SpanKind, Value};
+use wedge_telemetry::trace::{self, Context, Encoded, Span, SpanKind, Value};
 
 /// Store data of one component instance.
 pub struct HttpHost {
@@ -113,29 +113,31 @@ impl WasiHttpHooks for Outbound {
             if let (Some(t), Some(c)) = (tracer, client)
                 && c.sampled
             {
-                let mut attributes = vec![
-                    ("http.request.method", Value::Str(method.clone())),
-                    ("server.address", Value::Str(host)),
+                let status = result.as_ref().ok().map(|(r, _)| r.status().as_u16());
+                let attributes = [
+                    ("http.request.method", Value::Str(&method)),
+                    ("server.address", Value::Str(&host)),
                     ("server.port", Value::Int(i64::from(port))),
-                    ("url.full", Value::Str(url)),
-                ];
-                if let Ok((r, _)) = &result {
-                    attributes.push((
+                    ("url.full", Value::Str(&url)),
+                    (
                         "http.response.status_code",
-                        Value::Int(i64::from(r.status().as_u16())),
-                    ));
-                }
-                t.emit(Span {
+                        Value::Int(i64::from(status.unwrap_or(0))),
+                    ),
+                ];
+                let mut spans = Encoded::default();
+                spans.push(&Span {
                     trace_id: c.trace_id,
                     span_id: c.span_id,
                     parent_span_id: parent,
-                    name: method,
+                    name: &method,
                     kind: SpanKind::Client,
                     start_unix_nanos: start,
                     end_unix_nanos: trace::now_nanos(),
-                    attributes,
+                    // The status only when there was a response.
+                    attributes: &attributes[..if status.is_some() { 5 } else { 4 }],
                     error: result.is_err(),
                 });
+                t.emit(spans);
             }
             let (response, io) = result?;
             Ok((

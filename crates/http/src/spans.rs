@@ -5,7 +5,7 @@
 use crate::function::GuestStats;
 use crate::handler::Peer;
 use std::time::Duration;
-use wedge_telemetry::trace::{Context, Span, SpanKind, Value, new_span_id};
+use wedge_telemetry::trace::{Context, Encoded, Span, SpanKind, Value, new_span_id};
 
 /// What a request's spans are made from.
 pub struct Request<'a> {
@@ -31,104 +31,90 @@ fn nanos(d: Duration) -> u64 {
     d.as_nanos() as u64
 }
 
-fn child(
-    r: &Request<'_>,
-    name: &str,
-    start: u64,
-    end: u64,
-    attributes: Vec<(&'static str, Value)>,
-) -> Span {
-    Span {
+fn child(r: &Request<'_>, out: &mut Encoded, name: &str, start: u64, end: u64) {
+    out.push(&Span {
         trace_id: r.ctx.trace_id,
         span_id: new_span_id(),
         parent_span_id: Some(r.ctx.span_id),
-        name: name.to_string(),
+        name,
         kind: SpanKind::Internal,
         start_unix_nanos: start,
         end_unix_nanos: end.max(start),
-        attributes,
+        attributes: &[],
         error: false,
-    }
+    });
 }
 
-/// The request's spans, server span first.
-pub fn for_request(r: &Request<'_>) -> Vec<Span> {
-    let name = if r.route.is_empty() {
-        r.method.to_string()
-    } else {
-        format!("{} {}", r.method, r.route)
-    };
+/// The request's spans, server span first, encoded for the exporter.
+pub fn for_request(r: &Request<'_>) -> Encoded {
+    let mut name = String::with_capacity(r.method.len() + 1 + r.route.len());
+    name.push_str(r.method);
+    if !r.route.is_empty() {
+        name.push(' ');
+        name.push_str(r.route);
+    }
     let version = match r.version {
         http::Version::HTTP_2 => "2",
         http::Version::HTTP_10 => "1.0",
         _ => "1.1",
     };
-    let mut attributes = vec![
-        ("http.request.method", Value::Str(r.method.into())),
-        ("url.path", Value::Str(r.path.into())),
-        ("url.scheme", Value::Str("http".into())),
-        ("http.response.status_code", Value::Int(i64::from(r.status))),
-        ("network.protocol.version", Value::Str(version.into())),
-        ("client.address", Value::Str(r.peer.remote.ip().to_string())),
-        ("server.port", Value::Int(i64::from(r.peer.local.port()))),
-        ("wedge.request_id", Value::Str(r.request_id.into())),
-    ];
+    let client = r.peer.remote.ip().to_string();
+    let mut attributes = [("", Value::Int(0)); 12];
+    let mut n = 0;
+    let mut add = |k: &'static str, v| {
+        attributes[n] = (k, v);
+        n += 1;
+    };
+    add("http.request.method", Value::Str(r.method));
+    add("url.path", Value::Str(r.path));
+    add("url.scheme", Value::Str("http"));
+    add("http.response.status_code", Value::Int(i64::from(r.status)));
+    add("network.protocol.version", Value::Str(version));
+    add("client.address", Value::Str(&client));
+    add("server.port", Value::Int(i64::from(r.peer.local.port())));
+    add("wedge.request_id", Value::Str(r.request_id));
     if !r.route.is_empty() {
-        attributes.push(("http.route", Value::Str(r.route.into())));
+        add("http.route", Value::Str(r.route));
     }
     if !r.function.is_empty() {
-        attributes.push(("faas.name", Value::Str(r.function.into())));
+        add("faas.name", Value::Str(r.function));
     }
     if let Some(g) = r.guest {
         if let Some(m) = g.peak_memory {
-            attributes.push(("wasm.memory.peak_bytes", Value::Int(m as i64)));
+            add("wasm.memory.peak_bytes", Value::Int(m as i64));
         }
         if let Some(f) = g.fuel {
-            attributes.push(("wasm.fuel.consumed", Value::Int(f as i64)));
+            add("wasm.fuel.consumed", Value::Int(f as i64));
         }
     }
-    let mut spans = vec![Span {
+    let mut out = Encoded {
+        bytes: Vec::with_capacity(768),
+        count: 0,
+    };
+    out.push(&Span {
         trace_id: r.ctx.trace_id,
         span_id: r.ctx.span_id,
         parent_span_id: r.parent,
-        name,
+        name: &name,
         kind: SpanKind::Server,
         start_unix_nanos: r.start,
         end_unix_nanos: r.end,
-        attributes,
+        attributes: &attributes[..n],
         error: r.status >= 500,
-    }];
+    });
     // Most requests find a free slot at once: a queue span only when one waited.
     if let Some((start, waited)) = r.queued.filter(|(_, w)| !w.is_zero()) {
-        spans.push(child(
-            r,
-            "wedge.queue",
-            start,
-            start + nanos(waited),
-            vec![],
-        ));
+        child(r, &mut out, "wedge.queue", start, start + nanos(waited));
     }
     if let (Some(start), Some(g)) = (r.guest_start, r.guest) {
         match g.instantiate {
             Some(inst) => {
                 let mid = start + nanos(inst);
-                spans.push(child(r, "wasm.instantiate", start, mid, vec![]));
-                spans.push(child(
-                    r,
-                    "wasm.execute",
-                    mid,
-                    start + nanos(g.guest),
-                    vec![],
-                ));
+                child(r, &mut out, "wasm.instantiate", start, mid);
+                child(r, &mut out, "wasm.execute", mid, start + nanos(g.guest));
             }
-            None => spans.push(child(
-                r,
-                "wasm.guest",
-                start,
-                start + nanos(g.guest),
-                vec![],
-            )),
+            None => child(r, &mut out, "wasm.guest", start, start + nanos(g.guest)),
         }
     }
-    spans
+    out
 }

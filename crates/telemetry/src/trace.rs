@@ -17,8 +17,20 @@ pub struct Context {
     pub tracestate: Option<String>,
 }
 
+/// Lower-case hex, two digits a byte, appended to `out` (ids are formatted
+/// on every traced request, so no formatting machinery and no allocation per byte).
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    let mut out = String::with_capacity(bytes.len() * 2);
+    push_hex(&mut out, bytes);
+    out
 }
 
 fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
@@ -82,12 +94,13 @@ impl Context {
 
     /// The `traceparent` header value.
     pub fn traceparent(&self) -> String {
-        format!(
-            "00-{}-{}-{:02x}",
-            hex(&self.trace_id),
-            hex(&self.span_id),
-            u8::from(self.sampled)
-        )
+        let mut out = String::with_capacity(55);
+        out.push_str("00-");
+        push_hex(&mut out, &self.trace_id);
+        out.push('-');
+        push_hex(&mut out, &self.span_id);
+        out.push_str(if self.sampled { "-01" } else { "-00" });
+        out
     }
 
     /// A child context: same trace, new span id.
@@ -123,25 +136,52 @@ pub enum SpanKind {
     Client = 3,
 }
 
-/// An attribute value.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Value {
-    Str(String),
+/// An attribute value, borrowed: spans are encoded where they end, so
+/// building one allocates nothing.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Value<'a> {
+    Str(&'a str),
     Int(i64),
 }
 
-/// A finished span.
-#[derive(Clone, Debug)]
-pub struct Span {
+/// A finished span, ready to encode.
+#[derive(Clone, Copy, Debug)]
+pub struct Span<'a> {
     pub trace_id: [u8; 16],
     pub span_id: [u8; 8],
     pub parent_span_id: Option<[u8; 8]>,
-    pub name: String,
+    pub name: &'a str,
     pub kind: SpanKind,
     pub start_unix_nanos: u64,
     pub end_unix_nanos: u64,
-    pub attributes: Vec<(&'static str, Value)>,
+    pub attributes: &'a [(&'a str, Value<'a>)],
     pub error: bool,
+}
+
+/// Spans already encoded as `ScopeSpans.spans` fields, with their count:
+/// what a request hands to the exporter (one buffer, however many spans).
+#[derive(Debug, Default)]
+pub struct Encoded {
+    pub bytes: Vec<u8>,
+    pub count: usize,
+}
+
+impl Encoded {
+    pub fn push(&mut self, s: &Span<'_>) {
+        span(&mut self.bytes, s, span_len(s));
+        self.count += 1;
+    }
+
+    /// Moves `other`'s spans to the end of these.
+    pub fn append(&mut self, other: &mut Encoded) {
+        self.bytes.append(&mut other.bytes);
+        self.count += std::mem::take(&mut other.count);
+    }
+
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.count = 0;
+    }
 }
 
 /// Nanoseconds since the Unix epoch.
@@ -197,7 +237,7 @@ fn varint_field(out: &mut Vec<u8>, field: u32, v: u64) {
 }
 
 /// common.v1.AnyValue { string_value = 1; int_value = 3 }
-fn any_len(v: &Value) -> usize {
+fn any_len(v: &Value<'_>) -> usize {
     match v {
         Value::Str(s) => field_len(1, s.len()),
         Value::Int(i) => 1 + varint_len(*i as u64),
@@ -205,11 +245,11 @@ fn any_len(v: &Value) -> usize {
 }
 
 /// common.v1.KeyValue { key = 1; value = 2 }
-fn key_value_len(k: &str, v: &Value) -> usize {
+fn key_value_len(k: &str, v: &Value<'_>) -> usize {
     field_len(1, k.len()) + field_len(2, any_len(v))
 }
 
-fn key_value(out: &mut Vec<u8>, field: u32, k: &str, v: &Value) {
+fn key_value(out: &mut Vec<u8>, field: u32, k: &str, v: &Value<'_>) {
     open(out, field, key_value_len(k, v));
     bytes_field(out, 1, k.as_bytes());
     open(out, 2, any_len(v));
@@ -224,7 +264,7 @@ const ERROR_STATUS: [u8; 2] = [3 << 3, 2];
 
 /// trace.v1.Span: trace_id 1, span_id 2, parent_span_id 4, name 5, kind 6,
 /// start 7, end 8, attributes 9, status 15.
-fn span_len(s: &Span) -> usize {
+fn span_len(s: &Span<'_>) -> usize {
     field_len(1, 16)
         + field_len(2, 8)
         + s.parent_span_id.map_or(0, |_| field_len(4, 8))
@@ -243,7 +283,7 @@ fn span_len(s: &Span) -> usize {
         }
 }
 
-fn span(out: &mut Vec<u8>, s: &Span, len: usize) {
+fn span(out: &mut Vec<u8>, s: &Span<'_>, len: usize) {
     open(out, 2, len);
     bytes_field(out, 1, &s.trace_id);
     bytes_field(out, 2, &s.span_id);
@@ -254,7 +294,7 @@ fn span(out: &mut Vec<u8>, s: &Span, len: usize) {
     varint_field(out, 6, s.kind as u64);
     fixed64(out, 7, s.start_unix_nanos);
     fixed64(out, 8, s.end_unix_nanos);
-    for (k, v) in &s.attributes {
+    for (k, v) in s.attributes {
         key_value(out, 9, k, v);
     }
     if s.error {
@@ -265,14 +305,12 @@ fn span(out: &mut Vec<u8>, s: &Span, len: usize) {
 /// collector.trace.v1.ExportTraceServiceRequest { resource_spans = 1 }
 /// ResourceSpans { resource = 1 (Resource { attributes = 1 }); scope_spans = 2 }
 /// ScopeSpans { scope = 1 (InstrumentationScope { name = 1; version = 2 }); spans = 2 }
-pub fn encode_export(service_name: &str, spans: &[Span]) -> Vec<u8> {
-    let service = Value::Str(service_name.into());
+pub fn encode_export(service_name: &str, spans: &Encoded) -> Vec<u8> {
+    let service = Value::Str(service_name);
     let version = env!("CARGO_PKG_VERSION").as_bytes();
     let resource_len = field_len(1, key_value_len("service.name", &service));
     let scope_len = field_len(1, b"wedge".len()) + field_len(2, version.len());
-    let span_lens: Vec<usize> = spans.iter().map(span_len).collect();
-    let scope_spans_len =
-        field_len(1, scope_len) + span_lens.iter().map(|&n| field_len(2, n)).sum::<usize>();
+    let scope_spans_len = field_len(1, scope_len) + spans.bytes.len();
     let resource_spans_len = field_len(1, resource_len) + field_len(2, scope_spans_len);
     let total = field_len(1, resource_spans_len);
 
@@ -284,9 +322,7 @@ pub fn encode_export(service_name: &str, spans: &[Span]) -> Vec<u8> {
     open(&mut out, 1, scope_len);
     bytes_field(&mut out, 1, b"wedge");
     bytes_field(&mut out, 2, version);
-    for (s, &len) in spans.iter().zip(&span_lens) {
-        span(&mut out, s, len);
-    }
+    out.extend_from_slice(&spans.bytes);
     debug_assert_eq!(out.len(), total, "computed and written sizes differ");
     out
 }
@@ -338,14 +374,16 @@ mod tests {
             trace_id: [1; 16],
             span_id: [2; 8],
             parent_span_id: Some([3; 8]),
-            name: "GET /hello".into(),
+            name: "GET /hello",
             kind: SpanKind::Server,
             start_unix_nanos: 5,
             end_unix_nanos: 9,
-            attributes: vec![("http.response.status_code", Value::Int(200))],
+            attributes: &[("http.response.status_code", Value::Int(200))],
             error: false,
         };
-        let bytes = encode_export("svc", &[s]);
+        let mut e = Encoded::default();
+        e.push(&s);
+        let bytes = encode_export("svc", &e);
         // The span name and ids appear verbatim inside nested messages.
         let find = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
         assert!(find(b"GET /hello"));
@@ -395,20 +433,31 @@ mod tests {
     #[test]
     fn nested_lengths_parse_back_exactly() {
         let long = "x".repeat(300);
-        let spans: Vec<Span> = (0..3u8)
-            .map(|i| Span {
+        let attributes = [("long", Value::Str(&long)), ("neg", Value::Int(-5))];
+        let names: Vec<String> = (0..3).map(|i| format!("span {i}")).collect();
+        // Two requests' worth, appended as the exporter does.
+        let (mut first, mut second) = (Encoded::default(), Encoded::default());
+        for i in 0..3u8 {
+            let s = Span {
                 trace_id: [i + 1; 16],
                 span_id: [9; 8],
                 parent_span_id: (i > 0).then_some([7; 8]),
-                name: format!("span {i}"),
+                name: &names[usize::from(i)],
                 kind: SpanKind::Internal,
                 start_unix_nanos: 1,
                 end_unix_nanos: u64::MAX,
-                attributes: vec![("long", Value::Str(long.clone())), ("neg", Value::Int(-5))],
+                attributes: &attributes,
                 error: i == 2,
-            })
-            .collect();
-        let bytes = encode_export(&"s".repeat(200), &spans);
+            };
+            if i == 0 {
+                first.push(&s)
+            } else {
+                second.push(&s)
+            }
+        }
+        first.append(&mut second);
+        assert_eq!((first.count, second.count, second.bytes.len()), (3, 0, 0));
+        let bytes = encode_export(&"s".repeat(200), &first);
         let top = fields(&bytes);
         assert_eq!(top.len(), 1);
         let rs = fields(&top[0].1);
