@@ -16,6 +16,17 @@ struct Span {
     parent: String,
     name: String,
     kind: u64,
+    /// Attributes, values as text.
+    attrs: Vec<(String, String)>,
+}
+
+impl Span {
+    fn attr(&self, key: &str) -> Option<&str> {
+        self.attrs
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 fn varint(b: &[u8], i: &mut usize) -> u64 {
@@ -84,6 +95,16 @@ fn decode(export: &[u8]) -> Vec<Span> {
                         4 => span.parent = hex(v),
                         5 => span.name = String::from_utf8_lossy(v).into_owned(),
                         6 => span.kind = n,
+                        9 => {
+                            let kv = fields(v);
+                            let key = String::from_utf8_lossy(kv[0].1).into_owned();
+                            let value = match fields(kv[1].1).first() {
+                                Some((1, text, _)) => String::from_utf8_lossy(text).into_owned(),
+                                Some((3, _, int)) => int.to_string(),
+                                other => panic!("unexpected attribute value {other:?}"),
+                            };
+                            span.attrs.push((key, value));
+                        }
                         _ => {}
                     }
                 }
@@ -185,11 +206,37 @@ fn traces_continue_the_client_context_through_the_guest_to_outbound_calls() {
         .unwrap_or_else(|| panic!("no server span in the client's trace: {spans:#?}"));
     assert_eq!(server.name, "GET /...");
     assert_eq!(server.parent, client_span, "continues the client's span");
+    assert_eq!(server.attr("http.route"), Some("/..."), "{server:#?}");
+    assert_eq!(server.attr("http.request.method"), Some("GET"));
+    assert_eq!(server.attr("url.path"), Some("/outbound"));
+    assert_eq!(server.attr("http.response.status_code"), Some("200"));
+    assert_eq!(server.attr("faas.name"), Some("demo"));
+    assert_eq!(server.attr("client.address"), Some("127.0.0.1"));
+    assert!(
+        server
+            .attr("wedge.request_id")
+            .is_some_and(|id| !id.is_empty())
+    );
     let client = spans
         .iter()
         .find(|s| s.kind == 3)
         .unwrap_or_else(|| panic!("no client span: {spans:#?}"));
     assert_eq!(client.trace_id, trace_id);
+    assert_eq!(
+        client.attr("http.response.status_code"),
+        Some("200"),
+        "{client:#?}"
+    );
+    assert_eq!(
+        client.attr("server.port"),
+        Some(up.port().to_string().as_str())
+    );
+    assert!(
+        client
+            .attr("url.full")
+            .is_some_and(|u| u.ends_with("/path")),
+        "{client:#?}"
+    );
     assert_eq!(
         client.parent, server.span_id,
         "the outbound call is a child of the request"
