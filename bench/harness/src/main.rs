@@ -66,11 +66,11 @@ fn main() -> Result<()> {
         Plan {
             rounds: args.rounds.unwrap_or(3),
             connections: 64,
-            warmup: Duration::from_millis(300),
-            measure: Duration::from_millis(1200),
-            latency: Duration::from_millis(800),
+            warmup: Duration::from_millis(250),
+            measure: Duration::from_millis(1000),
+            latency: Duration::from_millis(500),
             inflight: 100,
-            hold: Duration::from_millis(1500),
+            hold: Duration::from_millis(1000),
             run_reps: 10,
         }
     } else {
