@@ -44,6 +44,9 @@ pub struct Peer {
     pub local: SocketAddr,
 }
 
+/// Named once: a `&str` header name is parsed and hashed on every insert.
+pub(crate) const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+const TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
 /// What the access log, metrics and traces learn about one request.
 #[derive(Default)]
 struct Seen {
@@ -74,16 +77,16 @@ impl Handler {
         let tracer = self.metrics.tracer.get();
         let mut parent_span = None;
         let span = tracer.map(|t| {
-            let header = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok());
+            let header = |n: &http::HeaderName| req.headers().get(n).and_then(|v| v.to_str().ok());
             let parent =
-                header("traceparent").and_then(|tp| Context::parse(tp, header("tracestate")));
+                header(&TRACEPARENT).and_then(|tp| Context::parse(tp, header(&TRACESTATE)));
             parent_span = parent.as_ref().map(|p| p.span_id);
             t.server_context(parent.as_ref())
         });
         if let Some(ctx) = &span {
             // The guest sees (and its outbound calls carry) this request's span.
-            if let Ok(v) = HeaderValue::from_str(&ctx.traceparent()) {
-                req.headers_mut().insert("traceparent", v);
+            if let Ok(v) = HeaderValue::from_bytes(&ctx.traceparent_bytes()) {
+                req.headers_mut().insert(TRACEPARENT, v);
             }
         }
         let path = req.uri().path().to_string();

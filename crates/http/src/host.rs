@@ -98,9 +98,9 @@ impl WasiHttpHooks for Outbound {
         let mut request = request;
         let client = self.trace.as_ref().map(Context::child);
         if let Some(c) = &client
-            && let Ok(v) = http::HeaderValue::from_str(&c.traceparent())
+            && let Ok(v) = http::HeaderValue::from_bytes(&c.traceparent_bytes())
         {
-            request.headers_mut().insert("traceparent", v);
+            request.headers_mut().insert(crate::handler::TRACEPARENT, v);
         }
         let tracer = self.tracer.clone();
         let parent = self.trace.as_ref().map(|t| t.span_id);

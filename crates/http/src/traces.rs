@@ -145,25 +145,29 @@ const COLLECT_EVERY: Duration = Duration::from_millis(50);
 
 async fn export(config: Config, mut rx: mpsc::Receiver<Encoded>) {
     use tokio::sync::mpsc::error::TryRecvError;
-    let mut batch = Encoded::default();
+    let mut batch: Vec<Encoded> = Vec::new();
+    let mut spans = 0;
     let mut tick = tokio::time::interval(COLLECT_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let closed = loop {
             match rx.try_recv() {
-                Ok(mut spans) => {
-                    batch.append(&mut spans);
-                    if batch.count >= BATCH {
+                Ok(request) => {
+                    spans += request.count;
+                    batch.push(request);
+                    if spans >= BATCH {
                         send(&config, &mut batch).await;
+                        spans = 0;
                     }
                 }
                 Err(TryRecvError::Empty) => break false,
                 Err(TryRecvError::Disconnected) => break true,
             }
         };
-        if batch.count > 0 {
+        if !batch.is_empty() {
             send(&config, &mut batch).await;
+            spans = 0;
         }
         if closed {
             return;
@@ -172,7 +176,7 @@ async fn export(config: Config, mut rx: mpsc::Receiver<Encoded>) {
 }
 
 /// Posts `batch` (and empties it); a failure is logged, and the spans lost.
-async fn send(config: &Config, batch: &mut Encoded) {
+async fn send(config: &Config, batch: &mut Vec<Encoded>) {
     let body = trace::encode_export(&config.service_name, batch);
     batch.clear();
     if let Err(e) = post(config, body).await {

@@ -17,20 +17,14 @@ pub struct Context {
     pub tracestate: Option<String>,
 }
 
-/// Lower-case hex, two digits a byte, appended to `out` (ids are formatted
-/// on every traced request, so no formatting machinery and no allocation per byte).
-fn push_hex(out: &mut String, bytes: &[u8]) {
+/// Lower-case hex, two digits a byte, into `out` (twice as long as `bytes`).
+/// Ids are formatted on every traced request, so no formatting machinery.
+fn write_hex(out: &mut [u8], bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0xf)];
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() * 2);
-    push_hex(&mut out, bytes);
-    out
 }
 
 fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
@@ -94,12 +88,17 @@ impl Context {
 
     /// The `traceparent` header value.
     pub fn traceparent(&self) -> String {
-        let mut out = String::with_capacity(55);
-        out.push_str("00-");
-        push_hex(&mut out, &self.trace_id);
-        out.push('-');
-        push_hex(&mut out, &self.span_id);
-        out.push_str(if self.sampled { "-01" } else { "-00" });
+        String::from_utf8(self.traceparent_bytes().to_vec()).unwrap_or_default()
+    }
+
+    /// The `traceparent` value as ASCII bytes, built without allocating.
+    pub fn traceparent_bytes(&self) -> [u8; 55] {
+        let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        write_hex(&mut out[3..35], &self.trace_id);
+        write_hex(&mut out[36..52], &self.span_id);
+        if self.sampled {
+            out[54] = b'1';
+        }
         out
     }
 
@@ -112,7 +111,9 @@ impl Context {
     }
 
     pub fn trace_id_hex(&self) -> String {
-        hex(&self.trace_id)
+        let mut out = [0u8; 32];
+        write_hex(&mut out, &self.trace_id);
+        String::from_utf8(out.to_vec()).unwrap_or_default()
     }
 }
 
@@ -168,19 +169,10 @@ pub struct Encoded {
 
 impl Encoded {
     pub fn push(&mut self, s: &Span<'_>) {
-        span(&mut self.bytes, s, span_len(s));
+        let len = span_len(s);
+        self.bytes.reserve(field_len(2, len));
+        span(&mut self.bytes, s, len);
         self.count += 1;
-    }
-
-    /// Moves `other`'s spans to the end of these.
-    pub fn append(&mut self, other: &mut Encoded) {
-        self.bytes.append(&mut other.bytes);
-        self.count += std::mem::take(&mut other.count);
-    }
-
-    pub fn clear(&mut self) {
-        self.bytes.clear();
-        self.count = 0;
     }
 }
 
@@ -194,10 +186,12 @@ pub fn now_nanos() -> u64 {
 // Protobuf wire encoding. Every message's size is computed first, so an
 // export is written into one buffer of the exact size with no nested copies.
 
+#[inline]
 fn varint_len(v: u64) -> usize {
     (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
+#[inline(always)]
 fn varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
@@ -206,37 +200,52 @@ fn varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
+#[inline(always)]
 fn key(out: &mut Vec<u8>, field: u32, wire: u8) {
     varint(out, (u64::from(field) << 3) | u64::from(wire));
 }
 
 /// Size of a length-delimited field holding `n` bytes.
+#[inline]
 fn field_len(field: u32, n: usize) -> usize {
     varint_len(u64::from(field) << 3) + varint_len(n as u64) + n
 }
 
 /// The key and length of a length-delimited field; its `n` bytes follow.
+/// Every field number here is below 16, so the key is one byte.
+#[inline(always)]
 fn open(out: &mut Vec<u8>, field: u32, n: usize) {
-    key(out, field, 2);
-    varint(out, n as u64);
+    debug_assert!(field < 16);
+    if n < 0x80 {
+        // Two pushes into reserved space: cheaper than a memcpy call.
+        out.push((field << 3 | 2) as u8);
+        out.push(n as u8);
+    } else {
+        key(out, field, 2);
+        varint(out, n as u64);
+    }
 }
 
+#[inline(always)]
 fn bytes_field(out: &mut Vec<u8>, field: u32, b: &[u8]) {
     open(out, field, b.len());
     out.extend_from_slice(b);
 }
 
+#[inline]
 fn fixed64(out: &mut Vec<u8>, field: u32, v: u64) {
     key(out, field, 1);
     out.extend_from_slice(&v.to_le_bytes());
 }
 
+#[inline]
 fn varint_field(out: &mut Vec<u8>, field: u32, v: u64) {
     key(out, field, 0);
     varint(out, v);
 }
 
 /// common.v1.AnyValue { string_value = 1; int_value = 3 }
+#[inline]
 fn any_len(v: &Value<'_>) -> usize {
     match v {
         Value::Str(s) => field_len(1, s.len()),
@@ -245,6 +254,7 @@ fn any_len(v: &Value<'_>) -> usize {
 }
 
 /// common.v1.KeyValue { key = 1; value = 2 }
+#[inline]
 fn key_value_len(k: &str, v: &Value<'_>) -> usize {
     field_len(1, k.len()) + field_len(2, any_len(v))
 }
@@ -305,12 +315,14 @@ fn span(out: &mut Vec<u8>, s: &Span<'_>, len: usize) {
 /// collector.trace.v1.ExportTraceServiceRequest { resource_spans = 1 }
 /// ResourceSpans { resource = 1 (Resource { attributes = 1 }); scope_spans = 2 }
 /// ScopeSpans { scope = 1 (InstrumentationScope { name = 1; version = 2 }); spans = 2 }
-pub fn encode_export(service_name: &str, spans: &Encoded) -> Vec<u8> {
+/// `spans` are the requests' encoded spans, copied once into the export.
+pub fn encode_export(service_name: &str, spans: &[Encoded]) -> Vec<u8> {
     let service = Value::Str(service_name);
     let version = env!("CARGO_PKG_VERSION").as_bytes();
     let resource_len = field_len(1, key_value_len("service.name", &service));
     let scope_len = field_len(1, b"wedge".len()) + field_len(2, version.len());
-    let scope_spans_len = field_len(1, scope_len) + spans.bytes.len();
+    let scope_spans_len =
+        field_len(1, scope_len) + spans.iter().map(|e| e.bytes.len()).sum::<usize>();
     let resource_spans_len = field_len(1, resource_len) + field_len(2, scope_spans_len);
     let total = field_len(1, resource_spans_len);
 
@@ -322,7 +334,9 @@ pub fn encode_export(service_name: &str, spans: &Encoded) -> Vec<u8> {
     open(&mut out, 1, scope_len);
     bytes_field(&mut out, 1, b"wedge");
     bytes_field(&mut out, 2, version);
-    out.extend_from_slice(&spans.bytes);
+    for e in spans {
+        out.extend_from_slice(&e.bytes);
+    }
     debug_assert_eq!(out.len(), total, "computed and written sizes differ");
     out
 }
@@ -383,7 +397,7 @@ mod tests {
         };
         let mut e = Encoded::default();
         e.push(&s);
-        let bytes = encode_export("svc", &e);
+        let bytes = encode_export("svc", &[e]);
         // The span name and ids appear verbatim inside nested messages.
         let find = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
         assert!(find(b"GET /hello"));
@@ -455,9 +469,8 @@ mod tests {
                 second.push(&s)
             }
         }
-        first.append(&mut second);
-        assert_eq!((first.count, second.count, second.bytes.len()), (3, 0, 0));
-        let bytes = encode_export(&"s".repeat(200), &first);
+        assert_eq!((first.count, second.count), (1, 2));
+        let bytes = encode_export(&"s".repeat(200), &[first, second]);
         let top = fields(&bytes);
         assert_eq!(top.len(), 1);
         let rs = fields(&top[0].1);
