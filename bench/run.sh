@@ -3,8 +3,8 @@
 # measures them in alternating rounds on 127.0.0.1 and writes
 # bench/results/<date>.json, bench/results/latest.md and PNG plots.
 #
-#   bash bench/run.sh            # full run, about 17 minutes after the builds
-#   bash bench/run.sh --quick    # about 4 minutes; results in bench/results/quick/
+#   bash bench/run.sh            # full run, about 21 minutes after the builds
+#   bash bench/run.sh --quick    # about 3.5 minutes; results in bench/results/quick/
 #   bash bench/run.sh --only wedge-c,wasmtime --workloads hello
 #
 # Installs what it needs: Debian fonts for the plots, the Go toolchain (PyPI

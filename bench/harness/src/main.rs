@@ -27,7 +27,7 @@ use results::{Config, ContenderInfo, Machine, Results};
 #[derive(Parser)]
 #[command(about = "Benchmarks wedge against native Rust, Node.js, Python and wasmtime serve")]
 struct Args {
-    /// Short runs (about 4 minutes in all) for a quick look; results go to OUT/quick.
+    /// Short runs (about 3.5 minutes in all) for a quick look; results go to OUT/quick.
     #[arg(long)]
     quick: bool,
     /// Rounds over all contenders (at least 3 for a report worth keeping).
