@@ -104,7 +104,7 @@ pub fn bars(r: &Results, metric: &str, title: &str, unit: &str, path: &Path) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::results::{Collector, Config, ContenderInfo, Machine};
+    use crate::results::Collector;
 
     #[test]
     fn draws_a_png() {
@@ -114,33 +114,7 @@ mod tests {
             c.add("native", "hello", "rps", v);
             c.add("node", "json", "rps", v / 2.0);
         }
-        let r = Results {
-            date: "d".into(),
-            machine: Machine {
-                cores: 2,
-                cpu: "c".into(),
-                kernel: "k".into(),
-            },
-            config: Config {
-                quick: true,
-                rounds: 3,
-                connections: 64,
-                measure_s: 1.0,
-                latency_s: 1.0,
-                warmup_s: 0.1,
-                inflight_requests: 1,
-                load_generator: "t".into(),
-            },
-            contenders: ["native", "node"]
-                .map(|n| ContenderInfo {
-                    name: n.into(),
-                    what: n.into(),
-                    version: "1".into(),
-                })
-                .into(),
-            figures: c.figures(),
-            notes: vec![],
-        };
+        let r = Results::for_test(&["native", "node"], c);
         let path =
             std::env::temp_dir().join(format!("wedge-bench-plot-{}.png", std::process::id()));
         bars(&r, "rps", "throughput", "req/s", &path).unwrap();

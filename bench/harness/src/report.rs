@@ -331,36 +331,10 @@ pub fn markdown(r: &Results) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::results::{Collector, Config, ContenderInfo, Machine};
+    use crate::results::Collector;
 
     fn results(c: Collector) -> Results {
-        Results {
-            date: "2026-11-23".into(),
-            machine: Machine {
-                cores: 2,
-                cpu: "cpu".into(),
-                kernel: "6".into(),
-            },
-            config: Config {
-                quick: false,
-                rounds: 3,
-                connections: 64,
-                measure_s: 10.0,
-                latency_s: 5.0,
-                warmup_s: 1.0,
-                inflight_requests: 200,
-                load_generator: "wedge-bench".into(),
-            },
-            contenders: ["wedge-c", "wasmtime", "native"]
-                .map(|n| ContenderInfo {
-                    name: n.into(),
-                    what: n.into(),
-                    version: "1".into(),
-                })
-                .into(),
-            figures: c.figures(),
-            notes: c.notes,
-        }
+        Results::for_test(&["wedge-c", "wasmtime", "native"], c)
     }
 
     #[test]

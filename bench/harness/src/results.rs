@@ -106,6 +106,41 @@ impl Results {
 }
 
 #[cfg(test)]
+impl Results {
+    /// A results document for tests: these contenders and the collected figures.
+    pub fn for_test(contenders: &[&str], c: Collector) -> Results {
+        Results {
+            date: "2026-11-23".into(),
+            machine: Machine {
+                cores: 2,
+                cpu: "cpu".into(),
+                kernel: "6".into(),
+            },
+            config: Config {
+                quick: false,
+                rounds: 3,
+                connections: 64,
+                measure_s: 10.0,
+                latency_s: 5.0,
+                warmup_s: 1.0,
+                inflight_requests: 200,
+                load_generator: "wedge-bench".into(),
+            },
+            contenders: contenders
+                .iter()
+                .map(|&n| ContenderInfo {
+                    name: n.into(),
+                    what: n.into(),
+                    version: "1".into(),
+                })
+                .collect(),
+            figures: c.figures(),
+            notes: c.notes,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -116,27 +151,7 @@ mod tests {
             c.add("native", "hello", "rps", v);
         }
         c.add("native", ANY, "start_ms", 4.0);
-        let r = Results {
-            date: "d".into(),
-            machine: Machine {
-                cores: 2,
-                cpu: "x".into(),
-                kernel: "k".into(),
-            },
-            config: Config {
-                quick: true,
-                rounds: 3,
-                connections: 64,
-                measure_s: 1.0,
-                latency_s: 1.0,
-                warmup_s: 0.1,
-                inflight_requests: 10,
-                load_generator: "t".into(),
-            },
-            contenders: vec![],
-            figures: c.figures(),
-            notes: vec![],
-        };
+        let r = Results::for_test(&[], c);
         let s = r.get("native", "hello", "rps").unwrap();
         assert_eq!((s.median, s.min, s.max, s.rounds), (20.0, 10.0, 30.0, 3));
         assert_eq!(r.median("native", ANY, "start_ms"), Some(4.0));

@@ -209,18 +209,7 @@ impl HandlerState for State {
         };
         let mut store = Store::new(&self.engine, host);
         store.limiter(|h| &mut h.limits);
-        // Each epoch tick yields to the scheduler; while a profile is being
-        // taken, it also takes a sample of the guest's stack.
-        if spec.profiling.is_active() {
-            let profiling = spec.profiling.clone();
-            store.epoch_deadline_callback(move |ctx| {
-                profiling.sample(&ctx);
-                Ok(wasmtime::UpdateDeadline::Yield(1))
-            });
-        } else {
-            store.epoch_deadline_async_yield_and_update(1);
-        }
-        store.set_epoch_deadline(1);
+        crate::profile::arm_epochs(&mut store, &spec.profiling);
         if self.metered {
             store.set_fuel(spec.limits.fuel.unwrap_or(u64::MAX))?;
         }

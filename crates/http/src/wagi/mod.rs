@@ -131,19 +131,7 @@ impl Wagi {
             .map_err(|e| Failure::Internal {
                 message: e.to_string(),
             })?;
-        // Each epoch tick the guest yields to the scheduler, so a busy loop
-        // cannot starve other requests; the timeout below then drops it.
-        // While a profile is being taken, each tick also takes a sample.
-        if spec.profiling.is_active() {
-            let profiling = spec.profiling.clone();
-            store.epoch_deadline_callback(move |ctx| {
-                profiling.sample(&ctx);
-                Ok(wasmtime::UpdateDeadline::Yield(1))
-            });
-        } else {
-            store.epoch_deadline_async_yield_and_update(1);
-        }
-        store.set_epoch_deadline(1);
+        crate::profile::arm_epochs(&mut store, &spec.profiling);
         let mut instantiated = None;
         let run = async {
             let t0 = std::time::Instant::now();
