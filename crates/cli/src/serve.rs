@@ -7,11 +7,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use wedge_http::admin::{Admin, Token};
 use wedge_http::handler::Handler;
 use wedge_http::metrics::Metrics;
-use wedge_http::server::{self, EpochTicker};
+use wedge_http::server::{self, EpochTicker, Listener};
 use wedge_http::table::{self, Table};
-use wedge_manifest::{App, LimitOverrides};
+use wedge_http::tls::Tls;
+use wedge_manifest::{App, ConnectionOverrides, Connections, LimitOverrides, TlsFiles};
 use wedge_runtime::engine::{self, EngineOptions, PoolSizing};
 use wedge_runtime::units;
 
@@ -64,10 +66,70 @@ struct LimitArgs {
     max_response_body: Option<u64>,
 }
 
+/// What clients may do to a connection (see docs/internet.md); each flag
+/// wins over its `[server]` key.
+#[derive(clap::Args)]
+#[command(next_help_heading = "Connections (both listeners)")]
+struct ConnectionArgs {
+    /// Connections open at once; beyond, the oldest idle one is closed [default: 4096]
+    #[arg(long, value_name = "N")]
+    max_connections: Option<u32>,
+    /// Time a client has to send a request's head [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
+    request_head_timeout: Option<Duration>,
+    /// Time a connection may stay open with no request in flight [default: 60s]
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
+    idle_timeout: Option<Duration>,
+    /// Time a client has to send a whole request body (408 after it) [default: 30s]
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
+    body_timeout: Option<Duration>,
+    /// Header fields in one request at most (431 beyond) [default: 100]
+    #[arg(long, value_name = "N")]
+    max_header_count: Option<usize>,
+    /// Bytes of header fields in one request at most (431 beyond) [default: 64KiB]
+    #[arg(long, value_name = "SIZE", value_parser = units::parse_size)]
+    max_header_bytes: Option<u64>,
+    /// HTTP/2 streams one connection may have open at once [default: 128]
+    #[arg(long, value_name = "N")]
+    http2_max_streams: Option<u32>,
+    /// HTTP/2 streams a client may reset before the server closes the
+    /// connection (the rapid-reset attack) [default: 32]
+    #[arg(long, value_name = "N")]
+    http2_max_pending_resets: Option<usize>,
+    /// Time a client has to finish the TLS handshake [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
+    tls_handshake_timeout: Option<Duration>,
+    /// PEM certificate chain: serve HTTPS (HTTP/2 and HTTP/1.1 by ALPN);
+    /// reloaded when the file changes
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+impl ConnectionArgs {
+    fn overrides(&self) -> ConnectionOverrides {
+        ConnectionOverrides {
+            max_connections: self.max_connections,
+            request_head_timeout: self.request_head_timeout,
+            idle_timeout: self.idle_timeout,
+            body_timeout: self.body_timeout,
+            max_header_count: self.max_header_count,
+            max_header_bytes: self.max_header_bytes.map(|b| b as usize),
+            http2_max_streams: self.http2_max_streams,
+            http2_max_pending_resets: self.http2_max_pending_resets,
+            tls_handshake_timeout: self.tls_handshake_timeout,
+        }
+    }
+}
+
 #[derive(clap::Args)]
 pub struct ServeArgs {
     #[command(flatten)]
     app: AppArgs,
+    #[command(flatten)]
+    connections: ConnectionArgs,
     /// Address to listen on; port 0 picks a free port [default: 127.0.0.1:8080]
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
@@ -83,6 +145,11 @@ pub struct ServeArgs {
     /// Admin listener (GET /metrics, GET/PUT /log-level); port 0 picks one
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464")]
     admin_listen: SocketAddr,
+    /// File holding the admin bearer token (else WEDGE_ADMIN_TOKEN; else one
+    /// is generated and written, mode 0600, to
+    /// $XDG_RUNTIME_DIR/wedge/admin-PORT.token or ~/.local/state/wedge/)
+    #[arg(long, value_name = "FILE", env = "WEDGE_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
     /// Log format: readable `text` or one JSON object per line
     #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -216,6 +283,31 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
         .listen
         .or(app.server.listen)
         .unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid address"));
+    let mut limits = app.server.connections.clone();
+    limits
+        .apply(&args.connections.overrides())
+        .map_err(|e| anyhow::anyhow!("connection limits: {e}"))?;
+    let tls_files = match (&args.connections.tls_cert, &args.connections.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => app.server.tls.clone(),
+    };
+    let tls = tls_files
+        .as_ref()
+        .map(Tls::new)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("tls: {e}"))?;
+    let configured_token = configured_admin_token(&args)?;
+    if configured_token.is_none() && !args.admin_listen.ip().is_loopback() {
+        anyhow::bail!(
+            "refusing to serve the admin listener on {} without a token: anyone who can reach \
+             it could change the server. Give --admin-token-file FILE or WEDGE_ADMIN_TOKEN, or \
+             keep --admin-listen on 127.0.0.1",
+            args.admin_listen
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("wedge-worker")
@@ -263,27 +355,63 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
             .await
             .with_context(|| format!("cannot listen on {} (--admin-listen)", args.admin_listen))?;
         let admin_addr = admin.local_addr()?;
+        let token = match configured_token {
+            Some(t) => t,
+            None => {
+                let (token, path) = generate_admin_token(admin_addr.port())?;
+                println!("admin token in {}", path.display());
+                token
+            }
+        };
         let shared = table::shared(table);
-        tokio::spawn(wedge_http::admin::serve(
+        let admin_app = Arc::new(Admin {
+            metrics: metrics.clone(),
+            table: shared.clone(),
+            token,
+            ready: true.into(),
+        });
+        let admin_listener = Listener::new(
+            "admin",
+            admin_limits(&limits),
+            None,
+            &metrics.connections_open,
+            &metrics.connections_closed,
+        );
+        tokio::spawn(server::serve(
             admin,
-            metrics.clone(),
-            shared.clone(),
+            admin_app,
+            admin_listener,
+            std::future::pending(),
+            Duration::ZERO,
         ));
+        if let Some(tls) = &tls {
+            tokio::spawn(tls.clone().watch(Duration::from_secs(1)));
+        }
+        let data_listener = Listener::new(
+            "data",
+            limits.clone(),
+            tls,
+            &metrics.connections_open,
+            &metrics.connections_closed,
+        );
         let mut handler = Handler::new(shared, app.server.health_prefix.clone(), metrics);
         handler.debug_token = args.debug_token.clone().filter(|t| !t.is_empty());
+        handler.max_header_bytes = limits.max_header_bytes;
+        handler.body_timeout = limits.body_timeout;
         let handler = Arc::new(handler);
         tokio::spawn(table::watch_anomalies(
             handler.table.clone(),
             args.anomaly_window,
         ));
         let _ticker = EpochTicker::start(engine.clone());
+        let scheme = if tls_files.is_some() { "https" } else { "http" };
         println!("admin on http://{admin_addr}");
-        println!("listening on http://{bound}");
+        println!("listening on {scheme}://{bound}");
         std::io::stdout().flush()?;
         let drained = server::serve(
             listener,
             handler,
-            app.server.max_connections as usize,
+            data_listener,
             shutdown_signal(),
             app.server.shutdown_grace,
         )
@@ -299,6 +427,75 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
         }
         Ok(0)
     })
+}
+
+/// The admin listener keeps the data plane's timeouts but serves a few
+/// operators and scrapers, not the internet: 64 connections.
+fn admin_limits(data: &Connections) -> Connections {
+    Connections {
+        max_connections: 64,
+        ..data.clone()
+    }
+}
+
+/// The admin token from `--admin-token-file` or `WEDGE_ADMIN_TOKEN`, if given.
+fn configured_admin_token(args: &ServeArgs) -> Result<Option<Token>> {
+    if let Some(path) = &args.admin_token_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("--admin-token-file {}", path.display()))?;
+        let token = Token::new(&text)
+            .map_err(|e| anyhow::anyhow!("--admin-token-file {}: {e}", path.display()))?;
+        return Ok(Some(token));
+    }
+    match std::env::var("WEDGE_ADMIN_TOKEN") {
+        Ok(t) if !t.trim().is_empty() => Ok(Some(
+            Token::new(&t).map_err(|e| anyhow::anyhow!("WEDGE_ADMIN_TOKEN: {e}"))?,
+        )),
+        _ => Ok(None),
+    }
+}
+
+/// Where a generated admin token goes: `$XDG_RUNTIME_DIR/wedge` (a per-user
+/// tmpfs, gone at logout), else `$XDG_STATE_HOME/wedge`, else
+/// `~/.local/state/wedge`; one file per admin port.
+fn token_dir() -> Result<PathBuf> {
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    if let Some(d) = var("XDG_RUNTIME_DIR") {
+        return Ok(d.join("wedge"));
+    }
+    if let Some(d) = var("XDG_STATE_HOME") {
+        return Ok(d.join("wedge"));
+    }
+    var("HOME")
+        .map(|h| h.join(".local/state/wedge"))
+        .context("no XDG_RUNTIME_DIR, XDG_STATE_HOME or HOME to write the admin token to; give --admin-token-file")
+}
+
+/// Generates a token and writes it (directory 0700, file 0600).
+fn generate_admin_token(port: u16) -> Result<(Token, PathBuf)> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let text = Token::generate().map_err(|e| anyhow::anyhow!(e))?;
+    let dir = token_dir()?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(format!("admin-{port}.token"));
+    let _ = std::fs::remove_file(&path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("writing the admin token to {}", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    let token = Token::new(&text).map_err(|e| anyhow::anyhow!(e))?;
+    Ok((token, path))
 }
 
 async fn shutdown_signal() {

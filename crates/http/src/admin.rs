@@ -1,6 +1,7 @@
 //! The admin listener, separate from the data plane: `GET /metrics`
-//! (Prometheus text, or OpenMetrics on request), `GET /log-level` and
-//! `PUT /log-level` (body: error, warn, info or debug), and
+//! (Prometheus text, or OpenMetrics on request), `GET /live`, `GET /ready`,
+//! and, with `Authorization: Bearer TOKEN` only, `GET /log-level`,
+//! `PUT /log-level` (body: error, warn, info or debug) and
 //! `POST /profile?function=NAME&seconds=N[&format=folded]`.
 
 use crate::body::{self, Body};
@@ -8,19 +9,58 @@ use crate::function::Executor;
 use crate::log;
 use crate::metrics::Metrics;
 use crate::profile::Code;
-use crate::server::EPOCH_TICK;
+use crate::server::{App, EPOCH_TICK, Peer};
 use crate::table::Shared;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use std::convert::Infallible;
 use std::sync::Arc;
-use tokio::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use subtle::ConstantTimeEq;
 use wedge_telemetry::encode::{self, OPENMETRICS_TEXT, PROMETHEUS_TEXT};
+
+/// Largest admin request body.
+pub const MAX_BODY: usize = 4 << 10;
+
+/// The admin endpoints.
+pub struct Admin {
+    pub metrics: Arc<Metrics>,
+    pub table: Shared,
+    /// Every endpoint but `/metrics`, `/live` and `/ready` needs it.
+    pub token: Token,
+    pub ready: AtomicBool,
+}
+
+/// The admin bearer token.
+pub struct Token(Vec<u8>);
+
+impl Token {
+    pub fn new(token: &str) -> Result<Token, String> {
+        let t = token.trim();
+        if t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(
+                "the admin token must be at least 16 printable characters, without spaces".into(),
+            );
+        }
+        Ok(Token(t.as_bytes().to_vec()))
+    }
+
+    /// 32 random bytes from the OS, hex-encoded.
+    pub fn generate() -> Result<String, String> {
+        let mut bytes = [0u8; 32];
+        getrandom::getrandom(&mut bytes).map_err(|e| format!("no OS randomness: {e}"))?;
+        Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    /// Whether `header` is `Bearer <this token>`, compared in constant time.
+    fn admits(&self, header: Option<&HeaderValue>) -> bool {
+        let Some(given) = header.and_then(|h| h.as_bytes().strip_prefix(b"Bearer ")) else {
+            return false;
+        };
+        bool::from(given.ct_eq(&self.0))
+    }
+}
 
 fn reply(status: StatusCode, content_type: &'static str, text: String) -> Response<Body> {
     let mut r = Response::new(body::full(text));
@@ -91,60 +131,116 @@ async fn profile(query: &str, table: &Shared) -> Response<Body> {
     }
 }
 
-async fn handle(req: Request<Incoming>, metrics: Arc<Metrics>, table: Shared) -> Response<Body> {
-    let plain = "text/plain; charset=utf-8";
-    match (req.method(), req.uri().path()) {
-        (&Method::POST, "/profile") => profile(req.uri().query().unwrap_or(""), &table).await,
-        (&Method::GET, "/metrics") => {
-            let accept = req
-                .headers()
-                .get(header::ACCEPT)
-                .and_then(|v| v.to_str().ok());
-            let om = encode::wants_openmetrics(accept);
-            let ct = if om {
-                OPENMETRICS_TEXT
-            } else {
-                PROMETHEUS_TEXT
-            };
-            reply(StatusCode::OK, ct, metrics.render(om))
-        }
-        (&Method::GET, "/log-level") => reply(StatusCode::OK, plain, format!("{}\n", log::level())),
-        (&Method::PUT | &Method::POST, "/log-level") => {
-            let body = match req.into_body().collect().await {
-                Ok(b) => b.to_bytes(),
-                Err(e) => return reply(StatusCode::BAD_REQUEST, plain, format!("{e}\n")),
-            };
-            match log::set_level(&String::from_utf8_lossy(&body)) {
-                Ok(()) => reply(StatusCode::OK, plain, format!("{}\n", log::level())),
-                Err(e) => reply(StatusCode::BAD_REQUEST, plain, format!("{e}\n")),
-            }
-        }
-        _ => reply(
-            StatusCode::NOT_FOUND,
-            plain,
-            "not found: try GET /metrics, GET or PUT /log-level, POST /profile?function=NAME\n"
-                .into(),
-        ),
+impl App for Admin {
+    fn call(
+        &self,
+        req: Request<Incoming>,
+        _peer: Peer,
+    ) -> impl std::future::Future<Output = Response<Body>> + Send {
+        self.handle(req)
+    }
+
+    fn stopping(&self) {
+        self.ready.store(false, Ordering::Release);
     }
 }
 
-/// Serves the admin endpoints until the task is dropped.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, table: Shared) {
-    let builder = auto::Builder::new(TokioExecutor::new());
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let (metrics, table) = (metrics.clone(), table.clone());
-        let service = service_fn(move |req| {
-            let (metrics, table) = (metrics.clone(), table.clone());
-            async move { Ok::<_, Infallible>(handle(req, metrics, table).await) }
-        });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
+const PLAIN: &str = "text/plain; charset=utf-8";
+
+impl Admin {
+    async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+        match (req.method(), req.uri().path()) {
+            (&Method::GET, "/metrics") => {
+                let accept = req
+                    .headers()
+                    .get(header::ACCEPT)
+                    .and_then(|v| v.to_str().ok());
+                let om = encode::wants_openmetrics(accept);
+                let ct = if om {
+                    OPENMETRICS_TEXT
+                } else {
+                    PROMETHEUS_TEXT
+                };
+                return reply(StatusCode::OK, ct, self.metrics.render(om));
+            }
+            (&Method::GET, "/live") => return reply(StatusCode::OK, PLAIN, "live\n".into()),
+            (&Method::GET, "/ready") if self.ready.load(Ordering::Acquire) => {
+                return reply(StatusCode::OK, PLAIN, "ready\n".into());
+            }
+            (&Method::GET, "/ready") => {
+                return reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    PLAIN,
+                    "shutting down\n".into(),
+                );
+            }
+            _ => {}
+        }
+        if !self.token.admits(req.headers().get(header::AUTHORIZATION)) {
+            let mut r = reply(
+                StatusCode::UNAUTHORIZED,
+                PLAIN,
+                "401 Unauthorized: send `Authorization: Bearer TOKEN` (the admin token)\n".into(),
+            );
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"wedge-admin\""),
+            );
+            return r;
+        }
+        match (req.method(), req.uri().path()) {
+            (&Method::POST, "/profile") => {
+                profile(req.uri().query().unwrap_or(""), &self.table).await
+            }
+            (&Method::GET, "/log-level") => {
+                reply(StatusCode::OK, PLAIN, format!("{}\n", log::level()))
+            }
+            (&Method::PUT | &Method::POST, "/log-level") => {
+                let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+                    Ok(b) => b.to_bytes(),
+                    Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                        return reply(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            PLAIN,
+                            format!("admin request bodies are limited to {MAX_BODY} bytes\n"),
+                        );
+                    }
+                    Err(e) => return reply(StatusCode::BAD_REQUEST, PLAIN, format!("{e}\n")),
+                };
+                match log::set_level(&String::from_utf8_lossy(&body)) {
+                    Ok(()) => reply(StatusCode::OK, PLAIN, format!("{}\n", log::level())),
+                    Err(e) => reply(StatusCode::BAD_REQUEST, PLAIN, format!("{e}\n")),
+                }
+            }
+            _ => reply(
+                StatusCode::NOT_FOUND,
+                PLAIN,
+                "not found: try GET /metrics, /live, /ready, GET or PUT /log-level, \
+                 POST /profile?function=NAME\n"
+                    .into(),
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Token;
+    use http::HeaderValue;
+
+    #[test]
+    fn admits_only_the_exact_bearer_token() {
+        let t = Token::new("0123456789abcdef-secret").unwrap();
+        let h = |s: &str| HeaderValue::from_str(s).unwrap();
+        assert!(t.admits(Some(&h("Bearer 0123456789abcdef-secret"))));
+        assert!(!t.admits(Some(&h("Bearer 0123456789abcdef-secreT"))));
+        assert!(!t.admits(Some(&h("Bearer 0123456789abcdef-secret2"))));
+        assert!(!t.admits(Some(&h("Basic 0123456789abcdef-secret"))));
+        assert!(!t.admits(None));
+        assert!(Token::new("short").is_err());
+        assert!(Token::new("has a space in it!!").is_err());
+        let g = Token::generate().unwrap();
+        assert_eq!(g.len(), 64);
+        assert_ne!(g, Token::generate().unwrap());
     }
 }

@@ -27,6 +27,8 @@ pub struct Limited<B> {
     limit: u64,
     sent: u64,
     on_exceeded: Option<Box<dyn FnOnce() + Send>>,
+    /// A concurrency slot held until the body is sent or dropped.
+    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl<B> Limited<B> {
@@ -36,7 +38,14 @@ impl<B> Limited<B> {
             limit,
             sent: 0,
             on_exceeded: Some(on_exceeded),
+            _slot: None,
         }
+    }
+
+    /// Holds `slot` until the body is done with.
+    pub fn holding(mut self, slot: tokio::sync::OwnedSemaphorePermit) -> Self {
+        self._slot = Some(slot);
+        self
     }
 }
 

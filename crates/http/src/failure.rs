@@ -13,6 +13,10 @@ pub enum Failure {
     MethodNotAllowed { allowed: Vec<String> },
     /// The request body is over `max_request_body`.
     BodyTooLarge { limit: u64 },
+    /// The client did not send the whole body within `body_timeout`.
+    BodyTimeout { after: Duration },
+    /// The request could not be read (a broken body, say).
+    BadRequest { problem: String },
     /// The request headers are over the server's limit.
     HeadersTooLarge { limit: usize },
     /// Every slot busy and the queue full.
@@ -45,6 +49,8 @@ impl Failure {
             Failure::NoRoute => StatusCode::NOT_FOUND,
             Failure::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Failure::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Failure::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            Failure::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Failure::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Failure::QueueFull | Failure::QueueTimeout { .. } | Failure::ShuttingDown => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -66,6 +72,8 @@ impl Failure {
             Failure::NoRoute => "no-route",
             Failure::MethodNotAllowed { .. } => "method",
             Failure::BodyTooLarge { .. } => "request-too-large",
+            Failure::BodyTimeout { .. } => "body-timeout",
+            Failure::BadRequest { .. } => "bad-request",
             Failure::HeadersTooLarge { .. } => "headers-too-large",
             Failure::QueueFull => "queue-full",
             Failure::QueueTimeout { .. } => "queue-timeout",
@@ -81,7 +89,19 @@ impl Failure {
         }
     }
 
-    /// The reason given to the client.
+    /// The reason given to every client: no guest output, no internals.
+    pub fn summary(&self) -> String {
+        match self {
+            Failure::Trap { .. } => "guest trapped".into(),
+            Failure::MemoryLimit { .. } => "guest hit its memory limit".into(),
+            Failure::Malformed { .. } => "malformed guest response".into(),
+            Failure::BadRequest { .. } => "the request could not be read".into(),
+            Failure::Internal { .. } => "internal error".into(),
+            _ => self.reason(),
+        }
+    }
+
+    /// The full reason, for the log and for holders of the debug token.
     pub fn reason(&self) -> String {
         match self {
             Failure::NoRoute => "no route matches this path".into(),
@@ -91,6 +111,11 @@ impl Failure {
             Failure::BodyTooLarge { limit } => {
                 format!("request body is larger than the limit of {limit} bytes")
             }
+            Failure::BodyTimeout { after } => format!(
+                "the request body did not arrive within {} ms",
+                after.as_millis()
+            ),
+            Failure::BadRequest { problem } => problem.clone(),
             Failure::HeadersTooLarge { limit } => {
                 format!("request headers are larger than the limit of {limit} bytes")
             }
@@ -146,6 +171,12 @@ mod tests {
                 405,
             ),
             (Failure::BodyTooLarge { limit: 1 }, 413),
+            (
+                Failure::BodyTimeout {
+                    after: Duration::from_secs(1),
+                },
+                408,
+            ),
             (Failure::HeadersTooLarge { limit: 1 }, 431),
             (
                 Failure::Trap {
@@ -184,6 +215,11 @@ mod tests {
             assert_eq!(f.status().as_u16(), status, "{f:?}");
         }
         assert!(Failure::QueueFull.retry_after().is_some());
+        let trap = Failure::Trap {
+            message: "wasm trap: secret detail".into(),
+        };
+        assert_eq!(trap.summary(), "guest trapped");
+        assert!(trap.reason().contains("secret detail"));
         assert!(Failure::NoRoute.retry_after().is_none());
     }
 }

@@ -194,8 +194,18 @@ pub fn preopen(b: &mut WasiCtxBuilder, files: &[FileMount]) -> Result<(), Failur
     Ok(())
 }
 
-/// Classifies an error out of a guest call. `grow_failures` tells whether
-/// the guest was refused memory, which explains most failures that follow.
+/// An instance could not be created because the memory limit refused the
+/// guest's initial memory.
+#[derive(Debug, thiserror::Error)]
+#[error("the guest's initial memory is over its limit of {limit} bytes: {detail}")]
+pub struct InitialMemoryRefused {
+    pub limit: u64,
+    pub detail: String,
+}
+
+/// Classifies an error out of a guest call by the types in its chain, never
+/// by its text. `grow_failures` tells whether the guest was refused memory,
+/// which explains most failures that follow.
 pub fn classify(err: &wasmtime::Error, spec: &Spec, grow_failures: u64) -> Failure {
     for cause in err.chain() {
         if cause.is::<crate::capture::OutputTooLarge>() {
@@ -203,7 +213,10 @@ pub fn classify(err: &wasmtime::Error, spec: &Spec, grow_failures: u64) -> Failu
                 limit: spec.limits.max_response_body,
             };
         }
-        if cause.is::<MemoryLimitExceeded>() || cause.is::<MemoryGrowFailed>() {
+        if cause.is::<MemoryLimitExceeded>()
+            || cause.is::<MemoryGrowFailed>()
+            || cause.is::<InitialMemoryRefused>()
+        {
             return Failure::MemoryLimit {
                 message: cause.to_string(),
             };
@@ -229,8 +242,15 @@ pub fn classify(err: &wasmtime::Error, spec: &Spec, grow_failures: u64) -> Failu
         };
     }
     let text = format!("{err:#}");
-    if text.contains("exceeds memory limits") || text.contains("memory minimum size") {
-        return Failure::MemoryLimit { message: text };
+    if grow_failures > 0 {
+        // The limiter refused memory (at instantiation, or a grow the guest
+        // could not live without) and the guest failed as a result.
+        return Failure::MemoryLimit {
+            message: format!(
+                "{text} after {grow_failures} refused memory request(s) (limit {} bytes)",
+                spec.limits.max_memory
+            ),
+        };
     }
     Failure::Internal { message: text }
 }

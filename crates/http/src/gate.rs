@@ -3,27 +3,36 @@
 //! `queue_timeout`. Waiters are served first come, first served.
 
 use crate::failure::Failure;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub struct Gate {
-    slots: Semaphore,
+    slots: Arc<Semaphore>,
     waiting: AtomicU32,
     queue: u32,
     queue_timeout: Duration,
 }
 
 /// A held slot, and how long the request queued for it.
-pub struct Entry<'a> {
-    _permit: SemaphorePermit<'a>,
+pub struct Entry {
+    permit: OwnedSemaphorePermit,
     pub queued: Duration,
+}
+
+impl Entry {
+    /// The slot itself, to hold for as long as the request uses the
+    /// instance (a streamed response body holds it until sent).
+    pub fn into_permit(self) -> OwnedSemaphorePermit {
+        self.permit
+    }
 }
 
 impl Gate {
     pub fn new(max_concurrency: u32, queue: u32, queue_timeout: Duration) -> Self {
         Gate {
-            slots: Semaphore::new(max_concurrency as usize),
+            slots: Arc::new(Semaphore::new(max_concurrency as usize)),
             waiting: AtomicU32::new(0),
             queue,
             queue_timeout,
@@ -31,10 +40,10 @@ impl Gate {
     }
 
     /// Takes a slot, waiting in the queue if there is room.
-    pub async fn enter(&self) -> Result<Entry<'_>, Failure> {
-        if let Ok(permit) = self.slots.try_acquire() {
+    pub async fn enter(&self) -> Result<Entry, Failure> {
+        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
             return Ok(Entry {
-                _permit: permit,
+                permit,
                 queued: Duration::ZERO,
             });
         }
@@ -43,11 +52,12 @@ impl Gate {
             return Err(Failure::QueueFull);
         }
         let start = Instant::now();
-        let result = tokio::time::timeout(self.queue_timeout, self.slots.acquire()).await;
+        let result =
+            tokio::time::timeout(self.queue_timeout, self.slots.clone().acquire_owned()).await;
         self.waiting.fetch_sub(1, Ordering::AcqRel);
         match result {
             Ok(Ok(permit)) => Ok(Entry {
-                _permit: permit,
+                permit,
                 queued: start.elapsed(),
             }),
             Ok(Err(_closed)) => Err(Failure::ShuttingDown),

@@ -7,6 +7,7 @@ use crate::body::{self, Body, Limited};
 use crate::failure::Failure;
 use crate::function::{Executor, GuestStats, Loaded};
 use crate::metrics::{FunctionMetrics, Metrics};
+use crate::server::{App, Peer};
 use crate::spans;
 use crate::table::Shared;
 use crate::wagi::{self, cgi};
@@ -20,12 +21,9 @@ use hyper::body::Incoming;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use wedge_telemetry::metric::Gauge;
 use wedge_telemetry::trace::{self, Context};
-
-/// Largest header section accepted (names, values and separators).
-pub const MAX_HEADER_BYTES: usize = 64 << 10;
 
 /// Shared by all connections.
 pub struct Handler {
@@ -33,15 +31,27 @@ pub struct Handler {
     pub health_prefix: String,
     pub ready: AtomicBool,
     pub metrics: Arc<Metrics>,
-    /// Requests carrying `x-wedge-debug: TOKEN` get an `x-wedge-stats` header.
+    /// Requests carrying `x-wedge-debug: TOKEN` get an `x-wedge-stats` header
+    /// and the full detail of a failure.
     pub debug_token: Option<String>,
+    /// Largest header section accepted (names, values and separators).
+    pub max_header_bytes: usize,
+    /// Time a client has to send the whole request body.
+    pub body_timeout: Duration,
 }
 
-/// Where a connection came from and arrived.
-#[derive(Clone, Copy)]
-pub struct Peer {
-    pub remote: SocketAddr,
-    pub local: SocketAddr,
+impl App for Handler {
+    fn call(
+        &self,
+        req: Request<Incoming>,
+        peer: Peer,
+    ) -> impl std::future::Future<Output = Response<Body>> + Send {
+        self.handle(req, peer)
+    }
+
+    fn stopping(&self) {
+        self.ready.store(false, Ordering::Release);
+    }
 }
 
 /// Named once: a `&str` header name is parsed and hashed on every insert.
@@ -67,6 +77,8 @@ impl Handler {
             ready: AtomicBool::new(true),
             metrics,
             debug_token: None,
+            max_header_bytes: 64 << 10,
+            body_timeout: Duration::from_secs(30),
         }
     }
 
@@ -111,6 +123,8 @@ impl Handler {
                         Failure::QueueFull
                         | Failure::QueueTimeout { .. }
                         | Failure::BodyTooLarge { .. }
+                        | Failure::BodyTimeout { .. }
+                        | Failure::BadRequest { .. }
                         | Failure::HeadersTooLarge { .. }
                         | Failure::MethodNotAllowed { .. } => f.rejected(failure.kind()),
                         Failure::Timeout { .. } => {
@@ -128,7 +142,7 @@ impl Handler {
                         &format!("{} {}", failure.status().as_u16(), failure.reason()),
                     );
                 }
-                (failure_response(&failure, &id), failure.kind())
+                (failure_response(&failure, &id, debug), failure.kind())
             }
         };
         if let Ok(v) = HeaderValue::from_str(&id) {
@@ -149,7 +163,7 @@ impl Handler {
         }
         self.metrics
             .request_duration
-            .with(&[method.as_str(), status_label(status), route, function])
+            .with(&[method_label(&method), status_label(status), route, function])
             .observe(elapsed.as_secs_f64());
         if let (Some(t), Some(ctx)) = (tracer, &span)
             && ctx.sampled
@@ -157,7 +171,7 @@ impl Handler {
             let spans = spans::for_request(&spans::Request {
                 ctx,
                 parent: parent_span,
-                method: method.as_str(),
+                method: method_label(&method),
                 path: &path,
                 version,
                 route,
@@ -202,9 +216,9 @@ impl Handler {
             .iter()
             .map(|(k, v)| k.as_str().len() + v.len() + 4)
             .sum();
-        if header_bytes > MAX_HEADER_BYTES {
+        if header_bytes > self.max_header_bytes {
             return Err(Failure::HeadersTooLarge {
-                limit: MAX_HEADER_BYTES,
+                limit: self.max_header_bytes,
             });
         }
         if let Some(rest) = path.strip_prefix(self.health_prefix.as_str()) {
@@ -243,24 +257,30 @@ impl Handler {
         }
         m.active.inc();
         let _active = Decrement(&m.active);
+        // The body is read before a slot is taken, under its own deadline:
+        // a slow uploader holds a connection, never a guest's slot.
+        let (parts, incoming) = req.into_parts();
+        let read = LimitedRequest::new(incoming, limit as usize).collect();
+        let body: Bytes = match tokio::time::timeout(self.body_timeout, read).await {
+            Err(_elapsed) => {
+                return Err(Failure::BodyTimeout {
+                    after: self.body_timeout,
+                });
+            }
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                return Err(Failure::BodyTooLarge { limit });
+            }
+            Ok(Err(e)) => {
+                return Err(Failure::BadRequest {
+                    problem: format!("the request body could not be read: {e}"),
+                });
+            }
+            Ok(Ok(collected)) => collected.to_bytes(),
+        };
         let queue_start = trace::now_nanos();
         let slot = f.gate.enter().await?;
         m.queue_wait.observe(slot.queued.as_secs_f64());
         seen.queued = Some((queue_start, slot.queued));
-        let (parts, incoming) = req.into_parts();
-        let body: Bytes = LimitedRequest::new(incoming, limit as usize)
-            .collect()
-            .await
-            .map_err(|e| {
-                if e.is::<http_body_util::LengthLimitError>() {
-                    Failure::BodyTooLarge { limit }
-                } else {
-                    Failure::Internal {
-                        message: format!("reading the request body: {e}"),
-                    }
-                }
-            })?
-            .to_bytes();
         m.request_body.observe(body.len() as f64);
         m.invocations.inc();
         seen.guest_start = Some(trace::now_nanos());
@@ -310,7 +330,14 @@ impl Handler {
                 };
                 m.invoke_duration.observe(stats.guest.as_secs_f64());
                 seen.guest = Some(stats);
-                limit_response(result?, f.spec.limits.max_response_body, id, &f.spec.name)?
+                // The slot stays taken while the body streams from the instance.
+                limit_response(
+                    result?,
+                    f.spec.limits.max_response_body,
+                    id,
+                    &f.spec.name,
+                    slot,
+                )?
             }
         };
         if let Some(n) = response.body().size_hint().exact() {
@@ -326,6 +353,25 @@ struct Decrement<'a>(&'a Gauge);
 impl Drop for Decrement<'_> {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+
+/// The method as a metric label and span attribute: one of the methods of
+/// RFC 9110 and PATCH, else `_OTHER` (the OpenTelemetry HTTP convention), so
+/// that a client cannot mint series by inventing methods.
+pub fn method_label(method: &http::Method) -> &'static str {
+    use http::Method as M;
+    match *method {
+        M::GET => "GET",
+        M::HEAD => "HEAD",
+        M::POST => "POST",
+        M::PUT => "PUT",
+        M::DELETE => "DELETE",
+        M::CONNECT => "CONNECT",
+        M::OPTIONS => "OPTIONS",
+        M::TRACE => "TRACE",
+        M::PATCH => "PATCH",
+        _ => "_OTHER",
     }
 }
 
@@ -345,6 +391,7 @@ fn status_label(status: u16) -> &'static str {
         403 => "403",
         404 => "404",
         405 => "405",
+        408 => "408",
         413 => "413",
         429 => "429",
         431 => "431",
@@ -389,6 +436,7 @@ fn limit_response(
     limit: u64,
     id: &str,
     function: &Arc<str>,
+    slot: crate::gate::Entry,
 ) -> Result<Response<Body>, Failure> {
     let declared = response
         .headers()
@@ -408,7 +456,9 @@ fn limit_response(
                 &format!("response body passed the limit of {limit} bytes; response cut off"),
             )
         });
-        Limited::new(b, limit, on_exceeded).boxed_unsync()
+        Limited::new(b, limit, on_exceeded)
+            .holding(slot.into_permit())
+            .boxed_unsync()
     }))
 }
 
@@ -422,15 +472,21 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     r
 }
 
-/// The response for a failure: its status, and a plain-text reason with
-/// the request id.
-pub fn failure_response(failure: &Failure, id: &str) -> Response<Body> {
+/// The response for a failure: its status, and a plain-text summary with
+/// the request id. The detail (a trap's message, a malformed response's
+/// problem) goes to the log, and into the body only with `detail`, for
+/// holders of the debug token.
+pub fn failure_response(failure: &Failure, id: &str, detail: bool) -> Response<Body> {
     let status = failure.status();
+    let reason = if detail {
+        failure.reason()
+    } else {
+        failure.summary()
+    };
     let body = format!(
-        "{} {}: {} (request id {id})\n",
+        "{} {}: {reason} (request id {id})\n",
         status.as_u16(),
         status.canonical_reason().unwrap_or(""),
-        failure.reason()
     );
     let mut r = Response::new(body::full(body));
     *r.status_mut() = status;
@@ -446,6 +502,9 @@ pub fn failure_response(failure: &Failure, id: &str) -> Response<Body> {
         && let Ok(v) = HeaderValue::from_str(&allowed.join(", "))
     {
         h.insert(header::ALLOW, v);
+    }
+    if matches!(failure, Failure::BodyTimeout { .. }) {
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     r
 }

@@ -4,11 +4,14 @@
 //!
 //! Lines go through a channel to one writer thread, which writes whatever
 //! has queued up in one go: a request never waits on the terminal or the
-//! disk, and under load many lines share one write.
+//! disk, and under load many lines share one write. The queue holds at most
+//! [`MAX_QUEUED_BYTES`]; when a slow terminal or disk lets it fill, further
+//! lines are dropped and counted (`wedge_log_lines_dropped_total`) rather
+//! than held in memory without bound.
 
 use std::io::Write;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Sender, channel};
 use std::time::SystemTime;
 
@@ -19,6 +22,17 @@ enum Message {
 }
 
 static WRITER: OnceLock<Sender<Message>> = OnceLock::new();
+/// Bytes of log text queued and not yet written.
+static QUEUED: AtomicUsize = AtomicUsize::new(0);
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// Most bytes of log text waiting for the writer.
+pub const MAX_QUEUED_BYTES: usize = 16 << 20;
+
+/// Lines dropped so far because the queue was full.
+pub fn dropped() -> u64 {
+    DROPPED.load(Ordering::Relaxed)
+}
 static LEVEL: AtomicU8 = AtomicU8::new(2);
 static JSON: AtomicBool = AtomicBool::new(false);
 
@@ -76,6 +90,7 @@ fn writer() -> &'static Sender<Message> {
                         };
                     }
                     let _ = std::io::stderr().lock().write_all(batch.as_bytes());
+                    QUEUED.fetch_sub(batch.len(), Ordering::AcqRel);
                     batch.clear();
                     for ack in acks.drain(..) {
                         let _ = ack.send(());
@@ -88,7 +103,15 @@ fn writer() -> &'static Sender<Message> {
 }
 
 fn emit(text: String) {
-    let _ = writer().send(Message::Text(text));
+    let len = text.len();
+    if QUEUED.fetch_add(len, Ordering::AcqRel) + len > MAX_QUEUED_BYTES {
+        QUEUED.fetch_sub(len, Ordering::AcqRel);
+        DROPPED.fetch_add(text.matches('\n').count().max(1) as u64, Ordering::Relaxed);
+        return;
+    }
+    if writer().send(Message::Text(text)).is_err() {
+        QUEUED.fetch_sub(len, Ordering::AcqRel);
+    }
 }
 
 fn stamp() -> String {

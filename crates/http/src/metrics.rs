@@ -37,6 +37,8 @@ pub struct Metrics {
     /// The engine whose pooling allocator is reported, once serving.
     pub engine: std::sync::OnceLock<wasmtime::Engine>,
     pub spans_dropped: Family<Counter>,
+    pub connections_open: Family<Gauge>,
+    pub connections_closed: Family<Counter>,
     pub instantiate_duration: Family<Histogram>,
     pub fuel_consumed: Family<Histogram>,
     /// The trace exporter, when tracing is configured.
@@ -85,6 +87,12 @@ impl Default for Metrics {
             anomaly_webhook: None,
             engine: std::sync::OnceLock::new(),
             spans_dropped: Family::new(n::WEDGE_SPANS_DROPPED, &[], Counter::default),
+            connections_open: Family::new(n::WEDGE_CONNECTIONS_OPEN, &["listener"], Gauge::default),
+            connections_closed: Family::new(
+                n::WEDGE_CONNECTIONS_CLOSED,
+                &["listener", "reason"],
+                Counter::default,
+            ),
             instantiate_duration: Family::new(n::WASM_INSTANTIATE_DURATION, F, || {
                 Histogram::new(&FAST_BUCKETS)
             }),
@@ -116,6 +124,8 @@ impl Metrics {
         e.family(&self.aot_cache);
         e.family(&self.anomaly);
         e.family(&self.spans_dropped);
+        e.family(&self.connections_open);
+        e.family(&self.connections_closed);
         e.family(&self.instantiate_duration);
         e.family(&self.fuel_consumed);
         let p = |d: n::Desc| (d.name, d.help, d.kind);
@@ -160,6 +170,8 @@ impl Metrics {
                 e.sample(name, help, kind, "", v);
             }
         }
+        let (name, help, kind) = p(n::WEDGE_LOG_LINES_DROPPED);
+        e.sample(name, help, kind, "", crate::log::dropped() as f64);
         let (name, help, kind) = p(n::PROCESS_START_TIME);
         e.sample(name, help, kind, "", process::start_time());
         let (name, help, _) = p(n::WEDGE_BUILD_INFO);
@@ -176,31 +188,7 @@ impl Metrics {
 
 /// POSTs one alert; failures are logged, never retried forever.
 async fn post_alert(url: http::Uri, json: String, function: Arc<str>) {
-    use http_body_util::BodyExt;
-    let host = url.authority().map(|a| a.to_string()).unwrap_or_default();
-    let request = http::Request::post(url.clone())
-        .header(http::header::HOST, host)
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(
-            http_body_util::Full::new(bytes::Bytes::from(json))
-                .map_err(|never| match never {})
-                .boxed_unsync(),
-        );
-    let outcome = match request {
-        Ok(req) => match wasmtime_wasi_http::default_send_request(req, None).await {
-            Ok((response, io)) => {
-                tokio::spawn(io);
-                let status = response.status();
-                let _ = response.into_body().collect().await;
-                status
-                    .is_success()
-                    .then_some(())
-                    .ok_or(format!("status {status}"))
-            }
-            Err(e) => Err(e.to_string()),
-        },
-        Err(e) => Err(e.to_string()),
-    };
+    let outcome = crate::export::post(&url, "application/json", &[], json.into_bytes()).await;
     if let Err(e) = outcome {
         crate::log::line(
             "warn",

@@ -3,7 +3,7 @@
 //! instantiation and guest execution.
 
 use crate::function::GuestStats;
-use crate::handler::Peer;
+use crate::server::Peer;
 use std::time::Duration;
 use wedge_telemetry::trace::{Context, Encoded, Span, SpanKind, Value, new_span_id};
 

@@ -190,36 +190,11 @@ async fn send(config: &Config, batch: &mut Vec<Encoded>) {
 }
 
 async fn post(config: &Config, body: Vec<u8>) -> Result<(), String> {
-    use http_body_util::BodyExt;
-    let mut req = http::Request::post(config.endpoint.clone())
-        .header(http::header::CONTENT_TYPE, "application/x-protobuf")
-        .header(
-            http::header::HOST,
-            config
-                .endpoint
-                .authority()
-                .map(|a| a.to_string())
-                .unwrap_or_default(),
-        );
-    for (k, v) in &config.headers {
-        req = req.header(k.as_str(), v.as_str());
-    }
-    let req = req
-        .body(
-            http_body_util::Full::new(bytes::Bytes::from(body))
-                .map_err(|never| match never {})
-                .boxed_unsync(),
-        )
-        .map_err(|e| e.to_string())?;
-    let (response, io) = wasmtime_wasi_http::default_send_request(req, None)
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(io);
-    let status = response.status();
-    let _ = response.into_body().collect().await;
-    if status.is_success() {
-        Ok(())
-    } else {
-        Err(format!("status {status}"))
-    }
+    crate::export::post(
+        &config.endpoint,
+        "application/x-protobuf",
+        &config.headers,
+        body,
+    )
+    .await
 }

@@ -136,39 +136,50 @@ impl HttpFunction {
         &self,
         slot: Arc<RequestSlot>,
         request: http::Request<Body>,
-        rx: tokio::sync::oneshot::Receiver<wasmtime::Error>,
+        rx: tokio::sync::oneshot::Receiver<Result<(), wasmtime::Error>>,
     ) -> Result<http::Response<Body>, Failure> {
         let spec = &self.handler.state().spec;
-        match self.handler.handle(slot, request).await {
+        match self.handler.handle(slot.clone(), request).await {
             Ok(response) => Ok(response.map(|b| b.boxed_unsync())),
             Err(e) if e.is::<ExpirationError>() => Err(Failure::Timeout {
                 after: spec.limits.timeout,
             }),
+            // The request never reached an instance: instantiation failed.
+            Err(e) if slot.peak.get().is_none() => Err(function::classify(&e, spec, 0)),
             Err(e) => {
-                // A trap ends the instance; the handler then only reports a
-                // missing response, and the trap itself reaches the worker's
-                // end (`Worker::drop`), which passes it on here.
-                let ended = tokio::time::timeout(Duration::from_secs(2), rx).await;
-                match ended {
-                    Ok(Ok(instance_error)) => Err(function::classify(&instance_error, spec, 0)),
-                    _ if format!("{e:#}").contains(NO_RESPONSE) => Err(Failure::Malformed {
+                // The instance took the request and gave no response. How it
+                // ended says why: a trap reaches only the worker's end
+                // (`Worker::drop`), which reports it here at once; a clean
+                // end means the guest returned without a response. Only an
+                // instance kept for reuse (0.3 services) may still be running.
+                match tokio::time::timeout(REUSED_INSTANCE_WAIT, rx).await {
+                    Ok(Ok(Err(instance_error))) => {
+                        Err(function::classify(&instance_error, spec, 0))
+                    }
+                    Ok(Ok(Ok(()))) => Err(Failure::Malformed {
                         problem: "the guest returned without setting a response".into(),
                     }),
-                    _ => Err(function::classify(&e, spec, 0)),
+                    _ => match function::classify(&e, spec, 0) {
+                        Failure::Internal { .. } => Err(Failure::Malformed {
+                            problem: format!("the guest gave no response: {e:#}"),
+                        }),
+                        other => Err(other),
+                    },
                 }
             }
         }
     }
 }
 
-/// What Wasmtime's handler says when a guest ends without a response.
-const NO_RESPONSE: &str = "guest never invoked `response-outparam::set`";
+/// How long a failed request waits to learn how a reused (0.3) instance
+/// ended; a fresh instance reports at once.
+const REUSED_INSTANCE_WAIT: Duration = Duration::from_millis(250);
 
 /// Per-request data handed through the handler to the instance.
 pub struct RequestSlot {
     id: String,
-    /// Receives the instance's error if it ends with one.
-    ended: Mutex<Option<tokio::sync::oneshot::Sender<wasmtime::Error>>>,
+    /// Receives how the instance ended (its error, if any).
+    ended: Mutex<Option<tokio::sync::oneshot::Sender<Result<(), wasmtime::Error>>>>,
     /// The request's span, parent of the guest's outbound calls.
     trace: Option<TraceContext>,
     /// The serving instance's peak linear memory, once it has the request.
@@ -214,7 +225,16 @@ impl HandlerState for State {
             store.set_fuel(spec.limits.fuel.unwrap_or(u64::MAX))?;
         }
         let started = std::time::Instant::now();
-        let proxy = self.pre.instantiate_async(&mut store).await?;
+        let proxy = match self.pre.instantiate_async(&mut store).await {
+            Ok(proxy) => proxy,
+            Err(e) if store.data().limits.grow_failures() > 0 => {
+                return Err(wasmtime::Error::new(function::InitialMemoryRefused {
+                    limit: spec.limits.max_memory,
+                    detail: format!("{e:#}"),
+                }));
+            }
+            Err(e) => return Err(e),
+        };
         spec.metrics
             .instantiate
             .observe(started.elapsed().as_secs_f64());
@@ -285,7 +305,7 @@ impl WorkerState for Worker {
         let (err, err_cut) = host.stderr.take();
         log::guest_output("stdout", &host.request_id, &self.spec.name, &out, out_cut);
         log::guest_output("stderr", &host.request_id, &self.spec.name, &err, err_cut);
-        if let Err(e) = result {
+        if let Err(e) = &result {
             let text = format!("{e:#}").replace('\n', " ");
             log::line(
                 "warn",
@@ -293,12 +313,13 @@ impl WorkerState for Worker {
                 &self.spec.name,
                 &format!("instance ended: {text}"),
             );
-            let tx = host
-                .slot
-                .and_then(|s| s.ended.lock().unwrap_or_else(|p| p.into_inner()).take());
-            if let Some(tx) = tx {
-                let _ = tx.send(e);
-            }
+        }
+        // Always answer, so the request learns at once how its instance ended.
+        let tx = host
+            .slot
+            .and_then(|s| s.ended.lock().unwrap_or_else(|p| p.into_inner()).take());
+        if let Some(tx) = tx {
+            let _ = tx.send(result);
         }
     }
 }

@@ -136,7 +136,9 @@ pub struct Server {
     pub listen: Option<SocketAddr>,
     pub shutdown_grace: Duration,
     pub health_prefix: String,
-    pub max_connections: u32,
+    pub connections: Connections,
+    /// HTTPS: the certificate chain and key files (both or neither).
+    pub tls: Option<TlsFiles>,
 }
 
 impl Default for Server {
@@ -145,9 +147,111 @@ impl Default for Server {
             listen: None,
             shutdown_grace: Duration::from_secs(10),
             health_prefix: DEFAULT_HEALTH_PREFIX.to_string(),
-            max_connections: 4096,
+            connections: Connections::default(),
+            tls: None,
         }
     }
+}
+
+/// What one listener allows its clients: every limit a hostile client could
+/// otherwise stretch (see docs/internet.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connections {
+    /// Connections open at once; beyond, the oldest idle one is closed.
+    pub max_connections: u32,
+    /// Time to send a request's head; for HTTP/1.1 it also bounds the wait
+    /// for the next request on a kept-alive connection.
+    pub request_head_timeout: Duration,
+    /// Time a connection may stay open with no request in flight.
+    pub idle_timeout: Duration,
+    /// Time to send a whole request body (408 after it).
+    pub body_timeout: Duration,
+    pub max_header_count: usize,
+    pub max_header_bytes: usize,
+    pub http2_max_streams: u32,
+    pub http2_max_pending_resets: usize,
+    pub tls_handshake_timeout: Duration,
+}
+
+impl Default for Connections {
+    fn default() -> Self {
+        Connections {
+            max_connections: 4096,
+            request_head_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(30),
+            max_header_count: 100,
+            max_header_bytes: 64 << 10,
+            http2_max_streams: 128,
+            http2_max_pending_resets: 32,
+            tls_handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Connection limits given as flags, each optional; they win over `[server]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnectionOverrides {
+    pub max_connections: Option<u32>,
+    pub request_head_timeout: Option<Duration>,
+    pub idle_timeout: Option<Duration>,
+    pub body_timeout: Option<Duration>,
+    pub max_header_count: Option<usize>,
+    pub max_header_bytes: Option<usize>,
+    pub http2_max_streams: Option<u32>,
+    pub http2_max_pending_resets: Option<usize>,
+    pub tls_handshake_timeout: Option<Duration>,
+}
+
+impl Connections {
+    /// Applies `o` and checks the result; `Err` names the key and the fix.
+    pub fn apply(&mut self, o: &ConnectionOverrides) -> Result<(), String> {
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = o.$f { self.$f = v; } )* };
+        }
+        set!(
+            max_connections,
+            request_head_timeout,
+            idle_timeout,
+            body_timeout,
+            max_header_count,
+            max_header_bytes,
+            http2_max_streams,
+            http2_max_pending_resets,
+            tls_handshake_timeout
+        );
+        let positive = [
+            ("max_connections", u64::from(self.max_connections)),
+            ("max_header_count", self.max_header_count as u64),
+            ("http2_max_streams", u64::from(self.http2_max_streams)),
+        ];
+        for (key, v) in positive {
+            if v == 0 {
+                return Err(format!("{key} must be at least 1"));
+            }
+        }
+        for (key, d) in [
+            ("request_head_timeout", self.request_head_timeout),
+            ("idle_timeout", self.idle_timeout),
+            ("body_timeout", self.body_timeout),
+            ("tls_handshake_timeout", self.tls_handshake_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(format!("{key} must be more than zero"));
+            }
+        }
+        if !(1024..=(1 << 20)).contains(&self.max_header_bytes) {
+            return Err("max_header_bytes must be from 1KiB to 1MiB".into());
+        }
+        Ok(())
+    }
+}
+
+/// A certificate chain and its private key, both PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// Trace export settings from `[telemetry]` (all optional).
@@ -274,8 +378,50 @@ pub fn parse(file: &Path, text: &str, cli: &LimitOverrides) -> Result<App, Manif
         }
         server.health_prefix = v.clone();
     }
-    if let Some(n) = raw.server.max_connections {
-        server.max_connections = n.max(1);
+    let rs = &raw.server;
+    let manifest_limits = ConnectionOverrides {
+        max_connections: rs.max_connections,
+        request_head_timeout: rs.request_head_timeout.map(|d| d.0),
+        idle_timeout: rs.idle_timeout.map(|d| d.0),
+        body_timeout: rs.body_timeout.map(|d| d.0),
+        max_header_count: rs.max_header_count,
+        max_header_bytes: rs.max_header_bytes.map(|s| s.0 as usize),
+        http2_max_streams: rs.http2_max_streams,
+        http2_max_pending_resets: rs.http2_max_pending_resets,
+        tls_handshake_timeout: rs.tls_handshake_timeout.map(|d| d.0),
+    };
+    server
+        .connections
+        .apply(&manifest_limits)
+        .map_err(|e| at(None, format!("[server]: {e}")))?;
+    match (&rs.tls_cert, &rs.tls_key) {
+        (None, None) => {}
+        (Some(cert), Some(key)) => {
+            let mut paths = Vec::new();
+            for p in [cert, key] {
+                let path = base.join(p.get_ref());
+                if !path.is_file() {
+                    return Err(at(
+                        Some(p.span()),
+                        format!(
+                            "`{}` not found (looked for {}; paths are relative to the manifest)",
+                            p.get_ref(),
+                            path.display()
+                        ),
+                    ));
+                }
+                paths.push(path);
+            }
+            let key = paths.pop().expect("two paths");
+            let cert = paths.pop().expect("two paths");
+            server.tls = Some(TlsFiles { cert, key });
+        }
+        (Some(one), None) | (None, Some(one)) => {
+            return Err(at(
+                Some(one.span()),
+                "give both tls_cert and tls_key (PEM files), or neither".into(),
+            ));
+        }
     }
 
     let defaults = raw.defaults.as_ref();

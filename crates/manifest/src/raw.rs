@@ -37,8 +37,28 @@ pub struct RawServer {
     pub shutdown_grace: Option<Dur>,
     /// Prefix of the health endpoints (`/.well-known/wedge`).
     pub health_prefix: Option<Spanned<String>>,
-    /// Connections served at once; more wait in the kernel's backlog.
+    /// Connections served at once; beyond, the oldest idle one is closed.
     pub max_connections: Option<u32>,
+    /// Time a client has to send a request's head (line and headers).
+    pub request_head_timeout: Option<Dur>,
+    /// Time a connection may sit with no request in flight.
+    pub idle_timeout: Option<Dur>,
+    /// Time a client has to send a request's whole body (408 after it).
+    pub body_timeout: Option<Dur>,
+    /// Header fields in one request at most.
+    pub max_header_count: Option<usize>,
+    /// Bytes of header fields in one request at most.
+    pub max_header_bytes: Option<Size>,
+    /// HTTP/2 streams a client may have open at once on one connection.
+    pub http2_max_streams: Option<u32>,
+    /// HTTP/2 streams a client may reset before the server answers them.
+    pub http2_max_pending_resets: Option<usize>,
+    /// PEM certificate chain: serve HTTPS (with `tls_key`).
+    pub tls_cert: Option<Spanned<String>>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<Spanned<String>>,
+    /// Time a client has to finish the TLS handshake.
+    pub tls_handshake_timeout: Option<Dur>,
 }
 
 /// How a function is called.

@@ -208,6 +208,24 @@ desc!(
     "1 while a function drifts from its baseline (kind: latency, memory, errors)."
 );
 desc!(
+    WEDGE_CONNECTIONS_OPEN,
+    "wedge_connections_open",
+    Gauge,
+    "Client connections open now, per listener (data or admin)."
+);
+desc!(
+    WEDGE_CONNECTIONS_CLOSED,
+    "wedge_connections_closed",
+    Counter,
+    "Connections the server closed on its own (reason: evicted, idle, head-timeout, tls-handshake)."
+);
+desc!(
+    WEDGE_LOG_LINES_DROPPED,
+    "wedge_log_lines_dropped",
+    Counter,
+    "Log lines dropped because the log queue was full."
+);
+desc!(
     WEDGE_BUILD_INFO,
     "wedge_build_info",
     Gauge,
@@ -244,7 +262,7 @@ pub const SIZE_BUCKETS: [f64; 11] = [
 
 /// Every exported name, for checks that dashboards and rules only use
 /// metrics that exist.
-pub const ALL: [Desc; 31] = [
+pub const ALL: [Desc; 34] = [
     HTTP_SERVER_REQUEST_DURATION,
     HTTP_SERVER_ACTIVE_REQUESTS,
     HTTP_SERVER_REQUEST_BODY_SIZE,
@@ -275,6 +293,9 @@ pub const ALL: [Desc; 31] = [
     WASM_FUEL_CONSUMED,
     WEDGE_SPANS_DROPPED,
     WEDGE_ANOMALY,
+    WEDGE_CONNECTIONS_OPEN,
+    WEDGE_CONNECTIONS_CLOSED,
+    WEDGE_LOG_LINES_DROPPED,
     WEDGE_BUILD_INFO,
 ];
 

@@ -27,13 +27,34 @@ pub fn open_fds() -> Option<u64> {
 
 static START: OnceLock<f64> = OnceLock::new();
 
-/// Seconds since the epoch when this was first called (call it at start).
+/// Seconds since the epoch when the process started: boot time (`btime` of
+/// `/proc/stat`) plus the process's start in clock ticks after boot (field
+/// 22 of `/proc/self/stat`), as Prometheus's own client libraries compute
+/// it. Falls back to the first call's time where `/proc` is missing.
 pub fn start_time() -> f64 {
     *START.get_or_init(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64())
+        from_proc().unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64())
+        })
     })
+}
+
+fn from_proc() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    // `rest` starts at field 3 (state); field 22 is at index 19.
+    let ticks: f64 = rest.split_whitespace().nth(19)?.parse().ok()?;
+    let boot: f64 = std::fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    // USER_HZ is 100 on every Linux architecture wedge runs on.
+    Some(boot + ticks / 100.0)
 }
 
 #[cfg(test)]
@@ -43,6 +64,15 @@ mod tests {
         assert!(super::resident_bytes().unwrap() > 0);
         assert!(super::cpu_seconds().unwrap() >= 0.0);
         assert!(super::open_fds().unwrap() >= 3);
-        assert!(super::start_time() > 1.6e9);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        let start = super::start_time();
+        // The test process started before this line, and not long before.
+        assert!(
+            start <= now + 1.0 && start > now - 3600.0,
+            "{start} vs {now}"
+        );
     }
 }

@@ -138,6 +138,11 @@ pub fn read_request(c: &mut TcpStream, answer: &[u8]) -> (String, Vec<u8>) {
     }
 }
 
+/// The admin token every test server gets (through `WEDGE_ADMIN_TOKEN`).
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+/// The `Authorization` header value that carries [`ADMIN_TOKEN`].
+pub const ADMIN_AUTH: &str = "Bearer test-admin-token-0123456789";
+
 /// A running `wedge serve`; killed on drop.
 pub struct Server {
     pub addr: SocketAddr,
@@ -159,6 +164,7 @@ impl Server {
     #[allow(clippy::zombie_processes)]
     pub fn start_with_env(cache_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_wedge"))
+            .env("WEDGE_ADMIN_TOKEN", ADMIN_TOKEN)
             .envs(env.iter().copied())
             .arg("serve")
             .args(args)
@@ -193,7 +199,12 @@ impl Server {
             if let Some(a) = line.trim().strip_prefix("admin on http://") {
                 admin = Some(a.parse().expect("admin address"));
             }
-            if let Some(addr) = line.trim().strip_prefix("listening on http://") {
+            let listening = line.trim().strip_prefix("listening on ");
+            let addr = listening.map(|a| {
+                a.trim_start_matches("http://")
+                    .trim_start_matches("https://")
+            });
+            if let Some(addr) = addr {
                 let addr = addr.parse().expect("bound address");
                 std::thread::spawn(move || {
                     let mut rest = String::new();
@@ -207,6 +218,18 @@ impl Server {
                 };
             }
         }
+    }
+
+    /// A request to the admin listener with the admin token.
+    pub fn admin_request(&self, method: &str, path: &str, body: &[u8]) -> Response {
+        request(
+            self.admin,
+            method,
+            path,
+            &[("Authorization", ADMIN_AUTH)],
+            body,
+        )
+        .expect("admin request")
     }
 
     pub fn logs(&self) -> String {

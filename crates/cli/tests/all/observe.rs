@@ -1,7 +1,7 @@
 //! Observability: `/metrics` on the admin listener after known traffic,
 //! JSON access lines, and the log level changed at runtime.
 
-use crate::client::{Server, get, read_request, request};
+use crate::client::{ADMIN_AUTH, Server, get, read_request, request};
 use crate::support::{Sandbox, example, guest, s};
 
 fn app(sb: &Sandbox) -> String {
@@ -128,11 +128,11 @@ fn json_access_lines_and_runtime_log_level() {
     assert!(v["duration_us"].as_u64().is_some() && v["guest_us"].as_u64().is_some());
     assert!(v["time"].as_f64().is_some());
 
-    assert_eq!(get(srv.admin, "/log-level").text(), "info\n");
-    let r = request(srv.admin, "PUT", "/log-level", &[], b"warn").unwrap();
+    assert_eq!(srv.admin_request("GET", "/log-level", b"").text(), "info\n");
+    let r = srv.admin_request("PUT", "/log-level", b"warn");
     assert_eq!((r.status, r.text().as_str()), (200, "warn\n"));
-    assert_eq!(get(srv.admin, "/log-level").text(), "warn\n");
-    let r = request(srv.admin, "PUT", "/log-level", &[], b"chatty").unwrap();
+    assert_eq!(srv.admin_request("GET", "/log-level", b"").text(), "warn\n");
+    let r = srv.admin_request("PUT", "/log-level", b"chatty");
     assert_eq!(r.status, 400);
     assert!(
         r.text().contains("allowed: error, warn, info, debug"),
@@ -254,7 +254,9 @@ fn profiles_a_function_from_live_traffic() {
     assert_eq!(get(srv.addr, "/").text(), "busy\n");
     let admin = srv.admin;
     let take = |query: &'static str| {
-        std::thread::spawn(move || request(admin, "POST", query, &[], b"").unwrap())
+        std::thread::spawn(move || {
+            request(admin, "POST", query, &[("Authorization", ADMIN_AUTH)], b"").unwrap()
+        })
     };
     // Traffic runs until each profile comes back.
     let folded = take("/profile?function=busy&seconds=1&format=folded");
@@ -290,13 +292,20 @@ fn profiles_a_function_from_live_traffic() {
             > 0
     );
 
-    let r = request(admin, "POST", "/profile?function=nope", &[], b"").unwrap();
+    let r = request(
+        admin,
+        "POST",
+        "/profile?function=nope",
+        &[("Authorization", ADMIN_AUTH)],
+        b"",
+    )
+    .unwrap();
     assert_eq!(r.status, 404);
     let r = request(
         admin,
         "POST",
         "/profile?function=busy&seconds=999",
-        &[],
+        &[("Authorization", ADMIN_AUTH)],
         b"",
     )
     .unwrap();
@@ -317,7 +326,7 @@ fn profiles_a_wasi_http_component_from_live_traffic() {
             admin,
             "POST",
             "/profile?function=demo.component&seconds=1&format=folded",
-            &[],
+            &[("Authorization", ADMIN_AUTH)],
             b"",
         )
         .unwrap()

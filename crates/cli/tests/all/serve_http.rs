@@ -39,11 +39,14 @@ fn c_proxy_component_hello_echo_and_trap() {
     let r = get(srv.addr, "/trap");
     assert_eq!(r.status, 500);
     assert!(
-        r.text()
-            .contains("guest trapped: wasm trap: wasm `unreachable`"),
+        r.text().contains("guest trapped (request id"),
         "{}",
         r.text()
     );
+    let trap_id = r.header("x-request-id").unwrap().to_string();
+    srv.wait_for_log(&format!(
+        "[{trap_id}] demo: 500 guest trapped: wasm trap: wasm `unreachable`"
+    ));
     // The component's stdout reaches the log, tagged with the request id.
     srv.wait_for_log(&format!("[{id}] demo stdout: handling /hello"));
 }

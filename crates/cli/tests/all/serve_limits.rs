@@ -26,6 +26,11 @@ fn expect_failure(r: &Response, status: u16, reason: &str) {
     assert!(r.header("content-type").unwrap().starts_with("text/plain"));
 }
 
+/// A GET carrying the debug token, whose failures come with their detail.
+fn debug_get(a: std::net::SocketAddr, path: &str) -> Response {
+    request(a, "GET", path, &[("x-wedge-debug", "dbg-0123456789")], b"").unwrap()
+}
+
 #[test]
 fn every_guest_failure_maps_to_one_status() {
     let sb = Sandbox::new();
@@ -46,28 +51,31 @@ fn every_guest_failure_maps_to_one_status() {
         function("env", "c/wagi/env.wasm", "max_request_body = \"1KiB\""),
     ]
     .concat();
-    let srv = Server::start(&sb.cache_dir(), &["-f", &sb.manifest(&toml)]);
+    let srv = Server::start(
+        &sb.cache_dir(),
+        &["-f", &sb.manifest(&toml), "--debug-token", "dbg-0123456789"],
+    );
     let a = srv.addr;
     expect_failure(
-        &get(a, "/trap"),
+        &debug_get(a, "/trap"),
         500,
         "guest trapped: wasm trap: integer divide by zero",
     );
-    expect_failure(&get(a, "/spin"), 504, "guest timed out after 1000 ms");
-    expect_failure(&get(a, "/grow"), 500, "memory limit");
-    expect_failure(&get(a, "/recurse"), 500, "call stack exhausted");
+    expect_failure(&debug_get(a, "/spin"), 504, "guest timed out after 1000 ms");
+    expect_failure(&debug_get(a, "/grow"), 500, "memory limit");
+    expect_failure(&debug_get(a, "/recurse"), 500, "call stack exhausted");
     expect_failure(
-        &get(a, "/flood"),
+        &debug_get(a, "/flood"),
         500,
         "larger than the limit of 65536 bytes",
     );
     expect_failure(
-        &get(a, "/badcgi"),
+        &debug_get(a, "/badcgi"),
         502,
         "header line 1 `this is not a header` has no `:`",
     );
-    expect_failure(&get(a, "/exit"), 500, "guest exited with status 7");
-    expect_failure(&get(a, "/fuel"), 500, "fuel budget of 1000");
+    expect_failure(&debug_get(a, "/exit"), 500, "guest exited with status 7");
+    expect_failure(&debug_get(a, "/fuel"), 500, "fuel budget of 1000");
     expect_failure(&get(a, "/none"), 404, "no route");
     let big = vec![b'x'; 2048];
     expect_failure(
@@ -81,6 +89,20 @@ fn every_guest_failure_maps_to_one_status() {
         431,
         "request headers are larger",
     );
+    // Without the debug token a client learns the status and a summary,
+    // never the guest's internals; the log has the detail.
+    let r = get(a, "/trap");
+    let id = r.header("x-request-id").unwrap();
+    assert_eq!(
+        r.text(),
+        format!("500 Internal Server Error: guest trapped (request id {id})\n")
+    );
+    srv.wait_for_log(&format!(
+        "[{id}] trap: 500 guest trapped: wasm trap: integer divide by zero"
+    ));
+    let r = get(a, "/badcgi");
+    assert_eq!(r.status, 502);
+    assert!(!r.text().contains("this is not a header"), "{}", r.text());
     // Guest failures are logged with the request id, and the server lives on.
     let r = get(a, "/trap");
     let id = r.header("x-request-id").unwrap();

@@ -93,11 +93,8 @@ pub fn environment(r: &CgiRequest<'_>) -> Vec<(String, String)> {
         ));
     }
     for name in r.headers.keys() {
-        if name == hyper::header::CONTENT_TYPE || name == hyper::header::CONTENT_LENGTH {
-            continue; // already CONTENT_TYPE / CONTENT_LENGTH
-        }
-        if name == hyper::header::AUTHORIZATION && !r.allow_authorization {
-            continue; // RFC 3875 §4.1.18: credentials are not passed to scripts
+        if !passed_to_guest(name, r.allow_authorization) {
+            continue;
         }
         let values: Vec<&str> = r
             .headers
@@ -112,6 +109,29 @@ pub fn environment(r: &CgiRequest<'_>) -> Vec<(String, String)> {
         env.push((var, values.join(", ")));
     }
     env
+}
+
+/// Whether a request header becomes an `HTTP_*` variable (RFC 3875 §4.1.18).
+///
+/// - `Content-Type` and `Content-Length` are already `CONTENT_TYPE` and
+///   `CONTENT_LENGTH`.
+/// - Credentials are not passed: `Proxy-Authorization` never, `Authorization`
+///   only when the function opts in (`allow_authorization`).
+/// - `Proxy` is never passed: as `HTTP_PROXY` it would set the guest's
+///   outbound proxy (httpoxy, CVE-2016-5385).
+/// - A name with `_` is dropped, as Apache and nginx do: `X_Foo` and `X-Foo`
+///   would both become `HTTP_X_FOO`, and a client could then shadow a header
+///   that a proxy in front of wedge set. Without `_`, every variable comes from
+///   exactly one header name, whose repeated fields are joined with `, `.
+pub fn passed_to_guest(name: &HeaderName, allow_authorization: bool) -> bool {
+    use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, PROXY_AUTHORIZATION};
+    if name == CONTENT_TYPE || name == CONTENT_LENGTH || name == PROXY_AUTHORIZATION {
+        return false;
+    }
+    if name == AUTHORIZATION {
+        return allow_authorization;
+    }
+    name.as_str() != "proxy" && !name.as_str().contains('_')
 }
 
 /// WAGI's argv: the path, then (for an ISINDEX-style query without `=`)

@@ -68,6 +68,29 @@ fn environment_follows_cgi() {
 }
 
 #[test]
+fn no_httpoxy_no_proxy_credentials_and_no_colliding_names() {
+    let uri: Uri = "/api".parse().unwrap();
+    let mut headers = HeaderMap::new();
+    headers.insert("proxy", "http://attacker:8080".parse().unwrap());
+    headers.insert("proxy-authorization", "Basic eDp5".parse().unwrap());
+    headers.insert("x-forwarded-for", "10.1.1.1".parse().unwrap());
+    headers.insert("x_forwarded_for", "6.6.6.6".parse().unwrap());
+    let env = environment(&req(&uri, &headers, &[]));
+    assert_eq!(get(&env, "HTTP_PROXY"), None, "httpoxy");
+    assert_eq!(get(&env, "HTTP_PROXY_AUTHORIZATION"), None);
+    assert_eq!(get(&env, "HTTP_X_FORWARDED_FOR"), Some("10.1.1.1"));
+    let names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
+    let mut unique = names.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(
+        names.len(),
+        unique.len(),
+        "one value per variable: {names:?}"
+    );
+}
+
+#[test]
 fn argv_is_the_path_and_isindex_words() {
     assert_eq!(arguments(&"/a/b?x=1".parse().unwrap()), vec!["/a/b"]);
     assert_eq!(

@@ -1,0 +1,63 @@
+//! One short HTTP POST from wedge itself (trace exports, anomaly webhooks),
+//! with its own deadlines: a collector or webhook that stalls costs one
+//! export, never the exporter. The guests' outbound client keeps its own,
+//! longer, per-request settings.
+
+use std::time::Duration;
+
+/// Time to connect to the collector or webhook.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time for the whole exchange, connection to last byte.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// POSTs `body`; `Ok` on a 2xx answer, else what went wrong.
+pub async fn post(
+    url: &http::Uri,
+    content_type: &str,
+    headers: &[(String, String)],
+    body: Vec<u8>,
+) -> Result<(), String> {
+    tokio::time::timeout(REQUEST_TIMEOUT, exchange(url, content_type, headers, body))
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {} s", REQUEST_TIMEOUT.as_secs())))
+}
+
+async fn exchange(
+    url: &http::Uri,
+    content_type: &str,
+    headers: &[(String, String)],
+    body: Vec<u8>,
+) -> Result<(), String> {
+    use http_body_util::BodyExt;
+    let host = url.authority().map(|a| a.to_string()).unwrap_or_default();
+    let mut req = http::Request::post(url.clone())
+        .header(http::header::HOST, host)
+        .header(http::header::CONTENT_TYPE, content_type);
+    for (k, v) in headers {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    let req = req
+        .body(
+            http_body_util::Full::new(bytes::Bytes::from(body))
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        )
+        .map_err(|e| e.to_string())?;
+    let options = wasmtime_wasi_http::RequestOptions {
+        connect_timeout: Some(CONNECT_TIMEOUT),
+        first_byte_timeout: Some(REQUEST_TIMEOUT),
+        between_bytes_timeout: Some(REQUEST_TIMEOUT),
+    };
+    let (response, io) = wasmtime_wasi_http::default_send_request(req, Some(options))
+        .await
+        .map_err(|e| e.to_string())?;
+    // The connection's driver ends with the exchange, or at the deadline.
+    tokio::spawn(tokio::time::timeout(REQUEST_TIMEOUT, io));
+    let status = response.status();
+    let _ = response.into_body().collect().await;
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("status {status}"))
+    }
+}
