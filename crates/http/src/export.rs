@@ -10,16 +10,50 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time for the whole exchange, connection to last byte.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Why a POST failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PostError {
+    /// The receiver answered with this non-2xx status.
+    Status(u16),
+    /// No answer: connection refused, reset, timed out.
+    Transport(String),
+}
+
+impl PostError {
+    /// Whether trying again may help: no answer, or the statuses OTLP/HTTP
+    /// calls retryable (429, 502, 503, 504).
+    pub fn retryable(&self) -> bool {
+        match self {
+            PostError::Transport(_) => true,
+            PostError::Status(s) => matches!(s, 429 | 502 | 503 | 504),
+        }
+    }
+}
+
+impl std::fmt::Display for PostError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PostError::Status(s) => write!(f, "status {s}"),
+            PostError::Transport(e) => f.write_str(e),
+        }
+    }
+}
+
 /// POSTs `body`; `Ok` on a 2xx answer, else what went wrong.
 pub async fn post(
     url: &http::Uri,
     content_type: &str,
     headers: &[(String, String)],
     body: Vec<u8>,
-) -> Result<(), String> {
+) -> Result<(), PostError> {
     tokio::time::timeout(REQUEST_TIMEOUT, exchange(url, content_type, headers, body))
         .await
-        .unwrap_or_else(|_| Err(format!("no answer within {} s", REQUEST_TIMEOUT.as_secs())))
+        .unwrap_or_else(|_| {
+            Err(PostError::Transport(format!(
+                "no answer within {} s",
+                REQUEST_TIMEOUT.as_secs()
+            )))
+        })
 }
 
 async fn exchange(
@@ -27,7 +61,7 @@ async fn exchange(
     content_type: &str,
     headers: &[(String, String)],
     body: Vec<u8>,
-) -> Result<(), String> {
+) -> Result<(), PostError> {
     use http_body_util::BodyExt;
     let host = url.authority().map(|a| a.to_string()).unwrap_or_default();
     let mut req = http::Request::post(url.clone())
@@ -42,7 +76,7 @@ async fn exchange(
                 .map_err(|never| match never {})
                 .boxed_unsync(),
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| PostError::Transport(e.to_string()))?;
     let options = wasmtime_wasi_http::RequestOptions {
         connect_timeout: Some(CONNECT_TIMEOUT),
         first_byte_timeout: Some(REQUEST_TIMEOUT),
@@ -50,7 +84,7 @@ async fn exchange(
     };
     let (response, io) = wasmtime_wasi_http::default_send_request(req, Some(options))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| PostError::Transport(e.to_string()))?;
     // The connection's driver ends with the exchange, or at the deadline.
     tokio::spawn(tokio::time::timeout(REQUEST_TIMEOUT, io));
     let status = response.status();
@@ -58,6 +92,6 @@ async fn exchange(
     if status.is_success() {
         Ok(())
     } else {
-        Err(format!("status {status}"))
+        Err(PostError::Status(status.as_u16()))
     }
 }

@@ -10,7 +10,7 @@ use crate::metrics::{FunctionMetrics, Metrics};
 use crate::server::{App, Peer};
 use crate::spans;
 use crate::table::Shared;
-use crate::wagi::{self, cgi};
+use crate::wagi;
 use crate::{log, request_id};
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -22,6 +22,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use wedge_cgi as cgi;
 use wedge_telemetry::metric::Gauge;
 use wedge_telemetry::trace::{self, Context};
 

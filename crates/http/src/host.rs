@@ -27,6 +27,8 @@ pub struct HttpHost {
     pub slot: Option<Arc<crate::wasi_http::RequestSlot>>,
 }
 
+const TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
+
 impl WasiView for HttpHost {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
@@ -101,6 +103,14 @@ impl WasiHttpHooks for Outbound {
             && let Ok(v) = http::HeaderValue::from_bytes(&c.traceparent_bytes())
         {
             request.headers_mut().insert(crate::handler::TRACEPARENT, v);
+            // W3C trace context: vendors' state travels with the trace,
+            // unless the guest set its own.
+            if let Some(state) = &c.tracestate
+                && !request.headers().contains_key(TRACESTATE)
+                && let Ok(v) = http::HeaderValue::from_str(state)
+            {
+                request.headers_mut().insert(TRACESTATE, v);
+            }
         }
         let tracer = self.tracer.clone();
         let parent = self.trace.as_ref().map(|t| t.span_id);

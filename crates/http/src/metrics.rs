@@ -188,7 +188,16 @@ impl Metrics {
 
 /// POSTs one alert; failures are logged, never retried forever.
 async fn post_alert(url: http::Uri, json: String, function: Arc<str>) {
-    let outcome = crate::export::post(&url, "application/json", &[], json.into_bytes()).await;
+    let outcome =
+        crate::export::post(&url, "application/json", &[], json.clone().into_bytes()).await;
+    // An alert is worth one retry: a webhook that restarts misses nothing.
+    let outcome = match outcome {
+        Err(e) if e.retryable() => {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            crate::export::post(&url, "application/json", &[], json.into_bytes()).await
+        }
+        other => other,
+    };
     if let Err(e) = outcome {
         crate::log::line(
             "warn",

@@ -82,7 +82,11 @@ impl Context {
             trace_id,
             span_id,
             sampled: flags & 1 == 1,
-            tracestate: tracestate.map(str::to_string),
+            // W3C: at most 32 members; longer than 512 bytes may be dropped.
+            tracestate: tracestate
+                .map(str::trim)
+                .filter(|t| !t.is_empty() && t.len() <= 512 && t.split(',').count() <= 32)
+                .map(str::to_string),
         })
     }
 
@@ -315,11 +319,18 @@ fn span(out: &mut Vec<u8>, s: &Span<'_>, len: usize) {
 /// collector.trace.v1.ExportTraceServiceRequest { resource_spans = 1 }
 /// ResourceSpans { resource = 1 (Resource { attributes = 1 }); scope_spans = 2 }
 /// ScopeSpans { scope = 1 (InstrumentationScope { name = 1; version = 2 }); spans = 2 }
+/// `resource` is the resource's attributes (`service.name` first);
 /// `spans` are the requests' encoded spans, copied once into the export.
-pub fn encode_export(service_name: &str, spans: &[Encoded]) -> Vec<u8> {
-    let service = Value::Str(service_name);
+pub fn encode_export(resource: &[(String, String)], spans: &[Encoded]) -> Vec<u8> {
+    let attrs: Vec<(&str, Value<'_>)> = resource
+        .iter()
+        .map(|(k, v)| (k.as_str(), Value::Str(v)))
+        .collect();
     let version = env!("CARGO_PKG_VERSION").as_bytes();
-    let resource_len = field_len(1, key_value_len("service.name", &service));
+    let resource_len: usize = attrs
+        .iter()
+        .map(|(k, v)| field_len(1, key_value_len(k, v)))
+        .sum();
     let scope_len = field_len(1, b"wedge".len()) + field_len(2, version.len());
     let scope_spans_len =
         field_len(1, scope_len) + spans.iter().map(|e| e.bytes.len()).sum::<usize>();
@@ -329,7 +340,9 @@ pub fn encode_export(service_name: &str, spans: &[Encoded]) -> Vec<u8> {
     let mut out = Vec::with_capacity(total);
     open(&mut out, 1, resource_spans_len);
     open(&mut out, 1, resource_len);
-    key_value(&mut out, 1, "service.name", &service);
+    for (k, v) in &attrs {
+        key_value(&mut out, 1, k, v);
+    }
     open(&mut out, 2, scope_spans_len);
     open(&mut out, 1, scope_len);
     bytes_field(&mut out, 1, b"wedge");
@@ -382,70 +395,22 @@ mod tests {
         assert!((350..650).contains(&half), "{half}");
     }
 
-    #[test]
-    fn encodes_protobuf_fields() {
-        let s = Span {
-            trace_id: [1; 16],
-            span_id: [2; 8],
-            parent_span_id: Some([3; 8]),
-            name: "GET /hello",
-            kind: SpanKind::Server,
-            start_unix_nanos: 5,
-            end_unix_nanos: 9,
-            attributes: &[("http.response.status_code", Value::Int(200))],
-            error: false,
-        };
-        let mut e = Encoded::default();
-        e.push(&s);
-        let bytes = encode_export("svc", &[e]);
-        // The span name and ids appear verbatim inside nested messages.
-        let find = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
-        assert!(find(b"GET /hello"));
-        assert!(find(&[0x0a, 16, 1, 1, 1, 1]), "trace_id field 1, 16 bytes");
-        assert!(find(b"service.name"));
-        assert!(find(&[0x30, 2]), "kind = SERVER");
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value;
+    use prost::Message;
+
+    fn text(v: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>) -> String {
+        match v.as_ref().and_then(|v| v.value.as_ref()) {
+            Some(any_value::Value::StringValue(s)) => s.clone(),
+            Some(any_value::Value::IntValue(i)) => i.to_string(),
+            other => panic!("unexpected attribute value {other:?}"),
+        }
     }
 
-    /// Splits a message into (field, payload) pairs; varint and fixed64
-    /// payloads come back as their little-endian value bytes.
-    fn fields(mut b: &[u8]) -> Vec<(u32, Vec<u8>)> {
-        fn varint(b: &mut &[u8]) -> u64 {
-            let (mut v, mut shift) = (0u64, 0);
-            loop {
-                let byte = b[0];
-                *b = &b[1..];
-                v |= u64::from(byte & 0x7f) << shift;
-                if byte < 0x80 {
-                    return v;
-                }
-                shift += 7;
-            }
-        }
-        let mut out = Vec::new();
-        while !b.is_empty() {
-            let k = varint(&mut b);
-            let payload = match k & 7 {
-                0 => varint(&mut b).to_le_bytes().to_vec(),
-                1 => {
-                    let (v, rest) = b.split_at(8);
-                    b = rest;
-                    v.to_vec()
-                }
-                2 => {
-                    let n = varint(&mut b) as usize;
-                    let (v, rest) = b.split_at(n);
-                    b = rest;
-                    v.to_vec()
-                }
-                w => panic!("unexpected wire type {w}"),
-            };
-            out.push(((k >> 3) as u32, payload));
-        }
-        out
-    }
-
+    /// The export decoded by opentelemetry-proto (prost, generated from the
+    /// OTLP .proto files): an implementation independent of ours.
     #[test]
-    fn nested_lengths_parse_back_exactly() {
+    fn exports_decode_with_the_reference_types() {
         let long = "x".repeat(300);
         let attributes = [("long", Value::Str(&long)), ("neg", Value::Int(-5))];
         let names: Vec<String> = (0..3).map(|i| format!("span {i}")).collect();
@@ -457,7 +422,11 @@ mod tests {
                 span_id: [9; 8],
                 parent_span_id: (i > 0).then_some([7; 8]),
                 name: &names[usize::from(i)],
-                kind: SpanKind::Internal,
+                kind: if i == 0 {
+                    SpanKind::Server
+                } else {
+                    SpanKind::Internal
+                },
                 start_unix_nanos: 1,
                 end_unix_nanos: u64::MAX,
                 attributes: &attributes,
@@ -470,46 +439,46 @@ mod tests {
             }
         }
         assert_eq!((first.count, second.count), (1, 2));
-        let bytes = encode_export(&"s".repeat(200), &[first, second]);
-        let top = fields(&bytes);
-        assert_eq!(top.len(), 1);
-        let rs = fields(&top[0].1);
-        assert_eq!((rs[0].0, rs[1].0), (1, 2));
-        let resource = fields(&rs[0].1);
-        let kv = fields(&resource[0].1);
-        assert_eq!(kv[0].1, b"service.name");
-        assert_eq!(fields(&kv[1].1)[0].1, "s".repeat(200).into_bytes());
-        let ss = fields(&rs[1].1);
-        assert_eq!(ss.len(), 4, "scope and three spans");
-        let scope = fields(&ss[0].1);
-        assert_eq!(scope[0].1, b"wedge");
-        for (i, (field, body)) in ss[1..].iter().enumerate() {
-            assert_eq!(*field, 2);
-            let f = fields(body);
-            let get = |n: u32| {
-                f.iter()
-                    .filter(|(k, _)| *k == n)
-                    .map(|(_, v)| v.clone())
-                    .collect::<Vec<_>>()
-            };
-            assert_eq!(get(1), vec![vec![i as u8 + 1; 16]]);
-            assert_eq!(get(4).len(), usize::from(i > 0));
-            assert_eq!(get(5), vec![format!("span {i}").into_bytes()]);
-            assert_eq!(get(8), vec![u64::MAX.to_le_bytes().to_vec()]);
-            let attrs = get(9);
-            assert_eq!(attrs.len(), 2);
-            let long_value = fields(&fields(&attrs[0])[1].1);
-            assert_eq!(long_value[0].1.len(), 300);
-            let neg = fields(&fields(&attrs[1])[1].1);
+        let resource = vec![
+            ("service.name".to_string(), "s".repeat(200)),
+            ("deployment.environment".to_string(), "edge".to_string()),
+        ];
+        let bytes = encode_export(&resource, &[first, second]);
+        let export = ExportTraceServiceRequest::decode(bytes.as_slice()).expect("valid OTLP");
+        assert_eq!(export.resource_spans.len(), 1);
+        let rs = &export.resource_spans[0];
+        let attrs: Vec<(String, String)> = rs
+            .resource
+            .as_ref()
+            .unwrap()
+            .attributes
+            .iter()
+            .map(|kv| (kv.key.clone(), text(&kv.value)))
+            .collect();
+        assert_eq!(attrs, resource);
+        let ss = &rs.scope_spans[0];
+        assert_eq!(ss.scope.as_ref().unwrap().name, "wedge");
+        assert_eq!(ss.spans.len(), 3);
+        for (i, sp) in ss.spans.iter().enumerate() {
+            assert_eq!(sp.trace_id, vec![i as u8 + 1; 16]);
+            assert_eq!(sp.span_id, vec![9; 8]);
+            assert_eq!(sp.parent_span_id.len(), if i > 0 { 8 } else { 0 });
+            assert_eq!(sp.name, format!("span {i}"));
+            assert_eq!(sp.kind, if i == 0 { 2 } else { 1 }, "SERVER, INTERNAL");
             assert_eq!(
-                (
-                    neg[0].0,
-                    u64::from_le_bytes(neg[0].1.clone().try_into().unwrap())
-                ),
-                (3, -5i64 as u64)
+                (sp.start_time_unix_nano, sp.end_time_unix_nano),
+                (1, u64::MAX)
             );
-            let status = get(15);
-            assert_eq!(status.len(), usize::from(i == 2));
+            let attrs: Vec<(String, String)> = sp
+                .attributes
+                .iter()
+                .map(|kv| (kv.key.clone(), text(&kv.value)))
+                .collect();
+            assert_eq!(
+                attrs,
+                [("long".into(), long.clone()), ("neg".into(), "-5".into())]
+            );
+            assert_eq!(sp.status.as_ref().map(|s| s.code), (i == 2).then_some(2));
         }
     }
 }

@@ -4,6 +4,9 @@
 
 use crate::client::{Server, get, read_request, request};
 use crate::support::{Sandbox, example, guest, s};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
+use prost::Message;
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,90 +32,60 @@ impl Span {
     }
 }
 
-fn varint(b: &[u8], i: &mut usize) -> u64 {
-    let mut v = 0u64;
-    let mut shift = 0;
-    loop {
-        let byte = b[*i];
-        *i += 1;
-        v |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return v;
-        }
-        shift += 7;
-    }
-}
-
-/// Walks one protobuf message: (field, wire type, payload or varint).
-fn fields(b: &[u8]) -> Vec<(u64, &[u8], u64)> {
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        let key = varint(b, &mut i);
-        let (field, wire) = (key >> 3, key & 7);
-        match wire {
-            0 => {
-                let v = varint(b, &mut i);
-                out.push((field, &b[0..0], v));
-            }
-            1 => {
-                out.push((field, &b[i..i + 8], 0));
-                i += 8;
-            }
-            2 => {
-                let len = varint(b, &mut i) as usize;
-                out.push((field, &b[i..i + len], 0));
-                i += len;
-            }
-            5 => i += 4,
-            _ => panic!("unexpected wire type {wire}"),
-        }
-    }
-    out
-}
-
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn decode(export: &[u8]) -> Vec<Span> {
+fn text(v: &Option<AnyValue>) -> String {
+    match v.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(any_value::Value::StringValue(s)) => s.clone(),
+        Some(any_value::Value::IntValue(i)) => i.to_string(),
+        other => panic!("unexpected attribute value {other:?}"),
+    }
+}
+
+/// Decodes an export with opentelemetry-proto's generated types (an
+/// implementation independent of wedge's encoder): its spans, and the
+/// resource's attributes.
+fn decode(export: &[u8]) -> (Vec<Span>, Vec<(String, String)>) {
+    let export = ExportTraceServiceRequest::decode(export).expect("a valid OTLP export");
     let mut spans = Vec::new();
-    for (f, rs, _) in fields(export) {
-        assert_eq!(f, 1, "resource_spans");
-        for (f, ss, _) in fields(rs) {
-            if f != 2 {
-                continue;
-            }
-            for (f, sp, _) in fields(ss) {
-                if f != 2 {
-                    continue;
-                }
-                let mut span = Span::default();
-                for (f, v, n) in fields(sp) {
-                    match f {
-                        1 => span.trace_id = hex(v),
-                        2 => span.span_id = hex(v),
-                        4 => span.parent = hex(v),
-                        5 => span.name = String::from_utf8_lossy(v).into_owned(),
-                        6 => span.kind = n,
-                        9 => {
-                            let kv = fields(v);
-                            let key = String::from_utf8_lossy(kv[0].1).into_owned();
-                            let value = match fields(kv[1].1).first() {
-                                Some((1, text, _)) => String::from_utf8_lossy(text).into_owned(),
-                                Some((3, _, int)) => int.to_string(),
-                                other => panic!("unexpected attribute value {other:?}"),
-                            };
-                            span.attrs.push((key, value));
-                        }
-                        _ => {}
-                    }
-                }
-                spans.push(span);
-            }
+    let mut resource = Vec::new();
+    for rs in &export.resource_spans {
+        for kv in rs.resource.iter().flat_map(|r| &r.attributes) {
+            resource.push((kv.key.clone(), text(&kv.value)));
+        }
+        for sp in rs.scope_spans.iter().flat_map(|ss| &ss.spans) {
+            spans.push(Span {
+                trace_id: hex(&sp.trace_id),
+                span_id: hex(&sp.span_id),
+                parent: hex(&sp.parent_span_id),
+                name: sp.name.clone(),
+                kind: sp.kind as u64,
+                attrs: sp
+                    .attributes
+                    .iter()
+                    .map(|kv| (kv.key.clone(), text(&kv.value)))
+                    .collect(),
+            });
         }
     }
-    spans
+    (spans, resource)
+}
+
+/// Decompresses with the system's `gzip`, not the crate wedge compresses with.
+fn gunzip(body: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("gzip")
+        .arg("-dc")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("gzip");
+    child.stdin.take().unwrap().write_all(body).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "gzip -dc failed");
+    out.stdout
 }
 
 #[test]
@@ -121,21 +94,35 @@ fn traces_continue_the_client_context_through_the_guest_to_outbound_calls() {
     let otlp = TcpListener::bind("127.0.0.1:0").unwrap();
     let otlp_addr = otlp.local_addr().unwrap();
     let received: Arc<Mutex<Vec<Span>>> = Arc::default();
-    let sink = received.clone();
+    let resources: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let (sink, resource_sink) = (received.clone(), resources.clone());
     std::thread::spawn(move || {
+        // The first export is turned away with a 503: the exporter must
+        // retry it rather than lose its spans.
+        let mut first = true;
         for conn in otlp.incoming() {
             let Ok(mut c) = conn else { continue };
-            let (head, body) = read_request(
-                &mut c,
-                b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-            );
+            let answer: &[u8] = if first {
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            } else {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            };
+            let turned_away = first;
+            first = false;
+            let (head, body) = read_request(&mut c, answer);
+            let lower = head.to_ascii_lowercase();
             assert!(head.starts_with("POST /v1/traces"), "{head}");
             assert!(
-                head.to_ascii_lowercase()
-                    .contains("content-type: application/x-protobuf"),
+                lower.contains("content-type: application/x-protobuf"),
                 "{head}"
             );
-            sink.lock().unwrap().extend(decode(&body));
+            assert!(lower.contains("content-encoding: gzip"), "{head}");
+            let (spans, resource) = decode(&gunzip(&body));
+            if turned_away {
+                continue; // refused: these spans count only if sent again
+            }
+            sink.lock().unwrap().extend(spans);
+            *resource_sink.lock().unwrap() = resource;
         }
     });
     // The upstream the guest calls.
@@ -163,7 +150,14 @@ fn traces_continue_the_client_context_through_the_guest_to_outbound_calls() {
     let srv = Server::start_with_env(
         &sb.cache_dir(),
         &["-f", &path, "--log-format", "json"],
-        &[("OTEL_SERVICE_NAME", "wedge-test")],
+        &[
+            ("OTEL_SERVICE_NAME", "wedge-test"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "deployment.environment=edge,host.name=node%207",
+            ),
+        ],
     );
 
     let trace_id = "0af7651916cd43dd8448eb211c80319c";
@@ -173,7 +167,7 @@ fn traces_continue_the_client_context_through_the_guest_to_outbound_calls() {
         srv.addr,
         "GET",
         &format!("/outbound?{up}/path"),
-        &[("traceparent", &tp)],
+        &[("traceparent", &tp), ("tracestate", "vendor=abc,other=1")],
         b"",
     )
     .unwrap();
@@ -188,6 +182,11 @@ fn traces_continue_the_client_context_through_the_guest_to_outbound_calls() {
         })
         .unwrap_or_else(|| panic!("the outbound call carries no traceparent:\n{head}"));
     let parts: Vec<&str> = outbound_tp.split('-').collect();
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("tracestate: vendor=abc,other=1"),
+        "the outbound call carries the client's tracestate:\n{head}"
+    );
     assert_eq!(parts[1], trace_id, "the trace id reaches the upstream");
     assert_eq!(get(srv.addr, "/hello").status, 200);
 
@@ -200,6 +199,14 @@ fn traces_continue_the_client_context_through_the_guest_to_outbound_calls() {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    assert_eq!(
+        *resources.lock().unwrap(),
+        [
+            ("service.name".to_string(), "wedge-test".to_string()),
+            ("deployment.environment".to_string(), "edge".to_string()),
+            ("host.name".to_string(), "node 7".to_string()),
+        ]
+    );
     let server = spans
         .iter()
         .find(|s| s.kind == 2 && s.trace_id == trace_id)

@@ -1,8 +1,6 @@
 //! The WAGI executor: a WASI preview1 command per request, CGI/1.1 over
 //! stdin, stdout and the environment.
 
-pub mod cgi;
-
 use crate::body::{self, Body};
 use crate::capture::Capture;
 use crate::failure::Failure;
@@ -14,6 +12,7 @@ use wasmtime::{Engine, InstancePre, Module, Store};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
+use wedge_cgi as cgi;
 use wedge_runtime::limits::Limits;
 
 /// Room for CGI headers on top of `max_response_body`.

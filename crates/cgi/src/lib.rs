@@ -1,8 +1,11 @@
-//! The CGI/1.1 contract of WAGI: the environment and arguments a guest gets
-//! for a request, and the parsing of the header block it prints.
+//! wedge-cgi: the CGI/1.1 contract of WAGI — the environment and arguments a guest gets for a request, and the parsing of the header block it prints.
+//!
+//! Pure functions over `http` types, with no runtime underneath: the WAGI
+//! executor calls them, and the fuzz targets (`fuzz/`) exercise them without
+//! building Wasmtime.
 
-use hyper::header::{HeaderMap, HeaderName, HeaderValue};
-use hyper::{StatusCode, Uri};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::{StatusCode, Uri};
 use std::net::SocketAddr;
 
 /// What the CGI environment is built from.
@@ -45,7 +48,7 @@ pub fn percent_decode(s: &str) -> String {
 pub fn environment(r: &CgiRequest<'_>) -> Vec<(String, String)> {
     let host_header = r
         .headers
-        .get(hyper::header::HOST)
+        .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
         .map(str::to_string)
         .unwrap_or_else(|| r.local.to_string());
@@ -65,7 +68,7 @@ pub fn environment(r: &CgiRequest<'_>) -> Vec<(String, String)> {
     let mut env = vec![
         ("AUTH_TYPE".to_string(), String::new()),
         ("CONTENT_LENGTH".into(), r.body_len.to_string()),
-        ("CONTENT_TYPE".into(), header(&hyper::header::CONTENT_TYPE)),
+        ("CONTENT_TYPE".into(), header(&http::header::CONTENT_TYPE)),
         ("GATEWAY_INTERFACE".into(), "CGI/1.1".into()),
         ("PATH_INFO".into(), percent_decode(r.path_info)),
         ("PATH_TRANSLATED".into(), percent_decode(r.path_info)),
@@ -124,7 +127,7 @@ pub fn environment(r: &CgiRequest<'_>) -> Vec<(String, String)> {
 ///   that a proxy in front of wedge set. Without `_`, every variable comes from
 ///   exactly one header name, whose repeated fields are joined with `, `.
 pub fn passed_to_guest(name: &HeaderName, allow_authorization: bool) -> bool {
-    use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, PROXY_AUTHORIZATION};
+    use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, PROXY_AUTHORIZATION};
     if name == CONTENT_TYPE || name == CONTENT_LENGTH || name == PROXY_AUTHORIZATION {
         return false;
     }
@@ -210,7 +213,7 @@ pub fn parse_response(out: &[u8]) -> Result<CgiResponse, String> {
     }
     let status = match status {
         Some(s) => s,
-        None if headers.contains_key(hyper::header::LOCATION) => StatusCode::FOUND,
+        None if headers.contains_key(http::header::LOCATION) => StatusCode::FOUND,
         None => StatusCode::OK,
     };
     Ok(CgiResponse {
@@ -244,5 +247,4 @@ fn truncate(s: &str) -> String {
 }
 
 #[cfg(test)]
-#[path = "tests.rs"]
 mod tests;
