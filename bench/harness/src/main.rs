@@ -10,6 +10,7 @@ mod report;
 mod results;
 mod server;
 mod sink;
+mod soak;
 mod stats;
 mod workloads;
 
@@ -49,6 +50,10 @@ struct Args {
     /// Redraw latest.md and the plots from a results file instead of measuring.
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Soak instead: hold one wedge contender (--only, default wedge-c) at
+    /// half its throughput for this many minutes; writes OUT/soak-DATE.md.
+    #[arg(long, value_name = "MINUTES")]
+    soak: Option<f64>,
 }
 
 fn main() -> Result<()> {
@@ -133,6 +138,14 @@ fn main() -> Result<()> {
         out: Default::default(),
     };
     bench.prepare(&all)?;
+    if let Some(minutes) = args.soak {
+        let name = args.only.first().map_or("wedge-c", String::as_str);
+        let c = all
+            .iter()
+            .find(|c| c.name == name && c.name.starts_with("wedge"))
+            .with_context(|| format!("--soak runs a wedge contender, not {name:?}"))?;
+        return soak::run(&rt, c, &inputs, minutes, &args.out, &today());
+    }
     let go = all.iter().find(|c| c.name == "wedge-go").cloned();
     let c = all.iter().find(|c| c.name == "wedge-c").cloned();
     for round in 0..plan.rounds {

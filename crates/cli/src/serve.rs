@@ -259,6 +259,8 @@ fn backtrace_warning(
 pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
     wedge_http::log::set_level(&args.log_level).map_err(|e| anyhow::anyhow!("--log-level: {e}"))?;
     wedge_http::log::set_json(args.log_format == "json");
+    wedge_http::log::forward_library_events(std::env::var("RUST_LOG").ok().as_deref())
+        .map_err(|e| anyhow::anyhow!(e))?;
     let app = args.app.load()?;
     if let Some(warning) = backtrace_warning(
         std::env::var("RUST_BACKTRACE").ok().as_deref(),

@@ -431,3 +431,71 @@ fn http2_rapid_resets_are_cut_off() {
     assert!(sent < 10_000, "the server let {sent} resets through");
     prompt_ok(srv.addr, "/", Duration::from_secs(1));
 }
+
+#[test]
+fn slow_readers_of_large_responses_hold_neither_slots_nor_unbounded_memory() {
+    let sb = Sandbox::new();
+    let srv = Server::start(
+        &sb.cache_dir(),
+        &[s(&guest("c/wagi/env.wasm")), "--max-concurrency", "2"],
+    );
+    let rss = |srv: &Server| metric(&metrics(srv), "process_resident_memory_bytes").unwrap();
+    prompt_ok(srv.addr, "/", Duration::from_secs(2));
+    let before = rss(&srv);
+    // Eight clients each ask for a 4 MiB echo and never read a byte of it.
+    let body = vec![b'x'; 4 << 20];
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let stalled: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let mut c = TcpStream::connect(srv.addr).unwrap();
+            c.write_all(head.as_bytes()).unwrap();
+            c.write_all(&body).unwrap();
+            c
+        })
+        .collect();
+    // Their guests have run; the responses wait in socket buffers and
+    // connection buffers, not in slots: both slots serve a real request.
+    for _ in 0..4 {
+        prompt_ok(srv.addr, "/", Duration::from_secs(2));
+    }
+    let grown = rss(&srv) - before;
+    assert!(
+        grown < 256.0 * 1048576.0,
+        "RSS grew by {} MiB for 32 MiB of unread responses",
+        grown / 1048576.0
+    );
+    drop(stalled);
+}
+
+/// Library diagnostics reach wedge's log: h2's `tracing` events, asked for
+/// with `RUST_LOG`, come out as log lines named after their target.
+#[test]
+fn library_events_reach_the_log() {
+    let sb = Sandbox::new();
+    let srv = Server::start_with_env(
+        &sb.cache_dir(),
+        &[s(&guest("wat/wagi/hello.wat")), "--log-level", "debug"],
+        &[("RUST_LOG", "h2=debug,warn")],
+    );
+    let addr = srv.addr;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let status = rt.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(conn);
+        let mut client = client.ready().await.unwrap();
+        let req = http::Request::get(format!("http://{addr}/"))
+            .body(())
+            .unwrap();
+        let (response, _) = client.send_request(req, true).unwrap();
+        response.await.unwrap().status()
+    });
+    assert_eq!(status, 200);
+    srv.wait_for_log(" debug [-] h2::");
+}
