@@ -83,6 +83,10 @@ struct ConnectionArgs {
     /// Time a client has to send a whole request body (408 after it) [default: 30s]
     #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
     body_timeout: Option<Duration>,
+    /// Time a client may take no response bytes before the connection is
+    /// cut off (frees the instance a streamed response holds) [default: 30s]
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
+    send_timeout: Option<Duration>,
     /// Header fields in one request at most (431 beyond) [default: 100]
     #[arg(long, value_name = "N")]
     max_header_count: Option<usize>,
@@ -115,6 +119,7 @@ impl ConnectionArgs {
             request_head_timeout: self.request_head_timeout,
             idle_timeout: self.idle_timeout,
             body_timeout: self.body_timeout,
+            send_timeout: self.send_timeout,
             max_header_count: self.max_header_count,
             max_header_bytes: self.max_header_bytes.map(|b| b as usize),
             http2_max_streams: self.http2_max_streams,

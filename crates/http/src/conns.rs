@@ -4,13 +4,18 @@
 //! does) and close connections that idle or dawdle past their timeouts.
 //!
 //! The registry's lock is taken when a connection opens or closes and by
-//! the once-a-second sweep, never per request: a request only touches two
-//! atomics of its own connection.
+//! the periodic sweep, never per request: a request only touches two
+//! atomics of its own connection, and a write one more when the socket
+//! stops taking bytes ([`Watched`]), which is how a client that stops
+//! reading its response is found.
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
 
 /// Milliseconds since the first call, as a cheap monotonic clock.
@@ -26,6 +31,9 @@ pub struct ConnState {
     started: AtomicU64,
     /// When the connection opened or its last request finished (ms).
     idle_since: AtomicU64,
+    /// 1 + when a write last found the socket full and nothing has been
+    /// written since (ms); 0 while writes go through.
+    write_blocked: AtomicU64,
 }
 
 impl ConnState {
@@ -44,6 +52,82 @@ impl ConnState {
 
     fn is_idle(&self) -> bool {
         self.active() == 0
+    }
+
+    fn blocked(&self) {
+        if self.write_blocked.load(Ordering::Relaxed) == 0 {
+            self.write_blocked.store(now_ms() + 1, Ordering::Relaxed);
+        }
+    }
+
+    fn unblocked(&self) {
+        if self.write_blocked.load(Ordering::Relaxed) != 0 {
+            self.write_blocked.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A connection's byte stream, noting when writes stall: the client has
+/// stopped reading and the kernel's buffers are full.
+pub struct Watched<IO> {
+    io: IO,
+    state: Arc<ConnState>,
+}
+
+impl<IO> Watched<IO> {
+    pub fn new(io: IO, state: Arc<ConnState>) -> Self {
+        Watched { io, state }
+    }
+
+    fn note<T>(&self, p: Poll<T>) -> Poll<T> {
+        match p {
+            Poll::Pending => self.state.blocked(),
+            Poll::Ready(_) => self.state.unblocked(),
+        }
+        p
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let p = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.note(p)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let p = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.note(p)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let p = Pin::new(&mut self.io).poll_flush(cx);
+        self.note(p)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
@@ -69,6 +153,8 @@ pub enum Closed {
     HeadTimeout,
     /// The TLS handshake did not finish in time.
     TlsHandshake,
+    /// The client took no response bytes for `send_timeout`.
+    SendTimeout,
 }
 
 impl Closed {
@@ -78,6 +164,7 @@ impl Closed {
             Closed::Idle => "idle",
             Closed::HeadTimeout => "head-timeout",
             Closed::TlsHandshake => "tls-handshake",
+            Closed::SendTimeout => "send-timeout",
         }
     }
 }
@@ -123,6 +210,7 @@ impl Registry {
             active: AtomicU32::new(0),
             started: AtomicU64::new(0),
             idle_since: AtomicU64::new(now),
+            write_blocked: AtomicU64::new(0),
         });
         let (tx, rx) = oneshot::channel();
         self.lock().insert(
@@ -167,26 +255,38 @@ impl Registry {
         }
     }
 
-    /// Closes connections that never sent a request within `head_timeout`
-    /// and those idle for `idle_timeout`. Returns how many of each.
-    pub fn sweep(&self, head_timeout: Duration, idle_timeout: Duration) -> (usize, usize) {
+    /// Closes connections that never sent a request within `head_timeout`,
+    /// those idle for `idle_timeout`, and those whose client has taken no
+    /// response bytes for `send_timeout`. Returns how many were closed for
+    /// each reason.
+    pub fn sweep(&self, timeouts: &Timeouts) -> Swept {
         let now = now_ms();
-        let (head, idle) = (
-            head_timeout.as_millis() as u64,
-            idle_timeout.as_millis() as u64,
-        );
-        let (mut heads, mut idles) = (0, 0);
+        let ms = |d: Duration| d.as_millis() as u64;
+        let (head, idle, send) = (ms(timeouts.head), ms(timeouts.idle), ms(timeouts.send));
+        let mut swept = Swept::default();
         for e in self.lock().values_mut() {
-            if e.close.is_none() || !e.state.is_idle() {
+            if e.close.is_none() {
                 continue;
             }
+            let blocked = e.state.write_blocked.load(Ordering::Relaxed);
+            if blocked != 0 && now.saturating_sub(blocked - 1) >= send {
+                swept.send += 1;
+                if let Some(tx) = e.close.take() {
+                    let _ = tx.send(Closed::SendTimeout);
+                }
+                continue;
+            }
+            if !e.state.is_idle() {
+                continue;
+            }
+            let (heads, idles) = (&mut swept.head, &mut swept.idle);
             let reason = if e.state.started.load(Ordering::Relaxed) == 0
                 && now.saturating_sub(e.opened) >= head
             {
-                heads += 1;
+                *heads += 1;
                 Closed::HeadTimeout
             } else if now.saturating_sub(e.state.idle_since.load(Ordering::Relaxed)) >= idle {
-                idles += 1;
+                *idles += 1;
                 Closed::Idle
             } else {
                 continue;
@@ -195,8 +295,23 @@ impl Registry {
                 let _ = tx.send(reason);
             }
         }
-        (heads, idles)
+        swept
     }
+}
+
+/// The deadlines [`Registry::sweep`] enforces.
+pub struct Timeouts {
+    pub head: Duration,
+    pub idle: Duration,
+    pub send: Duration,
+}
+
+/// How many connections one sweep closed, by reason.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Swept {
+    pub head: usize,
+    pub idle: usize,
+    pub send: usize,
 }
 
 #[cfg(test)]
@@ -225,22 +340,44 @@ mod tests {
         assert_eq!(r.len(), 1);
     }
 
+    fn t(head: u64, idle: u64, send: u64) -> Timeouts {
+        Timeouts {
+            head: Duration::from_secs(head),
+            idle: Duration::from_secs(idle),
+            send: Duration::from_secs(send),
+        }
+    }
+
     #[test]
-    fn sweeps_silent_and_idle_connections() {
+    fn sweeps_silent_idle_and_stalled_connections() {
         let r = Arc::new(Registry::default());
         let mut silent = r.open();
         let mut served = r.open();
         drop(served.state.request());
         let mut busy = r.open();
         let _req = busy.state.request();
-        assert_eq!(
-            r.sweep(Duration::from_secs(60), Duration::from_secs(60)),
-            (0, 0)
-        );
-        assert_eq!(r.sweep(Duration::ZERO, Duration::from_secs(60)), (1, 0));
+        let mut stalled = r.open();
+        let _waiting = stalled.state.request();
+        assert_eq!(r.sweep(&t(60, 60, 60)), Swept::default());
+        stalled.state.blocked();
+        assert_eq!(r.sweep(&t(60, 60, 60)), Swept::default());
+        let one = |head, idle, send| Swept { head, idle, send };
+        assert_eq!(r.sweep(&t(60, 60, 0)), one(0, 0, 1));
+        assert_eq!(stalled.closed.try_recv(), Ok(Closed::SendTimeout));
+        assert_eq!(r.sweep(&t(0, 60, 0)), one(1, 0, 0));
         assert_eq!(silent.closed.try_recv(), Ok(Closed::HeadTimeout));
-        assert_eq!(r.sweep(Duration::ZERO, Duration::ZERO), (0, 1));
+        assert_eq!(r.sweep(&t(0, 0, 0)), one(0, 1, 0));
         assert_eq!(served.closed.try_recv(), Ok(Closed::Idle));
-        assert!(busy.closed.try_recv().is_err());
+        assert!(busy.closed.try_recv().is_err(), "busy and writing: kept");
+    }
+
+    #[test]
+    fn a_write_that_goes_through_clears_the_stall() {
+        let r = Arc::new(Registry::default());
+        let c = r.open();
+        let _req = c.state.request();
+        c.state.blocked();
+        c.state.unblocked();
+        assert_eq!(r.sweep(&t(60, 60, 0)), Swept::default());
     }
 }

@@ -7,12 +7,13 @@
 //! within `request_head_timeout` (hyper's timer; for HTTP/1.1 the same timer
 //! bounds the wait for the next request on a kept-alive connection), a
 //! connection that never sends a request or idles with nothing in flight is
-//! closed by a periodic sweep, header count and bytes are capped, HTTP/2
+//! closed by a periodic sweep, as is one whose client takes no response
+//! bytes for `send_timeout`, header count and bytes are capped, HTTP/2
 //! streams and pending resets are capped (CVE-2023-44487), and when
 //! `max_connections` are open the oldest idle connection makes room.
 
 use crate::body::Body;
-use crate::conns::{Closed, ConnState, Registry, RequestGuard};
+use crate::conns::{Closed, ConnState, Registry, RequestGuard, Timeouts, Watched};
 use crate::tls::Tls;
 use bytes::Bytes;
 use http::{Request, Response};
@@ -93,7 +94,7 @@ pub struct Listener {
     pub limits: Connections,
     pub tls: Option<Tls>,
     open: Arc<Gauge>,
-    closed: [(Closed, Arc<Counter>); 4],
+    closed: [(Closed, Arc<Counter>); 5],
 }
 
 impl Listener {
@@ -115,6 +116,7 @@ impl Listener {
                 reason(Closed::Idle),
                 reason(Closed::HeadTimeout),
                 reason(Closed::TlsHandshake),
+                reason(Closed::SendTimeout),
             ],
         }
     }
@@ -313,6 +315,7 @@ impl<A: App> Conn<'_, A> {
                 }))
             }
         });
+        let io = Watched::new(io, state.clone());
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
         tokio::pin!(conn);
         tokio::select! {
@@ -320,8 +323,9 @@ impl<A: App> Conn<'_, A> {
             Ok(reason) = closed => {
                 config.count_closed(reason, 1);
                 // Idle: nothing is lost by closing now. A request that began
-                // since the decision still gets its answer.
-                if state.active() == 0 {
+                // since the decision still gets its answer. A client that
+                // stopped reading is cut off: its response cannot finish.
+                if state.active() == 0 || reason == Closed::SendTimeout {
                     return;
                 }
             }
@@ -338,14 +342,21 @@ async fn sweep(registry: Arc<Registry>, config: Arc<Listener>) {
     let every = l
         .request_head_timeout
         .min(l.idle_timeout)
+        .min(l.send_timeout)
         .div_f64(4.0)
         .clamp(Duration::from_millis(50), Duration::from_secs(1));
+    let timeouts = Timeouts {
+        head: l.request_head_timeout,
+        idle: l.idle_timeout,
+        send: l.send_timeout,
+    };
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let (heads, idles) = registry.sweep(l.request_head_timeout, l.idle_timeout);
-        config.count_closed(Closed::HeadTimeout, heads);
-        config.count_closed(Closed::Idle, idles);
+        let swept = registry.sweep(&timeouts);
+        config.count_closed(Closed::HeadTimeout, swept.head);
+        config.count_closed(Closed::Idle, swept.idle);
+        config.count_closed(Closed::SendTimeout, swept.send);
     }
 }

@@ -166,6 +166,8 @@ pub struct Connections {
     pub idle_timeout: Duration,
     /// Time to send a whole request body (408 after it).
     pub body_timeout: Duration,
+    /// Time a client may take no response bytes before it is cut off.
+    pub send_timeout: Duration,
     pub max_header_count: usize,
     pub max_header_bytes: usize,
     pub http2_max_streams: u32,
@@ -180,6 +182,7 @@ impl Default for Connections {
             request_head_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             body_timeout: Duration::from_secs(30),
+            send_timeout: Duration::from_secs(30),
             max_header_count: 100,
             max_header_bytes: 64 << 10,
             http2_max_streams: 128,
@@ -196,6 +199,7 @@ pub struct ConnectionOverrides {
     pub request_head_timeout: Option<Duration>,
     pub idle_timeout: Option<Duration>,
     pub body_timeout: Option<Duration>,
+    pub send_timeout: Option<Duration>,
     pub max_header_count: Option<usize>,
     pub max_header_bytes: Option<usize>,
     pub http2_max_streams: Option<u32>,
@@ -214,6 +218,7 @@ impl Connections {
             request_head_timeout,
             idle_timeout,
             body_timeout,
+            send_timeout,
             max_header_count,
             max_header_bytes,
             http2_max_streams,
@@ -234,6 +239,7 @@ impl Connections {
             ("request_head_timeout", self.request_head_timeout),
             ("idle_timeout", self.idle_timeout),
             ("body_timeout", self.body_timeout),
+            ("send_timeout", self.send_timeout),
             ("tls_handshake_timeout", self.tls_handshake_timeout),
         ] {
             if d.is_zero() {
@@ -384,6 +390,7 @@ pub fn parse(file: &Path, text: &str, cli: &LimitOverrides) -> Result<App, Manif
         request_head_timeout: rs.request_head_timeout.map(|d| d.0),
         idle_timeout: rs.idle_timeout.map(|d| d.0),
         body_timeout: rs.body_timeout.map(|d| d.0),
+        send_timeout: rs.send_timeout.map(|d| d.0),
         max_header_count: rs.max_header_count,
         max_header_bytes: rs.max_header_bytes.map(|s| s.0 as usize),
         http2_max_streams: rs.http2_max_streams,

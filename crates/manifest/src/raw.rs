@@ -45,6 +45,8 @@ pub struct RawServer {
     pub idle_timeout: Option<Dur>,
     /// Time a client has to send a request's whole body (408 after it).
     pub body_timeout: Option<Dur>,
+    /// Time a client may take no response bytes before it is cut off.
+    pub send_timeout: Option<Dur>,
     /// Header fields in one request at most.
     pub max_header_count: Option<usize>,
     /// Bytes of header fields in one request at most.

@@ -217,7 +217,7 @@ desc!(
     WEDGE_CONNECTIONS_CLOSED,
     "wedge_connections_closed",
     Counter,
-    "Connections the server closed on its own (reason: evicted, idle, head-timeout, tls-handshake)."
+    "Connections the server closed on its own (reason: evicted, idle, head-timeout, tls-handshake, send-timeout)."
 );
 desc!(
     WEDGE_LOG_LINES_DROPPED,

@@ -499,3 +499,51 @@ fn library_events_reach_the_log() {
     assert_eq!(status, 200);
     srv.wait_for_log(" debug [-] h2::");
 }
+
+/// A client that stops reading a streamed component response holds the
+/// instance (and its slot) only until `send_timeout`; then its connection
+/// is cut and the slot serves others.
+#[test]
+fn a_client_that_stops_reading_a_stream_is_cut_off_and_frees_its_slot() {
+    let sb = Sandbox::new();
+    let srv = Server::start(
+        &sb.cache_dir(),
+        &[
+            s(&crate::support::example("c-http/demo.component.wasm")),
+            "--max-concurrency",
+            "1",
+            "--queue-timeout",
+            "100ms",
+            "--max-request-body",
+            "64MiB",
+            "--send-timeout",
+            "1s",
+        ],
+    );
+    // 32 MiB echoed back: more than the kernel buffers of both ends hold.
+    let body = vec![b'x'; 32 << 20];
+    let mut stalled = TcpStream::connect(srv.addr).unwrap();
+    let head = format!(
+        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stalled.write_all(head.as_bytes()).unwrap();
+    stalled.write_all(&body).unwrap();
+    // Wait for the server's own signal that it cut the stalled client off.
+    let series = "wedge_connections_closed_total{listener=\"data\",reason=\"send-timeout\"}";
+    let mut cut = false;
+    for _ in 0..500 {
+        if metric(&metrics(&srv), series).unwrap_or(0.0) >= 1.0 {
+            cut = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        cut,
+        "the stalled client was never cut off:\n{}",
+        metrics(&srv)
+    );
+    prompt_ok(srv.addr, "/hello", Duration::from_secs(2));
+    assert!(closed_by_peer(&mut stalled, Duration::from_secs(10)));
+}
