@@ -327,7 +327,7 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
             eprintln!(
                 "traces: OTLP to {} as service {} (sampling {}{})",
                 config.endpoint,
-                config.service_name,
+                config.service_name(),
                 config.ratio,
                 if config.parent_based {
                     ", parent-based"
@@ -371,12 +371,6 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
             }
         };
         let shared = table::shared(table);
-        let admin_app = Arc::new(Admin {
-            metrics: metrics.clone(),
-            table: shared.clone(),
-            token,
-            ready: true.into(),
-        });
         let admin_listener = Listener::new(
             "admin",
             admin_limits(&limits),
@@ -384,13 +378,6 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
             &metrics.connections_open,
             &metrics.connections_closed,
         );
-        tokio::spawn(server::serve(
-            admin,
-            admin_app,
-            admin_listener,
-            std::future::pending(),
-            Duration::ZERO,
-        ));
         if let Some(tls) = &tls {
             tokio::spawn(tls.clone().watch(Duration::from_secs(1)));
         }
@@ -401,7 +388,24 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
             &metrics.connections_open,
             &metrics.connections_closed,
         );
-        let mut handler = Handler::new(shared, app.server.health_prefix.clone(), metrics);
+        let mut handler = Handler::new(
+            shared.clone(),
+            app.server.health_prefix.clone(),
+            metrics.clone(),
+        );
+        let admin_app = Arc::new(Admin {
+            metrics,
+            table: shared,
+            token,
+            ready: handler.ready.clone(),
+        });
+        tokio::spawn(server::serve(
+            admin,
+            admin_app,
+            admin_listener,
+            std::future::pending(),
+            Duration::ZERO,
+        ));
         handler.debug_token = args.debug_token.clone().filter(|t| !t.is_empty());
         handler.max_header_bytes = limits.max_header_bytes;
         handler.body_timeout = limits.body_timeout;

@@ -29,7 +29,8 @@ pub struct Admin {
     pub table: Shared,
     /// Every endpoint but `/metrics`, `/live` and `/ready` needs it.
     pub token: Token,
-    pub ready: AtomicBool,
+    /// The data plane's readiness (cleared when it starts draining).
+    pub ready: Arc<AtomicBool>,
 }
 
 /// The admin bearer token.
@@ -138,10 +139,6 @@ impl App for Admin {
         _peer: Peer,
     ) -> impl std::future::Future<Output = Response<Body>> + Send {
         self.handle(req)
-    }
-
-    fn stopping(&self) {
-        self.ready.store(false, Ordering::Release);
     }
 }
 

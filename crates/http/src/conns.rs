@@ -229,13 +229,9 @@ impl Registry {
         }
     }
 
-    /// Connections open now.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Tells the idle connection that has been idle longest to close.
@@ -268,25 +264,19 @@ impl Registry {
             if e.close.is_none() {
                 continue;
             }
-            let blocked = e.state.write_blocked.load(Ordering::Relaxed);
-            if blocked != 0 && now.saturating_sub(blocked - 1) >= send {
+            let s = &e.state;
+            let blocked = s.write_blocked.load(Ordering::Relaxed);
+            let reason = if blocked != 0 && now.saturating_sub(blocked - 1) >= send {
                 swept.send += 1;
-                if let Some(tx) = e.close.take() {
-                    let _ = tx.send(Closed::SendTimeout);
-                }
+                Closed::SendTimeout
+            } else if !s.is_idle() {
                 continue;
-            }
-            if !e.state.is_idle() {
-                continue;
-            }
-            let (heads, idles) = (&mut swept.head, &mut swept.idle);
-            let reason = if e.state.started.load(Ordering::Relaxed) == 0
-                && now.saturating_sub(e.opened) >= head
+            } else if s.started.load(Ordering::Relaxed) == 0 && now.saturating_sub(e.opened) >= head
             {
-                *heads += 1;
+                swept.head += 1;
                 Closed::HeadTimeout
-            } else if now.saturating_sub(e.state.idle_since.load(Ordering::Relaxed)) >= idle {
-                *idles += 1;
+            } else if now.saturating_sub(s.idle_since.load(Ordering::Relaxed)) >= idle {
+                swept.idle += 1;
                 Closed::Idle
             } else {
                 continue;

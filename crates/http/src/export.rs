@@ -39,12 +39,13 @@ impl std::fmt::Display for PostError {
     }
 }
 
-/// POSTs `body`; `Ok` on a 2xx answer, else what went wrong.
+/// POSTs `body` (cheap to clone for a retry); `Ok` on a 2xx answer, else
+/// what went wrong.
 pub async fn post(
     url: &http::Uri,
     content_type: &str,
     headers: &[(String, String)],
-    body: Vec<u8>,
+    body: bytes::Bytes,
 ) -> Result<(), PostError> {
     tokio::time::timeout(REQUEST_TIMEOUT, exchange(url, content_type, headers, body))
         .await
@@ -60,7 +61,7 @@ async fn exchange(
     url: &http::Uri,
     content_type: &str,
     headers: &[(String, String)],
-    body: Vec<u8>,
+    body: bytes::Bytes,
 ) -> Result<(), PostError> {
     use http_body_util::BodyExt;
     let host = url.authority().map(|a| a.to_string()).unwrap_or_default();
@@ -72,7 +73,7 @@ async fn exchange(
     }
     let req = req
         .body(
-            http_body_util::Full::new(bytes::Bytes::from(body))
+            http_body_util::Full::new(body)
                 .map_err(|never| match never {})
                 .boxed_unsync(),
         )

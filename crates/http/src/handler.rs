@@ -30,7 +30,8 @@ use wedge_telemetry::trace::{self, Context};
 pub struct Handler {
     pub table: Shared,
     pub health_prefix: String,
-    pub ready: AtomicBool,
+    /// Cleared when draining starts; the admin listener's `/ready` reads it too.
+    pub ready: Arc<AtomicBool>,
     pub metrics: Arc<Metrics>,
     /// Requests carrying `x-wedge-debug: TOKEN` get an `x-wedge-stats` header
     /// and the full detail of a failure.
@@ -57,7 +58,7 @@ impl App for Handler {
 
 /// Named once: a `&str` header name is parsed and hashed on every insert.
 pub(crate) const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
-const TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
+pub(crate) const TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
 /// What the access log, metrics and traces learn about one request.
 #[derive(Default)]
 struct Seen {
@@ -72,14 +73,15 @@ struct Seen {
 
 impl Handler {
     pub fn new(table: Shared, health_prefix: String, metrics: Arc<Metrics>) -> Self {
+        let defaults = wedge_manifest::Connections::default();
         Handler {
             table,
             health_prefix,
-            ready: AtomicBool::new(true),
+            ready: Arc::new(AtomicBool::new(true)),
             metrics,
             debug_token: None,
-            max_header_bytes: 64 << 10,
-            body_timeout: Duration::from_secs(30),
+            max_header_bytes: defaults.max_header_bytes,
+            body_timeout: defaults.body_timeout,
         }
     }
 
@@ -261,22 +263,11 @@ impl Handler {
         // The body is read before a slot is taken, under its own deadline:
         // a slow uploader holds a connection, never a guest's slot.
         let (parts, incoming) = req.into_parts();
-        let read = LimitedRequest::new(incoming, limit as usize).collect();
-        let body: Bytes = match tokio::time::timeout(self.body_timeout, read).await {
-            Err(_elapsed) => {
-                return Err(Failure::BodyTimeout {
-                    after: self.body_timeout,
-                });
-            }
-            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-                return Err(Failure::BodyTooLarge { limit });
-            }
-            Ok(Err(e)) => {
-                return Err(Failure::BadRequest {
-                    problem: format!("the request body could not be read: {e}"),
-                });
-            }
-            Ok(Ok(collected)) => collected.to_bytes(),
+        let body: Bytes = if incoming.is_end_stream() {
+            // No body (most GETs): nothing to wait for, no timer to arm.
+            Bytes::new()
+        } else {
+            self.read_body(incoming, limit).await?
         };
         let queue_start = trace::now_nanos();
         let slot = f.gate.enter().await?;
@@ -345,6 +336,25 @@ impl Handler {
             m.response_body.observe(n as f64);
         }
         Ok(response)
+    }
+}
+
+impl Handler {
+    /// Reads a request body of at most `limit` bytes within `body_timeout`.
+    async fn read_body(&self, incoming: Incoming, limit: u64) -> Result<Bytes, Failure> {
+        let read = LimitedRequest::new(incoming, limit as usize).collect();
+        match tokio::time::timeout(self.body_timeout, read).await {
+            Err(_elapsed) => Err(Failure::BodyTimeout {
+                after: self.body_timeout,
+            }),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                Err(Failure::BodyTooLarge { limit })
+            }
+            Ok(Err(e)) => Err(Failure::BadRequest {
+                problem: format!("the request body could not be read: {e}"),
+            }),
+            Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        }
     }
 }
 

@@ -27,8 +27,6 @@ pub struct HttpHost {
     pub slot: Option<Arc<crate::wasi_http::RequestSlot>>,
 }
 
-const TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
-
 impl WasiView for HttpHost {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
@@ -106,10 +104,10 @@ impl WasiHttpHooks for Outbound {
             // W3C trace context: vendors' state travels with the trace,
             // unless the guest set its own.
             if let Some(state) = &c.tracestate
-                && !request.headers().contains_key(TRACESTATE)
+                && !request.headers().contains_key(crate::handler::TRACESTATE)
                 && let Ok(v) = http::HeaderValue::from_str(state)
             {
-                request.headers_mut().insert(TRACESTATE, v);
+                request.headers_mut().insert(crate::handler::TRACESTATE, v);
             }
         }
         let tracer = self.tracer.clone();

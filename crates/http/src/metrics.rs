@@ -188,13 +188,13 @@ impl Metrics {
 
 /// POSTs one alert; failures are logged, never retried forever.
 async fn post_alert(url: http::Uri, json: String, function: Arc<str>) {
-    let outcome =
-        crate::export::post(&url, "application/json", &[], json.clone().into_bytes()).await;
+    let json = bytes::Bytes::from(json);
+    let outcome = crate::export::post(&url, "application/json", &[], json.clone()).await;
     // An alert is worth one retry: a webhook that restarts misses nothing.
     let outcome = match outcome {
         Err(e) if e.retryable() => {
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            crate::export::post(&url, "application/json", &[], json.into_bytes()).await
+            crate::export::post(&url, "application/json", &[], json).await
         }
         other => other,
     };

@@ -32,7 +32,6 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 pub struct Config {
     pub endpoint: http::Uri,
     pub headers: Vec<(String, String)>,
-    pub service_name: String,
     /// Resource attributes, `service.name` first.
     pub resource: Vec<(String, String)>,
     /// Compress batches with gzip.
@@ -42,6 +41,11 @@ pub struct Config {
 }
 
 impl Config {
+    /// The resource's `service.name`.
+    pub fn service_name(&self) -> &str {
+        &self.resource[0].1
+    }
+
     /// Reads `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (or `OTEL_EXPORTER_OTLP_ENDPOINT`
     /// with `/v1/traces` appended), `OTEL_EXPORTER_OTLP_HEADERS`,
     /// `OTEL_SERVICE_NAME` and `OTEL_TRACES_SAMPLER[_ARG]`. `Ok(None)`: off.
@@ -115,12 +119,11 @@ impl Config {
                     .map(|(_, v)| v.clone())
             })
             .unwrap_or_else(|| "wedge".into());
-        let mut resource = vec![("service.name".to_string(), service_name.clone())];
+        let mut resource = vec![("service.name".to_string(), service_name)];
         resource.extend(given.into_iter().filter(|(k, _)| k != "service.name"));
         Ok(Some(Config {
             endpoint,
             headers,
-            service_name,
             resource,
             gzip,
             ratio,
@@ -231,7 +234,7 @@ pub fn parse_resource(text: &str) -> Vec<(String, String)> {
 /// Posts `batch` (and empties it), retrying while the failure is one that
 /// may pass; the last failure is logged and the spans lost.
 async fn send(config: &Config, batch: &mut Vec<Encoded>) {
-    let mut body = trace::encode_export(&config.resource, batch);
+    let mut body = bytes::Bytes::from(trace::encode_export(&config.resource, batch));
     batch.clear();
     let mut headers = config.headers.clone();
     if config.gzip {
@@ -240,7 +243,7 @@ async fn send(config: &Config, batch: &mut Vec<Encoded>) {
         if gz.write_all(&body).is_ok()
             && let Ok(compressed) = gz.finish()
         {
-            body = compressed;
+            body = compressed.into();
             headers.push(("content-encoding".into(), "gzip".into()));
         }
     }
