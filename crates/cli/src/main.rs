@@ -3,8 +3,10 @@
 mod cache_cmd;
 mod compile;
 mod inspect;
+mod reload;
 mod run;
 mod serve;
+mod watch;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

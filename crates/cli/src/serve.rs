@@ -1,6 +1,7 @@
 //! `wedge serve` and `wedge check`: HTTP functions from one module or an app manifest.
 
 use crate::Global;
+use crate::reload::Reloader;
 use anyhow::{Context, Result};
 use std::io::Write;
 use std::net::SocketAddr;
@@ -14,7 +15,7 @@ use wedge_http::server::{self, EpochTicker, Listener};
 use wedge_http::table::{self, Table};
 use wedge_http::tls::Tls;
 use wedge_manifest::{App, ConnectionOverrides, Connections, LimitOverrides, TlsFiles};
-use wedge_runtime::engine::{self, EngineOptions, PoolSizing};
+use wedge_runtime::engine::{self, Node};
 use wedge_runtime::units;
 
 /// Where the app comes from.
@@ -147,6 +148,11 @@ pub struct ServeArgs {
     /// per request) or `guard-pages` (faster compute-heavy guests)
     #[arg(long, value_name = "HOW", default_value = "explicit", value_parser = ["explicit", "guard-pages"])]
     bounds_checks: String,
+    /// Reload when the manifest or a module changes: new and changed
+    /// functions are compiled and probed off the request path, then swapped
+    /// in at once; a reload that fails keeps the functions serving
+    #[arg(long)]
+    watch: bool,
     /// Admin listener (GET /metrics, GET/PUT /log-level); port 0 picks one
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464")]
     admin_listen: SocketAddr,
@@ -196,38 +202,26 @@ impl AppArgs {
     }
 }
 
+/// Sizes the node's engine (from `[server]`, else from the defaults and
+/// `app`) and checks that every function of `app` fits in it.
 fn engine_for(
     app: &App,
     keep_resident: u64,
     explicit_bounds_checks: bool,
-) -> Result<wasmtime::Engine> {
-    let instances: u32 = app
-        .functions
-        .iter()
-        .map(|f| f.limits.max_concurrency)
-        .fold(16u32, u32::saturating_add);
-    let max_memory = app
-        .functions
-        .iter()
-        .map(|f| f.limits.max_memory)
-        .max()
-        .unwrap_or(64 << 20);
-    let fuel = app.functions.iter().any(|f| f.limits.fuel.is_some());
-    Ok(engine::build_serving(
-        EngineOptions { fuel },
-        PoolSizing {
-            instances,
-            max_memory,
-            keep_resident,
-            explicit_bounds_checks,
-        },
-    )?)
+) -> Result<(wasmtime::Engine, Node)> {
+    let node = Node::resolve(&app.server.engine, app);
+    for f in &app.functions {
+        node.admit(&f.name, &f.limits)
+            .map_err(|e| anyhow::anyhow!(e))?;
+    }
+    let (options, sizing) = node.sizing(keep_resident, explicit_bounds_checks);
+    Ok((engine::build_serving(options, sizing)?, node))
 }
 
 /// `wedge check`: validates the manifest and compiles and links every function.
 pub fn check(args: AppArgs, global: &Global) -> Result<i32> {
     let app = args.load()?;
-    let engine = engine_for(&app, 0, true)?;
+    let (engine, _node) = engine_for(&app, 0, true)?;
     let metrics = Arc::new(Metrics::default());
     let table = Table::load(&app, &engine, global.cache().as_ref(), &metrics)?;
     tokio::runtime::Builder::new_current_thread()
@@ -273,7 +267,7 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
     ) {
         eprintln!("wedge: warning: {warning}");
     }
-    let engine = engine_for(&app, args.keep_resident, args.bounds_checks == "explicit")?;
+    let (engine, node) = engine_for(&app, args.keep_resident, args.bounds_checks == "explicit")?;
     let mut metrics = Metrics::default();
     metrics.anomaly_config.window = args.anomaly_window;
     if let Some(url) = &args.anomaly_webhook {
@@ -285,7 +279,8 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
     }
     let _ = metrics.engine.set(engine.clone());
     let metrics = Arc::new(metrics);
-    let table = Table::load(&app, &engine, global.cache().as_ref(), &metrics)?;
+    let cache = global.cache();
+    let table = Table::load(&app, &engine, cache.as_ref(), &metrics)?;
     let listen = args
         .listen
         .or(app.server.listen)
@@ -371,6 +366,18 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
             }
         };
         let shared = table::shared(table);
+        let watching = args.watch.then(|| {
+            let app_args = args.app;
+            Arc::new(Reloader::new(
+                Box::new(move || app_args.load()),
+                engine.clone(),
+                node,
+                cache,
+                metrics.clone(),
+                shared.clone(),
+                &app,
+            ))
+        });
         let admin_listener = Listener::new(
             "admin",
             admin_limits(&limits),
@@ -415,6 +422,14 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
             args.anomaly_window,
         ));
         let _ticker = EpochTicker::start(engine.clone());
+        if let Some(reloader) = watching {
+            if app.manifest.is_none() {
+                eprintln!("watching the module for changes");
+            } else {
+                eprintln!("watching the manifest and its modules for changes");
+            }
+            tokio::spawn(crate::watch::watch(reloader)?);
+        }
         let scheme = if tls_files.is_some() { "https" } else { "http" };
         println!("admin on http://{admin_addr}");
         println!("listening on {scheme}://{bound}");

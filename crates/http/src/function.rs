@@ -70,6 +70,10 @@ pub enum Executor {
 }
 
 pub struct Loaded {
+    /// The manifest entry it was loaded from, routes included.
+    pub config: Function,
+    /// SHA-256 of the module it runs.
+    pub sha256: [u8; 32],
     pub spec: Arc<Spec>,
     pub executor: Executor,
     pub gate: Gate,
@@ -82,7 +86,8 @@ pub struct Loaded {
 
 /// Code already loaded for this table, by source path: functions that share
 /// a module share its code, verified and mapped once.
-pub type Shared = std::collections::HashMap<std::path::PathBuf, wedge_runtime::load::Loaded>;
+pub type Shared =
+    std::collections::HashMap<std::path::PathBuf, (wedge_runtime::load::Loaded, [u8; 32])>;
 
 /// Compiles (through the cache) and prepares one function.
 pub fn load(
@@ -92,7 +97,7 @@ pub fn load(
     registry: &Arc<Metrics>,
     shared: &mut Shared,
 ) -> Result<Loaded> {
-    let loaded = match shared.get(&f.source) {
+    let (loaded, sha256) = match shared.get(&f.source) {
         Some(done) => done.clone(),
         None => {
             let done = load_code(engine, f, cache)?;
@@ -169,6 +174,8 @@ pub fn load(
     let l = &f.limits;
     let cache_note = loaded.cache_note.clone();
     Ok(Loaded {
+        config: f.clone(),
+        sha256,
         cache_note,
         spec,
         executor,
@@ -255,14 +262,21 @@ pub fn classify(err: &wasmtime::Error, spec: &Spec, grow_failures: u64) -> Failu
     Failure::Internal { message: text }
 }
 
+/// The SHA-256 of a function's module as the file stands now.
+pub fn source_sha256(f: &Function, cache: Option<&Cache>) -> Result<[u8; 32]> {
+    let mut source = Source::read(&f.source).with_context(|| format!("function `{}`", f.name))?;
+    Ok(source.sha256(cache)?)
+}
+
 /// Reads the source and loads its code through the cache.
 fn load_code(
     engine: &Engine,
     f: &Function,
     cache: Option<&Cache>,
-) -> Result<wedge_runtime::load::Loaded> {
-    let source = Source::read(&f.source)?;
-    source.load(engine, cache).map_err(|e| match e {
+) -> Result<(wedge_runtime::load::Loaded, [u8; 32])> {
+    let mut source = Source::read(&f.source).with_context(|| format!("function `{}`", f.name))?;
+    let sha256 = source.sha256(cache)?;
+    let loaded = source.load(engine, cache).map_err(|e| match e {
         // The pooling allocator checks memory needs when code is loaded.
         wedge_runtime::load::LoadError::Invalid { message, .. }
             if message.contains("pooling allocator") =>
@@ -274,5 +288,6 @@ fn load_code(
             )
         }
         e => anyhow::Error::new(e).context(format!("function `{}`", f.name)),
-    })
+    })?;
+    Ok((loaded, sha256))
 }

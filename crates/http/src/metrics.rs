@@ -41,6 +41,8 @@ pub struct Metrics {
     pub connections_closed: Family<Counter>,
     pub instantiate_duration: Family<Histogram>,
     pub fuel_consumed: Family<Histogram>,
+    pub reloads: Family<Counter>,
+    pub reload_last_successful: Family<Gauge>,
     /// The trace exporter, when tracing is configured.
     pub tracer: std::sync::OnceLock<Arc<crate::traces::Tracer>>,
 }
@@ -97,6 +99,12 @@ impl Default for Metrics {
                 Histogram::new(&FAST_BUCKETS)
             }),
             fuel_consumed: Family::new(n::WASM_FUEL_CONSUMED, F, || Histogram::new(&FUEL_BUCKETS)),
+            reloads: Family::new(n::WEDGE_RELOADS, &["result"], Counter::default),
+            reload_last_successful: Family::new(
+                n::WEDGE_RELOAD_LAST_SUCCESSFUL,
+                &[],
+                Gauge::default,
+            ),
             tracer: std::sync::OnceLock::new(),
         }
     }
@@ -128,6 +136,8 @@ impl Metrics {
         e.family(&self.connections_closed);
         e.family(&self.instantiate_duration);
         e.family(&self.fuel_consumed);
+        e.family(&self.reloads);
+        e.family(&self.reload_last_successful);
         let p = |d: n::Desc| (d.name, d.help, d.kind);
         if let Some(rss) = process::resident_bytes() {
             let (name, help, kind) = p(n::PROCESS_RESIDENT_MEMORY);

@@ -13,7 +13,39 @@ use wedge_runtime::cache::Cache;
 
 pub struct Table {
     pub router: Router,
-    pub functions: Vec<Loaded>,
+    pub functions: Vec<Arc<Loaded>>,
+}
+
+/// What a reload changed, by function name.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub added: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+    pub unchanged: usize,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.changed.is_empty() && self.removed.is_empty()
+    }
+}
+
+impl std::fmt::Display for Changes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        for (what, names) in [
+            ("added", &self.added),
+            ("changed", &self.changed),
+            ("removed", &self.removed),
+        ] {
+            if !names.is_empty() {
+                parts.push(format!("{what} {}", names.join(", ")));
+            }
+        }
+        parts.push(format!("{} unchanged", self.unchanged));
+        f.write_str(&parts.join("; "))
+    }
 }
 
 impl Table {
@@ -24,24 +56,65 @@ impl Table {
         cache: Option<&Cache>,
         metrics: &Arc<Metrics>,
     ) -> Result<Table> {
-        let mut shared = function::Shared::new();
-        let functions = app
-            .functions
-            .iter()
-            .map(|f| function::load(engine, f, cache, metrics, &mut shared))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Table {
-            router: app.router.clone(),
-            functions,
-        })
+        Ok(Table::reload(app, None, engine, cache, metrics)?.0)
     }
-}
 
-impl Table {
+    /// Builds the table for `app`, keeping from `previous` every function
+    /// whose manifest entry and module are unchanged: the same loaded code,
+    /// concurrency gate (with the requests queued on it) and metrics, with
+    /// their anomaly baselines. Only new or changed functions are loaded.
+    pub fn reload(
+        app: &App,
+        previous: Option<&Table>,
+        engine: &Engine,
+        cache: Option<&Cache>,
+        metrics: &Arc<Metrics>,
+    ) -> Result<(Table, Changes)> {
+        let mut shared = function::Shared::new();
+        let mut changes = Changes::default();
+        let mut functions = Vec::with_capacity(app.functions.len());
+        for f in &app.functions {
+            let old = previous.and_then(|t| t.functions.iter().find(|o| o.config.name == f.name));
+            if let Some(old) = old
+                && old.config == *f
+                && function::source_sha256(f, cache)? == old.sha256
+            {
+                changes.unchanged += 1;
+                functions.push(old.clone());
+                continue;
+            }
+            let loaded = function::load(engine, f, cache, metrics, &mut shared)?;
+            match old {
+                Some(_) => changes.changed.push(f.name.clone()),
+                None => changes.added.push(f.name.clone()),
+            }
+            functions.push(Arc::new(loaded));
+        }
+        if let Some(t) = previous {
+            for o in &t.functions {
+                if !app.functions.iter().any(|f| f.name == o.config.name) {
+                    changes.removed.push(o.config.name.clone());
+                }
+            }
+        }
+        Ok((
+            Table {
+                router: app.router.clone(),
+                functions,
+            },
+            changes,
+        ))
+    }
+
     /// Instantiates every function once (see `Wagi::probe`); the error
     /// names the function.
     pub async fn probe(&self) -> Result<()> {
-        for f in &self.functions {
+        self.probe_only(|_| true).await
+    }
+
+    /// Probes the functions `which` selects.
+    pub async fn probe_only(&self, which: impl Fn(&str) -> bool) -> Result<()> {
+        for f in self.functions.iter().filter(|f| which(&f.config.name)) {
             let result = match &f.executor {
                 crate::function::Executor::Wagi(w) => w.probe().await,
                 crate::function::Executor::Http(h) => h.probe().await,

@@ -112,7 +112,7 @@ pub struct FileMount {
 }
 
 /// One function, resolved.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Function {
     pub name: String,
     pub source: PathBuf,
@@ -139,6 +139,22 @@ pub struct Server {
     pub connections: Connections,
     /// HTTPS: the certificate chain and key files (both or neither).
     pub tls: Option<TlsFiles>,
+    /// How the node's engine is sized; fixed for the life of the process.
+    pub engine: EngineSettings,
+}
+
+/// The engine is built once per process and outlives every version of every
+/// function, so it is sized for the node, not for one app: a function
+/// deployed later must fit in it. Unset values are derived at start from the
+/// defaults and the first app (see docs/manifest.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EngineSettings {
+    /// Instances alive at once across all functions (the instance pool).
+    pub instances: Option<u32>,
+    /// The largest linear memory any function may be given, in bytes.
+    pub max_instance_memory: Option<u64>,
+    /// Compile fuel metering into all code, so functions may set `fuel`.
+    pub fuel_metering: Option<bool>,
 }
 
 impl Default for Server {
@@ -149,6 +165,7 @@ impl Default for Server {
             health_prefix: DEFAULT_HEALTH_PREFIX.to_string(),
             connections: Connections::default(),
             tls: None,
+            engine: EngineSettings::default(),
         }
     }
 }
@@ -385,6 +402,24 @@ pub fn parse(file: &Path, text: &str, cli: &LimitOverrides) -> Result<App, Manif
         server.health_prefix = v.clone();
     }
     let rs = &raw.server;
+    server.engine = EngineSettings {
+        instances: rs.instances,
+        max_instance_memory: rs.max_instance_memory.map(|s| s.0),
+        fuel_metering: rs.fuel_metering,
+    };
+    if server.engine.instances == Some(0) {
+        return Err(at(
+            None,
+            "[server] instances must be at least 1 (instances alive at once across all functions)"
+                .into(),
+        ));
+    }
+    if server.engine.max_instance_memory.is_some_and(|m| m < 65536) {
+        return Err(at(
+            None,
+            "[server] max_instance_memory must be at least 64KiB (one page)".into(),
+        ));
+    }
     let manifest_limits = ConnectionOverrides {
         max_connections: rs.max_connections,
         request_head_timeout: rs.request_head_timeout.map(|d| d.0),

@@ -61,6 +61,12 @@ pub struct RawServer {
     pub tls_key: Option<Spanned<String>>,
     /// Time a client has to finish the TLS handshake.
     pub tls_handshake_timeout: Option<Dur>,
+    /// Instances alive at once across all functions (the node's pool).
+    pub instances: Option<u32>,
+    /// The largest memory any function may be given.
+    pub max_instance_memory: Option<Size>,
+    /// Compile fuel metering in, so functions may set `fuel`.
+    pub fuel_metering: Option<bool>,
 }
 
 /// How a function is called.

@@ -41,7 +41,7 @@ pub fn build(opts: EngineOptions) -> wasmtime::Result<Engine> {
     Engine::new(&config)
 }
 
-/// Sizing of the instance pool for serving, derived from the app.
+/// Sizing of the instance pool for serving (see [`Node`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolSizing {
     /// Instances alive at once across all functions (their concurrency).
@@ -103,6 +103,93 @@ pub fn build_serving(opts: EngineOptions, pool: PoolSizing) -> wasmtime::Result<
     Engine::new(&config)
 }
 
+/// What the node's serving engine is built for. The engine lives as long
+/// as the process, so every function loaded into it, at start or later,
+/// must fit: [`Node::admit`] says which one does not and what to change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Node {
+    /// Instances alive at once across all functions.
+    pub instances: u32,
+    /// The largest linear memory a function may be given, in bytes.
+    pub max_memory: u64,
+    /// Fuel metering is compiled in.
+    pub fuel: bool,
+}
+
+impl Node {
+    /// Instances in the pool unless `[server] instances` says otherwise.
+    pub const DEFAULT_INSTANCES: u32 = 1000;
+    /// Largest memory unless `[server] max_instance_memory` says otherwise.
+    pub const DEFAULT_MAX_MEMORY: u64 = 1 << 30;
+
+    /// Sizes the node: the settings where given, else the defaults raised
+    /// to fit the first app (so that an app that starts today still does).
+    pub fn resolve(settings: &wedge_manifest::EngineSettings, app: &wedge_manifest::App) -> Node {
+        let total: u32 = app
+            .functions
+            .iter()
+            .map(|f| f.limits.max_concurrency)
+            .fold(16u32, u32::saturating_add);
+        let largest = app.functions.iter().map(|f| f.limits.max_memory).max();
+        Node {
+            instances: settings
+                .instances
+                .unwrap_or_else(|| total.max(Self::DEFAULT_INSTANCES)),
+            max_memory: settings.max_instance_memory.unwrap_or_else(|| {
+                largest.map_or(Self::DEFAULT_MAX_MEMORY, |m| {
+                    m.max(Self::DEFAULT_MAX_MEMORY)
+                })
+            }),
+            fuel: settings
+                .fuel_metering
+                .unwrap_or_else(|| app.functions.iter().any(|f| f.limits.fuel.is_some())),
+        }
+    }
+
+    /// Whether a function with these limits can run on this node.
+    pub fn admit(&self, function: &str, limits: &wedge_manifest::Limits) -> Result<(), String> {
+        if limits.max_memory > self.max_memory {
+            return Err(format!(
+                "function `{function}`: max_memory of {} bytes is over the node's \
+                 max_instance_memory of {} bytes; lower it, or raise [server] \
+                 max_instance_memory and restart",
+                limits.max_memory, self.max_memory
+            ));
+        }
+        if limits.max_concurrency > self.instances {
+            return Err(format!(
+                "function `{function}`: max_concurrency {} is over the node's {} instances; \
+                 lower it, or raise [server] instances and restart",
+                limits.max_concurrency, self.instances
+            ));
+        }
+        if limits.fuel.is_some() && !self.fuel {
+            return Err(format!(
+                "function `{function}`: sets fuel, but this server was started without fuel \
+                 metering; set [server] fuel_metering = true and restart"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The pool sizing and code options for [`build_serving`].
+    pub fn sizing(
+        &self,
+        keep_resident: u64,
+        explicit_bounds_checks: bool,
+    ) -> (EngineOptions, PoolSizing) {
+        (
+            EngineOptions { fuel: self.fuel },
+            PoolSizing {
+                instances: self.instances,
+                max_memory: self.max_memory,
+                keep_resident,
+                explicit_bounds_checks,
+            },
+        )
+    }
+}
+
 /// A stable fingerprint of everything that makes compiled code loadable by
 /// `engine`: Wasmtime's own compatibility hash plus wedge's version.
 pub fn hash(engine: &Engine) -> u64 {
@@ -123,6 +210,43 @@ mod tests {
         let fuel = build(EngineOptions { fuel: true }).unwrap();
         assert_eq!(hash(&plain), hash(&plain2));
         assert_ne!(hash(&plain), hash(&fuel));
+    }
+
+    #[test]
+    fn node_defaults_fit_the_first_app_and_admit_names_the_fix() {
+        let mut app = wedge_manifest::single(
+            std::path::Path::new("hello.wasm"),
+            &wedge_manifest::LimitOverrides::default(),
+        );
+        let node = Node::resolve(&Default::default(), &app);
+        assert_eq!(
+            node,
+            Node {
+                instances: Node::DEFAULT_INSTANCES,
+                max_memory: Node::DEFAULT_MAX_MEMORY,
+                fuel: false
+            }
+        );
+        app.functions[0].limits.max_memory = 2 << 30;
+        app.functions[0].limits.fuel = Some(1000);
+        let big = Node::resolve(&Default::default(), &app);
+        assert_eq!((big.max_memory, big.fuel), (2 << 30, true));
+        let err = node.admit("f", &app.functions[0].limits).unwrap_err();
+        assert!(err.contains("max_instance_memory"), "{err}");
+        app.functions[0].limits.max_memory = 1 << 20;
+        let err = node.admit("f", &app.functions[0].limits).unwrap_err();
+        assert!(err.contains("fuel_metering = true"), "{err}");
+        assert!(big.admit("f", &app.functions[0].limits).is_ok());
+        let set = wedge_manifest::EngineSettings {
+            instances: Some(8),
+            max_instance_memory: Some(1 << 20),
+            fuel_metering: Some(false),
+        };
+        let small = Node::resolve(&set, &app);
+        assert_eq!(
+            (small.instances, small.max_memory, small.fuel),
+            (8, 1 << 20, false)
+        );
     }
 
     #[test]

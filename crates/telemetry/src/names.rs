@@ -226,6 +226,18 @@ desc!(
     "Log lines dropped because the log queue was full."
 );
 desc!(
+    WEDGE_RELOADS,
+    "wedge_reloads",
+    Counter,
+    "Reloads of the manifest and modules (result: ok, failed)."
+);
+desc!(
+    WEDGE_RELOAD_LAST_SUCCESSFUL,
+    "wedge_reload_last_successful",
+    Gauge,
+    "1 if the last reload was applied, 0 if it failed and the previous functions still serve."
+);
+desc!(
     WEDGE_BUILD_INFO,
     "wedge_build_info",
     Gauge,
@@ -262,7 +274,7 @@ pub const SIZE_BUCKETS: [f64; 11] = [
 
 /// Every exported name, for checks that dashboards and rules only use
 /// metrics that exist.
-pub const ALL: [Desc; 34] = [
+pub const ALL: [Desc; 36] = [
     HTTP_SERVER_REQUEST_DURATION,
     HTTP_SERVER_ACTIVE_REQUESTS,
     HTTP_SERVER_REQUEST_BODY_SIZE,
@@ -296,6 +308,8 @@ pub const ALL: [Desc; 34] = [
     WEDGE_CONNECTIONS_OPEN,
     WEDGE_CONNECTIONS_CLOSED,
     WEDGE_LOG_LINES_DROPPED,
+    WEDGE_RELOADS,
+    WEDGE_RELOAD_LAST_SUCCESSFUL,
     WEDGE_BUILD_INFO,
 ];
 

@@ -10,6 +10,7 @@ mod inspect;
 mod limits;
 mod observe;
 mod prometheus;
+mod reload;
 mod run;
 mod serve;
 mod serve_http;

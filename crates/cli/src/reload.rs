@@ -1,0 +1,202 @@
+//! Reloading a running server's functions: the manifest and modules are
+//! read again, new and changed functions are compiled, linked and probed
+//! off the request path, and the new table replaces the old one in one
+//! atomic swap. Requests already running finish on the table they started
+//! with; a reload that fails leaves the old table serving.
+
+use anyhow::{Context, Result};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+use wedge_http::metrics::Metrics;
+use wedge_http::table::{self, Changes, Table};
+use wedge_manifest::{App, Server};
+use wedge_runtime::cache::Cache;
+use wedge_runtime::engine::Node;
+
+/// Everything a reload needs, shared by the file watcher (and, later, the
+/// admin API).
+pub struct Reloader {
+    /// Reads and validates the manifest again.
+    pub load: Box<dyn Fn() -> Result<App> + Send + Sync>,
+    pub engine: wasmtime::Engine,
+    pub node: Node,
+    pub cache: Option<Cache>,
+    pub metrics: Arc<Metrics>,
+    pub table: table::Shared,
+    /// The server settings in force, which a reload cannot change.
+    pub server: Server,
+    /// The manifest, if the app has one.
+    pub manifest: Option<PathBuf>,
+    /// Serialises reloads.
+    lock: tokio::sync::Mutex<()>,
+}
+
+/// A module's size and modification time, to tell whether it was written
+/// to while it was being loaded.
+type Stamp = Option<(u64, SystemTime)>;
+
+fn stamp(path: &PathBuf) -> Stamp {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.len(), m.modified().ok()?))
+}
+
+impl Reloader {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        load: Box<dyn Fn() -> Result<App> + Send + Sync>,
+        engine: wasmtime::Engine,
+        node: Node,
+        cache: Option<Cache>,
+        metrics: Arc<Metrics>,
+        table: table::Shared,
+        app: &App,
+    ) -> Reloader {
+        metrics.reload_last_successful.with(&[]).set(1);
+        Reloader {
+            load,
+            engine,
+            node,
+            cache,
+            metrics,
+            table,
+            server: app.server.clone(),
+            manifest: app.manifest.clone(),
+            lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The files a reload reads: the manifest and every module, as the
+    /// manifest stands now (an unreadable manifest gives none).
+    pub fn inputs(&self) -> Vec<PathBuf> {
+        let current = self.table.load();
+        let mut files: Vec<PathBuf> = current
+            .functions
+            .iter()
+            .map(|f| f.config.source.clone())
+            .collect();
+        files.extend(self.manifest.clone());
+        if let Ok(app) = (self.load)() {
+            files.extend(app.functions.into_iter().map(|f| f.source));
+        }
+        files.sort();
+        files.dedup();
+        files
+    }
+
+    /// Reloads, logs the outcome and counts it; `Err` leaves the old table.
+    pub async fn reload(&self) -> Result<Changes> {
+        let _one_at_a_time = self.lock.lock().await;
+        let start = Instant::now();
+        let result = self.try_reload().await;
+        let ok = result.is_ok();
+        self.metrics
+            .reloads
+            .with(&[if ok { "ok" } else { "failed" }])
+            .inc();
+        self.metrics
+            .reload_last_successful
+            .with(&[])
+            .set(i64::from(ok));
+        match &result {
+            Ok(c) if c.is_empty() => {}
+            Ok(c) => wedge_http::log::line(
+                "info",
+                "-",
+                "-",
+                &format!("reloaded in {} ms: {c}", start.elapsed().as_millis()),
+            ),
+            Err(e) => wedge_http::log::line(
+                "warn",
+                "-",
+                "-",
+                &format!("reload failed, the previous functions keep serving: {e:#}"),
+            ),
+        }
+        result
+    }
+
+    async fn try_reload(&self) -> Result<Changes> {
+        let app = (self.load)()?;
+        for f in &app.functions {
+            self.node
+                .admit(&f.name, &f.limits)
+                .map_err(anyhow::Error::msg)?;
+        }
+        self.warn_unapplied(&app.server);
+        let before: Vec<Stamp> = app.functions.iter().map(|f| stamp(&f.source)).collect();
+        let previous = self.table.load_full();
+        let (engine, cache, metrics) = (
+            self.engine.clone(),
+            self.cache.clone(),
+            self.metrics.clone(),
+        );
+        let app = Arc::new(app);
+        let for_load = app.clone();
+        // Compiling takes a core for a while: keep it off the async workers.
+        let (table, changes) = tokio::task::spawn_blocking(move || {
+            Table::reload(
+                &for_load,
+                Some(&previous),
+                &engine,
+                cache.as_ref(),
+                &metrics,
+            )
+        })
+        .await
+        .context("the reload task failed")??;
+        if changes.is_empty() {
+            // Same functions, same routes (they are part of each entry):
+            // the table serving now is equivalent.
+            return Ok(changes);
+        }
+        let fresh: Vec<&String> = changes.added.iter().chain(&changes.changed).collect();
+        table
+            .probe_only(|name| fresh.iter().any(|f| *f == name))
+            .await?;
+        let after: Vec<Stamp> = app.functions.iter().map(|f| stamp(&f.source)).collect();
+        if let Some(i) = (0..before.len()).find(|&i| before[i] != after[i]) {
+            anyhow::bail!(
+                "{} changed while it was being loaded (still being written?); it will be \
+                 loaded again when the write completes",
+                app.functions[i].source.display()
+            );
+        }
+        self.table.store(Arc::new(table));
+        Ok(changes)
+    }
+
+    /// Server settings are read once at start; say so when they change.
+    fn warn_unapplied(&self, new: &Server) {
+        let mut changed = Vec::new();
+        if new.listen.is_some() && new.listen != self.server.listen {
+            changed.push("listen");
+        }
+        if new.connections != self.server.connections {
+            changed.push("connection limits");
+        }
+        if new.tls != self.server.tls {
+            changed.push("tls");
+        }
+        if new.engine != self.server.engine {
+            changed.push("engine sizing");
+        }
+        if new.health_prefix != self.server.health_prefix {
+            changed.push("health_prefix");
+        }
+        if new.shutdown_grace != self.server.shutdown_grace {
+            changed.push("shutdown_grace");
+        }
+        if !changed.is_empty() {
+            wedge_http::log::line(
+                "warn",
+                "-",
+                "-",
+                &format!(
+                    "[server] {} changed in the manifest: applied at the next restart, not by a reload",
+                    changed.join(", ")
+                ),
+            );
+        }
+    }
+}
