@@ -71,13 +71,15 @@ impl Reloader {
     pub fn inputs(&self) -> Vec<PathBuf> {
         let current = self.table.load();
         let mut files: Vec<PathBuf> = current
-            .functions
-            .iter()
+            .versions()
             .map(|f| f.config.source.clone())
             .collect();
         files.extend(self.manifest.clone());
         if let Ok(app) = (self.load)() {
-            files.extend(app.functions.into_iter().map(|f| f.source));
+            for f in app.functions {
+                files.extend(f.traffic.canaries.iter().map(|c| c.source.clone()));
+                files.push(f.source);
+            }
         }
         files.sort();
         files.dedup();
@@ -124,7 +126,18 @@ impl Reloader {
                 .map_err(anyhow::Error::msg)?;
         }
         self.warn_unapplied(&app.server);
-        let before: Vec<Stamp> = app.functions.iter().map(|f| stamp(&f.source)).collect();
+        let sources: Vec<PathBuf> = app
+            .functions
+            .iter()
+            .flat_map(|f| {
+                f.traffic
+                    .canaries
+                    .iter()
+                    .map(|c| c.source.clone())
+                    .chain([f.source.clone()])
+            })
+            .collect();
+        let before: Vec<Stamp> = sources.iter().map(stamp).collect();
         let previous = self.table.load_full();
         let (engine, cache, metrics) = (
             self.engine.clone(),
@@ -154,12 +167,12 @@ impl Reloader {
         table
             .probe_only(|name| fresh.iter().any(|f| *f == name))
             .await?;
-        let after: Vec<Stamp> = app.functions.iter().map(|f| stamp(&f.source)).collect();
+        let after: Vec<Stamp> = sources.iter().map(stamp).collect();
         if let Some(i) = (0..before.len()).find(|&i| before[i] != after[i]) {
             anyhow::bail!(
                 "{} changed while it was being loaded (still being written?); it will be \
                  loaded again when the write completes",
-                app.functions[i].source.display()
+                sources[i].display()
             );
         }
         self.table.store(Arc::new(table));

@@ -236,7 +236,12 @@ pub fn check(args: AppArgs, global: &Global) -> Result<i32> {
     println!("{what}: ok, {} functions", table.functions.len());
     for (f, spec) in table.functions.iter().zip(&app.functions) {
         let routes: Vec<&str> = spec.routes.iter().map(|r| r.template()).collect();
-        println!("  {:<16} {:<14} {}", spec.name, f.abi, routes.join(" "));
+        println!(
+            "  {:<16} {:<14} {}",
+            spec.name,
+            f.stable().abi,
+            routes.join(" ")
+        );
     }
     Ok(0)
 }
@@ -340,8 +345,9 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
         let bound = listener.local_addr()?;
-        for (f, spec) in table.functions.iter().zip(&app.functions) {
+        for (served, spec) in table.functions.iter().zip(&app.functions) {
             let routes: Vec<&str> = spec.routes.iter().map(|r| r.template()).collect();
+            let f = served.stable();
             eprintln!(
                 "function {} ({}, aot cache {}): {}",
                 spec.name,
@@ -349,8 +355,27 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
                 f.cache.as_str(),
                 routes.join(" ")
             );
-            if let Some(note) = &f.cache_note {
-                eprintln!("  aot cache: {note}");
+            if served.versions.len() > 1 {
+                let weights = served
+                    .traffic
+                    .canaries
+                    .iter()
+                    .map(|c| c.weight)
+                    .chain([served.traffic.stable_weight()]);
+                for (v, w) in served.versions.iter().zip(weights) {
+                    eprintln!(
+                        "  version {} ({}%, {}, aot cache {})",
+                        v.spec.version,
+                        f64::from(w) / 100.0,
+                        v.abi,
+                        v.cache.as_str()
+                    );
+                }
+            }
+            for v in &served.versions {
+                if let Some(note) = &v.cache_note {
+                    eprintln!("  aot cache: {note}");
+                }
             }
         }
         let admin = tokio::net::TcpListener::bind(args.admin_listen)

@@ -96,12 +96,26 @@ async fn profile(query: &str, table: &Shared) -> Response<Body> {
         Some(other) => return bad(format!("unknown format `{other}` (json or folded)")),
     };
     let current = table.load_full();
-    let Some(f) = current.functions.iter().find(|f| *f.spec.name == *name) else {
+    let Some(served) = current.functions.iter().find(|f| *f.name == *name) else {
         return reply(
             StatusCode::NOT_FOUND,
             plain,
             format!("no function `{name}`\n"),
         );
+    };
+    // The stable version unless `version=` names another.
+    let f = match param("version") {
+        None => served.stable(),
+        Some(v) => match served.versions.iter().find(|l| *l.spec.version == *v) {
+            Some(l) => l,
+            None => {
+                return reply(
+                    StatusCode::NOT_FOUND,
+                    plain,
+                    format!("function `{name}` has no version `{v}` in traffic\n"),
+                );
+            }
+        },
     };
     let (engine, code) = match &f.executor {
         Executor::Wagi(wagi) => (wagi.module().engine(), Code::Module(wagi.module())),

@@ -18,6 +18,8 @@ use wedge_runtime::load::{CacheStatus, Program, Source};
 /// What a request needs to know about its function.
 pub struct Spec {
     pub name: Arc<str>,
+    /// The version's name: the manifest's, else its module digest's start.
+    pub version: Arc<str>,
     pub limits: Limits,
     pub env: Vec<(String, String)>,
     pub files: Vec<FileMount>,
@@ -120,8 +122,13 @@ pub fn load(
         .aot_cache
         .with(&[&name, loaded.cache.as_str()])
         .inc();
+    let version: Arc<str> = match &f.version {
+        Some(v) => v.as_str().into(),
+        None => short_digest(&sha256).into(),
+    };
     let spec = Arc::new(Spec {
         name,
+        version,
         metrics,
         profiling: Arc::default(),
         limits: f.limits.clone(),
@@ -183,6 +190,11 @@ pub fn load(
         abi,
         cache: loaded.cache,
     })
+}
+
+/// The first 12 hex digits of a digest: a version's name when it has none.
+pub fn short_digest(sha256: &[u8; 32]) -> String {
+    sha256[..6].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Preopens the function's granted directories.

@@ -69,6 +69,9 @@ struct Seen {
     queued: Option<(u64, std::time::Duration)>,
     /// Unix nanoseconds when the guest was called.
     guest_start: Option<u64>,
+    /// The version that served, and how many the function has in traffic.
+    version: Option<Arc<str>>,
+    versions: usize,
 }
 
 impl Handler {
@@ -151,6 +154,12 @@ impl Handler {
         if let Ok(v) = HeaderValue::from_str(&id) {
             response.headers_mut().insert("x-request-id", v);
         }
+        if seen.versions > 1
+            && let Some(v) = &seen.version
+            && let Ok(v) = HeaderValue::from_str(v)
+        {
+            response.headers_mut().insert("x-wedge-version", v);
+        }
         if debug
             && let Some(stats) = &seen.guest
             && let Ok(v) = HeaderValue::from_str(&stats.header())
@@ -159,6 +168,7 @@ impl Handler {
         }
         let status = response.status().as_u16();
         let route = seen.route.as_deref().unwrap_or("");
+        let fn_version = seen.version.as_deref().unwrap_or("");
         let elapsed = start.elapsed();
         if let Some(f) = &seen.function {
             let peak = seen.guest.as_ref().and_then(|g| g.peak_memory);
@@ -166,7 +176,13 @@ impl Handler {
         }
         self.metrics
             .request_duration
-            .with(&[method_label(&method), status_label(status), route, function])
+            .with(&[
+                method_label(&method),
+                status_label(status),
+                route,
+                function,
+                fn_version,
+            ])
             .observe(elapsed.as_secs_f64());
         if let (Some(t), Some(ctx)) = (tracer, &span)
             && ctx.sampled
@@ -179,6 +195,7 @@ impl Handler {
                 version,
                 route,
                 function,
+                function_version: fn_version,
                 status,
                 request_id: &id,
                 peer,
@@ -197,6 +214,7 @@ impl Handler {
             method: method.as_str(),
             route,
             function,
+            version: fn_version,
             status,
             duration: elapsed,
             guest: seen.guest.as_ref(),
@@ -238,8 +256,11 @@ impl Handler {
         let Some(routed) = table.router.route(path) else {
             return Err(Failure::NoRoute);
         };
-        let f: &Loaded = &table.functions[routed.target];
+        let served = &table.functions[routed.target];
+        let f: &Loaded = served.pick(req.headers());
         seen.function = Some(f.spec.metrics.clone());
+        seen.version = Some(f.spec.version.clone());
+        seen.versions = served.versions.len();
         seen.route = Some(routed.route.shared_template());
         let m = &f.spec.metrics;
         if let Some(methods) = &f.spec.methods

@@ -23,6 +23,7 @@ pub mod profile;
 pub mod request_id;
 pub mod server;
 pub mod spans;
+pub mod split;
 pub mod table;
 pub mod tls;
 pub mod traces;

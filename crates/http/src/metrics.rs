@@ -62,6 +62,7 @@ impl Default for Metrics {
                     "http_response_status_code",
                     "http_route",
                     "function",
+                    "version",
                 ],
                 dur,
             ),

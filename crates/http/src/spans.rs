@@ -17,6 +17,8 @@ pub struct Request<'a> {
     pub version: http::Version,
     pub route: &'a str,
     pub function: &'a str,
+    /// The function version that served; empty when none did.
+    pub function_version: &'a str,
     pub status: u16,
     pub request_id: &'a str,
     pub peer: Peer,
@@ -109,6 +111,9 @@ pub fn for_request(r: &Request<'_>) -> Encoded {
     }
     if !r.function.is_empty() {
         add("faas.name", Value::Str(r.function));
+        if !r.function_version.is_empty() {
+            add("faas.version", Value::Str(r.function_version));
+        }
     }
     if let Some(g) = r.guest {
         if let Some(m) = g.peak_memory {

@@ -4,16 +4,41 @@
 
 use crate::function::{self, Loaded};
 use crate::metrics::Metrics;
+use crate::split::Split;
 use anyhow::Result;
 use arc_swap::ArcSwap;
 use std::sync::Arc;
 use wasmtime::Engine;
-use wedge_manifest::{App, Router};
+use wedge_manifest::{App, Function, Router, Traffic};
 use wedge_runtime::cache::Cache;
 
 pub struct Table {
     pub router: Router,
-    pub functions: Vec<Arc<Loaded>>,
+    /// By the router's target index.
+    pub functions: Vec<Arc<Served>>,
+}
+
+/// One function as routed: its versions in traffic and how they share it.
+pub struct Served {
+    pub name: String,
+    /// Canaries first, the stable version last (the split's order).
+    pub versions: Vec<Arc<Loaded>>,
+    /// The versions' names, in the same order.
+    pub names: Vec<Arc<str>>,
+    pub split: Split,
+    pub traffic: Traffic,
+}
+
+impl Served {
+    /// The version that serves a request with these headers.
+    pub fn pick(&self, headers: &http::HeaderMap) -> &Arc<Loaded> {
+        &self.versions[self.split.pick(headers, &self.names)]
+    }
+
+    /// The stable version.
+    pub fn stable(&self) -> &Arc<Loaded> {
+        self.versions.last().expect("a function has a version")
+    }
 }
 
 /// What a reload changed, by function name.
@@ -21,13 +46,18 @@ pub struct Table {
 pub struct Changes {
     pub added: Vec<String>,
     pub changed: Vec<String>,
+    /// Only the traffic rules changed (weights, header, sticky).
+    pub traffic: Vec<String>,
     pub removed: Vec<String>,
     pub unchanged: usize,
 }
 
 impl Changes {
     pub fn is_empty(&self) -> bool {
-        self.added.is_empty() && self.changed.is_empty() && self.removed.is_empty()
+        self.added.is_empty()
+            && self.changed.is_empty()
+            && self.traffic.is_empty()
+            && self.removed.is_empty()
     }
 }
 
@@ -37,6 +67,7 @@ impl std::fmt::Display for Changes {
         for (what, names) in [
             ("added", &self.added),
             ("changed", &self.changed),
+            ("traffic of", &self.traffic),
             ("removed", &self.removed),
         ] {
             if !names.is_empty() {
@@ -59,10 +90,10 @@ impl Table {
         Ok(Table::reload(app, None, engine, cache, metrics)?.0)
     }
 
-    /// Builds the table for `app`, keeping from `previous` every function
-    /// whose manifest entry and module are unchanged: the same loaded code,
+    /// Builds the table for `app`, keeping from `previous` every version
+    /// whose configuration and module are unchanged: the same loaded code,
     /// concurrency gate (with the requests queued on it) and metrics, with
-    /// their anomaly baselines. Only new or changed functions are loaded.
+    /// their anomaly baselines. Only new or changed versions are loaded.
     pub fn reload(
         app: &App,
         previous: Option<&Table>,
@@ -74,26 +105,58 @@ impl Table {
         let mut changes = Changes::default();
         let mut functions = Vec::with_capacity(app.functions.len());
         for f in &app.functions {
-            let old = previous.and_then(|t| t.functions.iter().find(|o| o.config.name == f.name));
-            if let Some(old) = old
-                && old.config == *f
-                && function::source_sha256(f, cache)? == old.sha256
+            let old = previous.and_then(|t| t.functions.iter().find(|o| o.name == f.name));
+            let mut versions = Vec::with_capacity(f.traffic.canaries.len() + 1);
+            let mut fresh = false;
+            for config in version_configs(f) {
+                let kept = match old.and_then(|o| o.versions.iter().find(|v| v.config == config)) {
+                    Some(v) if function::source_sha256(&config, cache)? == v.sha256 => Some(v),
+                    _ => None,
+                };
+                match kept {
+                    Some(v) => versions.push(v.clone()),
+                    None => {
+                        fresh = true;
+                        let loaded = function::load(engine, &config, cache, metrics, &mut shared)?;
+                        versions.push(Arc::new(loaded));
+                    }
+                }
+            }
+            let names: Vec<Arc<str>> = versions.iter().map(|v| v.spec.version.clone()).collect();
+            if let Some(dup) = names
+                .iter()
+                .enumerate()
+                .find(|(i, n)| names[..*i].contains(n))
             {
-                changes.unchanged += 1;
-                functions.push(old.clone());
-                continue;
+                anyhow::bail!(
+                    "function `{}`: two versions are both named `{}` (unnamed versions are named \
+                     by their module's digest: give them a `version`)",
+                    f.name,
+                    dup.1
+                );
             }
-            let loaded = function::load(engine, f, cache, metrics, &mut shared)?;
             match old {
-                Some(_) => changes.changed.push(f.name.clone()),
                 None => changes.added.push(f.name.clone()),
+                Some(o) if fresh || o.versions.len() != versions.len() => {
+                    changes.changed.push(f.name.clone())
+                }
+                Some(o) if o.traffic != f.traffic || o.names != names => {
+                    changes.traffic.push(f.name.clone())
+                }
+                Some(_) => changes.unchanged += 1,
             }
-            functions.push(Arc::new(loaded));
+            functions.push(Arc::new(Served {
+                name: f.name.clone(),
+                split: Split::new(&f.name, &f.traffic),
+                traffic: f.traffic.clone(),
+                names,
+                versions,
+            }));
         }
         if let Some(t) = previous {
             for o in &t.functions {
-                if !app.functions.iter().any(|f| f.name == o.config.name) {
-                    changes.removed.push(o.config.name.clone());
+                if !app.functions.iter().any(|f| f.name == o.name) {
+                    changes.removed.push(o.name.clone());
                 }
             }
         }
@@ -106,6 +169,11 @@ impl Table {
         ))
     }
 
+    /// Every loaded version of every function.
+    pub fn versions(&self) -> impl Iterator<Item = &Arc<Loaded>> {
+        self.functions.iter().flat_map(|f| f.versions.iter())
+    }
+
     /// Instantiates every function once (see `Wagi::probe`); the error
     /// names the function.
     pub async fn probe(&self) -> Result<()> {
@@ -114,7 +182,7 @@ impl Table {
 
     /// Probes the functions `which` selects.
     pub async fn probe_only(&self, which: impl Fn(&str) -> bool) -> Result<()> {
-        for f in self.functions.iter().filter(|f| which(&f.config.name)) {
+        for f in self.versions().filter(|f| which(&f.config.name)) {
             let result = match &f.executor {
                 crate::function::Executor::Wagi(w) => w.probe().await,
                 crate::function::Executor::Http(h) => h.probe().await,
@@ -138,10 +206,29 @@ pub async fn watch_anomalies(table: Shared, window: std::time::Duration) {
     tick.tick().await;
     loop {
         tick.tick().await;
-        for f in &table.load().functions {
+        for f in table.load().versions() {
             f.spec.metrics.close_window();
         }
     }
+}
+
+/// One configuration per version of `f`, in the split's order (canaries,
+/// then stable): each a copy of the function with the version's source,
+/// environment and name, and no traffic rules of its own.
+pub fn version_configs(f: &Function) -> Vec<Function> {
+    let bare = |source, env, version| Function {
+        source,
+        env,
+        version,
+        traffic: Traffic::default(),
+        ..f.clone()
+    };
+    f.traffic
+        .canaries
+        .iter()
+        .map(|c| bare(c.source.clone(), c.env.clone(), Some(c.version.clone())))
+        .chain([bare(f.source.clone(), f.env.clone(), f.version.clone())])
+        .collect()
 }
 
 /// The current table, replaceable while serving.

@@ -8,12 +8,14 @@ pub mod error;
 pub mod outbound;
 pub mod raw;
 pub mod routes;
+pub mod traffic;
 pub mod units;
 
 pub use error::{Located, ManifestError};
 pub use outbound::OutboundRule;
 pub use raw::Abi;
 pub use routes::{Route, Router};
+pub use traffic::{Canary, Sticky, Traffic};
 
 use raw::{RawFunction, RawManifest};
 use std::net::SocketAddr;
@@ -128,6 +130,10 @@ pub struct Function {
     pub allow_authorization: bool,
     /// Requests one 0.3 service instance may serve in turn (1: fresh each).
     pub instance_reuse: u32,
+    /// The name of the version `source` is; `None`: named by its digest.
+    pub version: Option<String>,
+    /// Other versions in traffic and how requests are split.
+    pub traffic: Traffic,
 }
 
 /// Server settings, resolved.
@@ -353,6 +359,8 @@ pub fn single(module: &Path, cli: &LimitOverrides) -> App {
             outbound: Vec::new(),
             allow_authorization: false,
             instance_reuse: 1,
+            version: None,
+            traffic: Traffic::default(),
         }],
         router: Router::new(vec![(route, 0)]).expect("one route cannot conflict"),
         manifest: None,
@@ -472,6 +480,8 @@ pub fn parse(file: &Path, text: &str, cli: &LimitOverrides) -> Result<App, Manif
             ("name", d.get_ref().name.as_ref().map(Spanned::span)),
             ("source", d.get_ref().source.as_ref().map(Spanned::span)),
             ("routes", d.get_ref().routes.as_ref().map(|_| d.span())),
+            ("version", d.get_ref().version.as_ref().map(Spanned::span)),
+            ("canary", d.get_ref().canary.as_ref().map(|_| d.span())),
         ] {
             if let Some(span) = span {
                 return Err(at(
@@ -684,6 +694,7 @@ pub fn parse(file: &Path, text: &str, cli: &LimitOverrides) -> Result<App, Manif
                 read_only: raw.read_only,
             });
         }
+        let (version, traffic) = resolve_traffic(f, defaults, &base, &env, &at)?;
         let mut outbound = Vec::new();
         let rules = f
             .allowed_outbound_hosts
@@ -707,6 +718,8 @@ pub fn parse(file: &Path, text: &str, cli: &LimitOverrides) -> Result<App, Manif
                 .or(defaults.and_then(|d| d.get_ref().allow_authorization))
                 .unwrap_or(false),
             instance_reuse,
+            version,
+            traffic,
         });
     }
 
@@ -797,6 +810,110 @@ fn suggest(message: &str) -> String {
         Some((d, cand)) if d <= 2 => format!("{message}; did you mean `{cand}`?"),
         _ => message.to_string(),
     }
+}
+
+type At<'a> = dyn Fn(Option<Range<usize>>, String) -> ManifestError + 'a;
+
+/// A function's version name and traffic rules from its table.
+fn resolve_traffic(
+    f: &RawFunction,
+    defaults: Option<&Spanned<RawFunction>>,
+    base: &Path,
+    env: &[(String, String)],
+    at: &At<'_>,
+) -> Result<(Option<String>, Traffic), ManifestError> {
+    let name = f.name.as_ref().map_or("", |n| n.get_ref().as_str());
+    let mut traffic = Traffic::default();
+    let version = match &f.version {
+        Some(v) => {
+            traffic::check_version_name(v.get_ref()).map_err(|e| at(Some(v.span()), e))?;
+            Some(v.get_ref().clone())
+        }
+        None => None,
+    };
+    if let Some(h) = f
+        .version_header
+        .as_ref()
+        .or(defaults.and_then(|d| d.get_ref().version_header.as_ref()))
+    {
+        traffic.header =
+            traffic::check_header_name(h.get_ref()).map_err(|e| at(Some(h.span()), e))?;
+    }
+    if let Some(st) = f
+        .sticky
+        .as_ref()
+        .or(defaults.and_then(|d| d.get_ref().sticky.as_ref()))
+    {
+        traffic.sticky = Some(Sticky::parse(st.get_ref()).map_err(|e| at(Some(st.span()), e))?);
+    }
+    let mut names: Vec<&str> = version.iter().map(String::as_str).collect();
+    for c in f.canary.iter().flatten() {
+        let raw = c.get_ref();
+        let v = raw.version.get_ref();
+        traffic::check_version_name(v).map_err(|e| at(Some(raw.version.span()), e))?;
+        if version.is_none() {
+            return Err(at(
+                Some(c.span()),
+                format!(
+                    "function `{name}` has canaries but its `source` has no `version`: name it (e.g. version = \"v1\") so requests and metrics can tell the versions apart"
+                ),
+            ));
+        }
+        if names.contains(&v.as_str()) {
+            return Err(at(
+                Some(raw.version.span()),
+                format!(
+                    "duplicate version `{v}` in function `{name}`: version names must be unique"
+                ),
+            ));
+        }
+        names.push(v);
+        let source = base.join(raw.source.get_ref());
+        if !source.is_file() {
+            return Err(at(
+                Some(raw.source.span()),
+                format!(
+                    "source `{}` not found (looked for {}; paths are relative to the manifest)",
+                    raw.source.get_ref(),
+                    source.display()
+                ),
+            ));
+        }
+        let weight = traffic::weight_from_percent(raw.weight).map_err(|e| at(Some(c.span()), e))?;
+        let mut merged = env.to_vec();
+        for (k, val) in raw.env.iter().flatten() {
+            merged.retain(|(existing, _)| existing != k);
+            merged.push((k.clone(), val.clone()));
+        }
+        traffic.canaries.push(Canary {
+            version: v.clone(),
+            source,
+            weight,
+            env: merged,
+        });
+    }
+    if traffic.canaries.len() + 1 > traffic::MAX_VERSIONS {
+        return Err(at(
+            f.canary.as_ref().and_then(|c| c.last()).map(Spanned::span),
+            format!(
+                "function `{name}` has {} versions in traffic; at most {} are allowed",
+                traffic.canaries.len() + 1,
+                traffic::MAX_VERSIONS
+            ),
+        ));
+    }
+    let total: u32 = traffic.canaries.iter().map(|c| c.weight).sum();
+    if total > traffic::ALL_TRAFFIC {
+        return Err(at(
+            f.canary.as_ref().and_then(|c| c.last()).map(Spanned::span),
+            format!(
+                "the canaries of function `{name}` take {}% of the traffic; their weights must \
+                 add up to at most 100 (the stable version gets the rest)",
+                f64::from(total) / 100.0
+            ),
+        ));
+    }
+    Ok((version, traffic))
 }
 
 /// Levenshtein distance, for suggestions.

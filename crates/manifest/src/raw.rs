@@ -114,4 +114,23 @@ pub struct RawFunction {
     /// Requests one instance of a WASI 0.3 service may serve, one after
     /// another (1: a fresh instance per request).
     pub instance_reuse: Option<u32>,
+    /// The name of the version `source` is (default: its digest).
+    pub version: Option<Spanned<String>>,
+    /// Header whose value picks a version by name.
+    pub version_header: Option<Spanned<String>>,
+    /// `header:NAME` or `cookie:NAME`: keeps a user on one version.
+    pub sticky: Option<Spanned<String>>,
+    /// Versions beside `source`, each with a share of the traffic.
+    pub canary: Option<Vec<Spanned<RawCanary>>>,
+}
+
+/// A `[[function.canary]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCanary {
+    pub version: Spanned<String>,
+    pub source: Spanned<String>,
+    /// Percent of the traffic.
+    pub weight: f64,
+    pub env: Option<BTreeMap<String, String>>,
 }

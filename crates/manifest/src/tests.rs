@@ -113,3 +113,29 @@ fn bad_manifests_report_file_line_column_and_fix() {
     }
     assert!(checked >= 15, "only {checked} bad manifests");
 }
+
+#[test]
+fn canaries_resolve_with_weights_header_and_sticky_cookie() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(testdata().join("hello.wasm"), dir.path().join("a.wasm")).unwrap();
+    std::fs::copy(testdata().join("hello.wasm"), dir.path().join("b.wasm")).unwrap();
+    let text = "[[function]]\nname = \"api\"\nsource = \"a.wasm\"\nroutes = [\"/api/...\"]\n\
+                version = \"v1.1\"\nversion_header = \"X-Wasm-Version\"\nsticky = \"cookie:sid\"\n\
+                env = { A = \"1\", B = \"2\" }\n\n\
+                [[function.canary]]\nversion = \"v1.2-beta\"\nsource = \"b.wasm\"\nweight = 5.25\n\
+                env = { B = \"3\" }\n";
+    let file = dir.path().join("wedge.toml");
+    let app = parse(&file, text, &LimitOverrides::default()).unwrap();
+    let f = &app.functions[0];
+    assert_eq!(f.version.as_deref(), Some("v1.1"));
+    assert_eq!(f.traffic.header, "x-wasm-version");
+    assert_eq!(f.traffic.sticky, Some(Sticky::Cookie("sid".into())));
+    assert_eq!(f.traffic.stable_weight(), 10_000 - 525);
+    let c = &f.traffic.canaries[0];
+    assert_eq!((c.version.as_str(), c.weight), ("v1.2-beta", 525));
+    assert!(c.source.ends_with("b.wasm"));
+    assert_eq!(
+        c.env,
+        vec![("A".to_string(), "1".to_string()), ("B".into(), "3".into())]
+    );
+}

@@ -102,6 +102,7 @@ fn child(variant: &str, lines: u64) {
                     method: "GET",
                     route: "/hello",
                     function: "hello",
+                    version: "v1",
                     status: 200,
                     duration: Duration::from_micros(57),
                     guest: Some(&stats),

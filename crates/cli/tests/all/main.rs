@@ -2,6 +2,7 @@
 //! on real guest programs and checks what it prints and how it exits.
 
 mod cache;
+mod canary;
 mod client;
 mod conformance;
 mod errors;

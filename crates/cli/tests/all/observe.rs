@@ -6,7 +6,7 @@ use crate::support::{Sandbox, example, guest, s};
 
 fn app(sb: &Sandbox) -> String {
     let toml = format!(
-        "[[function]]\nname = \"hello\"\nsource = \"{}\"\nroutes = [\"/hello\"]\n\n\
+        "[[function]]\nname = \"hello\"\nsource = \"{}\"\nroutes = [\"/hello\"]\nversion = \"v7\"\n\n\
          [[function]]\nname = \"trap\"\nsource = \"{}\"\nroutes = [\"/trap/...\"]\n",
         s(&guest("wat/wagi/hello.wat")),
         s(&guest("wat/divzero.wat"))
@@ -45,15 +45,27 @@ fn metrics_count_known_traffic() {
     has(&t, "# TYPE http_server_request_duration_seconds histogram");
     has(
         &t,
-        "http_server_request_duration_seconds_count{http_request_method=\"GET\",http_response_status_code=\"200\",http_route=\"/hello\",function=\"hello\"} 3",
+        "http_server_request_duration_seconds_count{http_request_method=\"GET\",http_response_status_code=\"200\",http_route=\"/hello\",function=\"hello\",version=\"v7\"} 3",
+    );
+    // An unnamed version is named by its module's digest (12 hex digits).
+    let trap = t
+        .lines()
+        .find(|l| {
+            l.starts_with(
+                "http_server_request_duration_seconds_count{http_request_method=\"GET\",http_response_status_code=\"500\",http_route=\"/trap/...\",function=\"trap\",version=\"",
+            )
+        })
+        .expect("the trap series");
+    let digest = trap.split("version=\"").nth(1).unwrap();
+    assert!(digest.ends_with("\"} 2"), "{trap}");
+    let digest = digest.trim_end_matches("\"} 2");
+    assert!(
+        digest.len() == 12 && digest.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{trap}"
     );
     has(
         &t,
-        "http_server_request_duration_seconds_count{http_request_method=\"GET\",http_response_status_code=\"500\",http_route=\"/trap/...\",function=\"trap\"} 2",
-    );
-    has(
-        &t,
-        "http_server_request_duration_seconds_count{http_request_method=\"GET\",http_response_status_code=\"404\",http_route=\"\",function=\"\"} 1",
+        "http_server_request_duration_seconds_count{http_request_method=\"GET\",http_response_status_code=\"404\",http_route=\"\",function=\"\",version=\"\"} 1",
     );
     has(&t, "faas_invocations_total{function=\"hello\"} 3");
     has(&t, "faas_invocations_total{function=\"trap\"} 2");

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 /// A WAGI module that answers `version N`, padded with a custom section so
 /// that writing it takes more than one `write` call.
-fn versioned(n: u32) -> Vec<u8> {
+pub fn versioned(n: u32) -> Vec<u8> {
     let body = format!("Content-Type: text/plain\n\nversion {n}\n");
     let mut wasm = wat::parse_str(format!(
         r#"(module
@@ -46,7 +46,7 @@ fn versioned(n: u32) -> Vec<u8> {
     wasm
 }
 
-fn metric(srv: &Server, prefix: &str) -> f64 {
+pub fn metric(srv: &Server, prefix: &str) -> f64 {
     get(srv.admin, "/metrics")
         .text()
         .lines()

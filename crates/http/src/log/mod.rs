@@ -147,6 +147,8 @@ pub struct Access<'a> {
     pub method: &'a str,
     pub route: &'a str,
     pub function: &'a str,
+    /// The version that served; empty when none did.
+    pub version: &'a str,
     pub status: u16,
     pub duration: std::time::Duration,
     pub guest: Option<&'a crate::function::GuestStats>,
@@ -177,9 +179,11 @@ fn access_text(out: &mut String, a: &Access<'_>) {
     stamp(out);
     let _ = write!(
         out,
-        " info [{}] {}: {} {} {} {}us",
+        " info [{}] {}{}{}: {} {} {} {}us",
         a.request_id,
         or_dash(a.function),
+        if a.version.is_empty() { "" } else { "@" },
+        a.version,
         a.method,
         or_dash(a.route),
         a.status,
@@ -213,6 +217,8 @@ fn access_json(out: &mut String, a: &Access<'_>) {
     push_json_str(out, a.route);
     out.push_str(",\"function\":");
     push_json_str(out, a.function);
+    out.push_str(",\"version\":");
+    push_json_str(out, a.version);
     let _ = write!(
         out,
         ",\"status\":{},\"duration_us\":{},\"guest_us\":",
@@ -298,6 +304,7 @@ mod tests {
             method: "GET",
             route: "/a\"b\n\u{1}",
             function: "",
+            version: "",
             status: 200,
             duration: Duration::from_micros(57),
             guest,
