@@ -1,5 +1,6 @@
 //! wedge-cli: the `wedge` binary; parses the command line and wires the other crates together.
 
+mod api;
 mod cache_cmd;
 mod compile;
 mod inspect;

@@ -148,6 +148,10 @@ pub struct ServeArgs {
     /// per request) or `guard-pages` (faster compute-heavy guests)
     #[arg(long, value_name = "HOW", default_value = "explicit", value_parser = ["explicit", "guard-pages"])]
     bounds_checks: String,
+    /// Keep versions and traffic rules deployed through the admin API
+    /// (`/v1/...`) in DIR, crash-safe; without it the API is off
+    #[arg(long, value_name = "DIR", env = "WEDGE_STATE_DIR")]
+    state: Option<PathBuf>,
     /// Reload when the manifest or a module changes: new and changed
     /// functions are compiled and probed off the request path, then swapped
     /// in at once; a reload that fails keeps the functions serving
@@ -265,7 +269,25 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
     wedge_http::log::set_json(args.log_format == "json");
     wedge_http::log::forward_library_events(std::env::var("RUST_LOG").ok().as_deref())
         .map_err(|e| anyhow::anyhow!(e))?;
-    let app = args.app.load()?;
+    let store = match &args.state {
+        Some(dir) => Some(Arc::new(
+            wedge_control::Store::open(dir).map_err(|e| anyhow::anyhow!("--state: {e}"))?,
+        )),
+        None => None,
+    };
+    let load_app = {
+        let (app_args, store) = (args.app, store.clone());
+        move || -> Result<App> {
+            let mut app = app_args.load()?;
+            if let Some(store) = &store {
+                for drift in wedge_control::apply(&mut app, store)? {
+                    wedge_http::log::line("warn", "-", &drift.function, &drift.to_string());
+                }
+            }
+            Ok(app)
+        }
+    };
+    let app = load_app()?;
     if let Some(warning) = backtrace_warning(
         std::env::var("RUST_BACKTRACE").ok().as_deref(),
         std::env::var("RUST_LIB_BACKTRACE").ok().as_deref(),
@@ -306,7 +328,7 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
         .map(Tls::new)
         .transpose()
         .map_err(|e| anyhow::anyhow!("tls: {e}"))?;
-    let configured_token = configured_admin_token(&args)?;
+    let configured_token = configured_admin_token(args.admin_token_file.as_ref())?;
     if configured_token.is_none() && !args.admin_listen.ip().is_loopback() {
         anyhow::bail!(
             "refusing to serve the admin listener on {} without a token: anyone who can reach \
@@ -391,17 +413,18 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
             }
         };
         let shared = table::shared(table);
-        let watching = args.watch.then(|| {
-            let app_args = args.app;
-            Arc::new(Reloader::new(
-                Box::new(move || app_args.load()),
-                engine.clone(),
-                node,
-                cache,
-                metrics.clone(),
-                shared.clone(),
-                &app,
-            ))
+        let reloader = Arc::new(Reloader::new(
+            Box::new(load_app),
+            engine.clone(),
+            node,
+            cache,
+            metrics.clone(),
+            shared.clone(),
+            &app,
+        ));
+        let control = store.map(|store| {
+            Arc::new(crate::api::Api::new(store, reloader.clone()))
+                as Arc<dyn wedge_http::admin::Control>
         });
         let admin_listener = Listener::new(
             "admin",
@@ -428,6 +451,7 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
         let admin_app = Arc::new(Admin {
             metrics,
             table: shared,
+            control,
             token,
             ready: handler.ready.clone(),
         });
@@ -447,7 +471,7 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
             args.anomaly_window,
         ));
         let _ticker = EpochTicker::start(engine.clone());
-        if let Some(reloader) = watching {
+        if args.watch {
             if app.manifest.is_none() {
                 eprintln!("watching the module for changes");
             } else {
@@ -490,8 +514,8 @@ fn admin_limits(data: &Connections) -> Connections {
 }
 
 /// The admin token from `--admin-token-file` or `WEDGE_ADMIN_TOKEN`, if given.
-fn configured_admin_token(args: &ServeArgs) -> Result<Option<Token>> {
-    if let Some(path) = &args.admin_token_file {
+fn configured_admin_token(token_file: Option<&PathBuf>) -> Result<Option<Token>> {
+    if let Some(path) = token_file {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("--admin-token-file {}", path.display()))?;
         let token = Token::new(&text)

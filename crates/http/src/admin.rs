@@ -23,10 +23,26 @@ use wedge_telemetry::encode::{self, OPENMETRICS_TEXT, PROMETHEUS_TEXT};
 /// Largest admin request body.
 pub const MAX_BODY: usize = 4 << 10;
 
+/// The control plane's API under `/v1/`, served behind the admin token.
+pub trait Control: Send + Sync {
+    /// Largest request body it accepts (module uploads).
+    fn max_body(&self) -> usize;
+    /// Answers one request: a status and a JSON document.
+    fn call(
+        &self,
+        method: Method,
+        path: String,
+        query: String,
+        body: bytes::Bytes,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = (StatusCode, String)> + Send + '_>>;
+}
+
 /// The admin endpoints.
 pub struct Admin {
     pub metrics: Arc<Metrics>,
     pub table: Shared,
+    /// `/v1/...`, when the server has a control plane.
+    pub control: Option<Arc<dyn Control>>,
     /// Every endpoint but `/metrics`, `/live` and `/ready` needs it.
     pub token: Token,
     /// The data plane's readiness (cleared when it starts draining).
@@ -157,6 +173,7 @@ impl App for Admin {
 }
 
 const PLAIN: &str = "text/plain; charset=utf-8";
+const JSON: &str = "application/json";
 
 impl Admin {
     async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
@@ -198,6 +215,32 @@ impl Admin {
                 HeaderValue::from_static("Bearer realm=\"wedge-admin\""),
             );
             return r;
+        }
+        if let Some(control) = &self.control
+            && req.uri().path().starts_with("/v1/")
+        {
+            let (method, path) = (req.method().clone(), req.uri().path().to_string());
+            let query = req.uri().query().unwrap_or("").to_string();
+            let limit = control.max_body();
+            let body = match Limited::new(req.into_body(), limit).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                    return reply(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        JSON,
+                        format!("{{\"error\":\"request bodies are limited to {limit} bytes\"}}\n"),
+                    );
+                }
+                Err(e) => {
+                    return reply(
+                        StatusCode::BAD_REQUEST,
+                        JSON,
+                        format!("{{\"error\":{}}}\n", log::json_str(&e.to_string())),
+                    );
+                }
+            };
+            let (status, json) = control.call(method, path, query, body).await;
+            return reply(status, JSON, json);
         }
         match (req.method(), req.uri().path()) {
             (&Method::POST, "/profile") => {

@@ -5,6 +5,7 @@ mod cache;
 mod canary;
 mod client;
 mod conformance;
+mod control;
 mod errors;
 mod hostile;
 mod inspect;

@@ -1,0 +1,446 @@
+//! The control plane's HTTP API (`/v1/...` on the admin listener): deploy a
+//! version, set traffic, promote, roll back, hand a function back to the
+//! manifest. Every change is committed to the state store, then applied by
+//! a reload; a change that does not load is undone in the store, so the
+//! committed state is always one that serves.
+
+use crate::reload::Reloader;
+use http::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use wedge_control::store::now;
+use wedge_control::{FunctionState, Store, TrafficRecord};
+use wedge_http::table::Served;
+use wedge_manifest::traffic::{ALL_TRAFFIC, check_version_name};
+
+/// Largest module accepted by a deploy.
+pub const MAX_MODULE: usize = 64 << 20;
+
+pub struct Api {
+    pub store: Arc<Store>,
+    pub reloader: Arc<Reloader>,
+    /// One change at a time.
+    lock: tokio::sync::Mutex<()>,
+}
+
+type Reply = (StatusCode, String);
+
+fn reply(status: StatusCode, v: Value) -> Reply {
+    (status, format!("{v:#}\n"))
+}
+
+fn error(status: StatusCode, message: impl std::fmt::Display) -> Reply {
+    reply(status, json!({ "error": message.to_string() }))
+}
+
+fn store_error(e: wedge_control::Error) -> Reply {
+    use wedge_control::Error as E;
+    let status = match &e {
+        E::Invalid(_) => StatusCode::BAD_REQUEST,
+        E::NotFound(_) => StatusCode::NOT_FOUND,
+        E::Conflict(_) => StatusCode::CONFLICT,
+        E::Store { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(status, e)
+}
+
+fn param<'q>(query: &'q str, key: &str) -> Option<&'q str> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v)
+}
+
+fn percent(bp: u32) -> f64 {
+    f64::from(bp) / 100.0
+}
+
+impl wedge_http::admin::Control for Api {
+    fn max_body(&self) -> usize {
+        MAX_MODULE
+    }
+
+    fn call(
+        &self,
+        method: Method,
+        path: String,
+        query: String,
+        body: bytes::Bytes,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Reply> + Send + '_>> {
+        Box::pin(async move { self.route(method, &path, &query, body).await })
+    }
+}
+
+impl Api {
+    pub fn new(store: Arc<Store>, reloader: Arc<Reloader>) -> Api {
+        Api {
+            store,
+            reloader,
+            lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    async fn route(&self, method: Method, path: &str, query: &str, body: bytes::Bytes) -> Reply {
+        let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+        match (method, parts.as_slice()) {
+            (Method::GET, ["v1", "functions"]) => self.list(),
+            (Method::GET, ["v1", "functions", name]) => self.show(name),
+            (Method::POST, ["v1", "functions", name, "versions"]) => {
+                self.deploy(name, query, body).await
+            }
+            (Method::PUT, ["v1", "functions", name, "traffic"]) => {
+                self.set_traffic(name, &body).await
+            }
+            (Method::DELETE, ["v1", "functions", name, "traffic"]) => self.release(name).await,
+            (Method::POST, ["v1", "functions", name, "promote"]) => {
+                let Some(v) = param(query, "version") else {
+                    return error(StatusCode::BAD_REQUEST, "give ?version=NAME");
+                };
+                let v = v.to_string();
+                self.change(name, "promote", move |_, t| Ok(promoted(t, &v)))
+                    .await
+            }
+            (Method::POST, ["v1", "functions", name, "rollback"]) => {
+                self.change(name, "rollback", |_, t| {
+                    let Some(prev) = t.previous_stable.clone() else {
+                        return Err(error(
+                            StatusCode::CONFLICT,
+                            "nothing to roll back to: the stable version has not changed \
+                             through the API",
+                        ));
+                    };
+                    Ok(promoted(t, &prev))
+                })
+                .await
+            }
+            _ => error(
+                StatusCode::NOT_FOUND,
+                "unknown endpoint: see GET /v1/functions, GET /v1/functions/NAME, POST \
+                 /v1/functions/NAME/versions?version=V[&weight=W], PUT|DELETE \
+                 /v1/functions/NAME/traffic, POST /v1/functions/NAME/promote?version=V, POST \
+                 /v1/functions/NAME/rollback",
+            ),
+        }
+    }
+
+    fn served(&self, name: &str) -> Option<Arc<Served>> {
+        let table = self.reloader.table.load();
+        table.functions.iter().find(|f| f.name == name).cloned()
+    }
+
+    fn view(&self, served: &Served) -> Value {
+        let state = self.store.function(&served.name).unwrap_or_default();
+        let weights = served
+            .traffic
+            .canaries
+            .iter()
+            .map(|c| c.weight)
+            .chain([served.traffic.stable_weight()]);
+        let versions: Vec<Value> = served
+            .versions
+            .iter()
+            .zip(weights)
+            .map(|(v, w)| {
+                json!({
+                    "version": &*v.spec.version,
+                    "weight": percent(w),
+                    "abi": v.abi,
+                    "sha256": v.sha256.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+                })
+            })
+            .collect();
+        let stored: Vec<Value> = state
+            .versions
+            .iter()
+            .map(|v| json!({"version": v.version, "sha256": v.sha256, "created": v.created}))
+            .collect();
+        let routes: Vec<&str> = served
+            .stable()
+            .config
+            .routes
+            .iter()
+            .map(|r| r.template())
+            .collect();
+        json!({
+            "name": served.name,
+            "routes": routes,
+            "managed_by": if state.traffic.is_some() { "api" } else { "manifest" },
+            "stable": &*served.stable().spec.version,
+            "traffic": versions,
+            "previous_stable": state.traffic.as_ref().and_then(|t| t.previous_stable.clone()),
+            "last_change": state.traffic.as_ref().map(|t| json!({"at": t.changed, "reason": t.reason})),
+            "stored_versions": stored,
+        })
+    }
+
+    fn list(&self) -> Reply {
+        let table = self.reloader.table.load();
+        let all: Vec<Value> = table.functions.iter().map(|f| self.view(f)).collect();
+        reply(StatusCode::OK, json!({ "functions": all }))
+    }
+
+    fn show(&self, name: &str) -> Reply {
+        match self.served(name) {
+            Some(f) => reply(StatusCode::OK, self.view(&f)),
+            None => error(StatusCode::NOT_FOUND, format!("no function `{name}`")),
+        }
+    }
+
+    /// The function's traffic as the store has it, taking over from the
+    /// manifest (its versions' modules copied into the store) on first use.
+    fn adopt(&self, served: &Served) -> Result<(FunctionState, TrafficRecord), Reply> {
+        let state = self.store.function(&served.name).map_err(store_error)?;
+        if let Some(t) = &state.traffic {
+            return Ok((state.clone(), t.clone()));
+        }
+        for v in &served.versions {
+            let bytes = std::fs::read(&v.config.source).map_err(|e| {
+                error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("reading {}: {e}", v.config.source.display()),
+                )
+            })?;
+            let sha = self.store.put_module(&bytes).map_err(store_error)?;
+            self.store
+                .add_version(&served.name, &v.spec.version, &sha)
+                .map_err(store_error)?;
+        }
+        let canaries = served.names[..served.names.len() - 1]
+            .iter()
+            .zip(&served.traffic.canaries)
+            .map(|(n, c)| (n.to_string(), c.weight))
+            .collect();
+        let traffic = TrafficRecord {
+            stable: served.stable().spec.version.to_string(),
+            canaries,
+            previous_stable: None,
+            changed: now(),
+            reason: "taken over from the manifest".into(),
+        };
+        Ok((
+            self.store.function(&served.name).map_err(store_error)?,
+            traffic,
+        ))
+    }
+
+    /// Applies a traffic change: commit, reload, and undo on failure.
+    async fn change(
+        &self,
+        name: &str,
+        reason: &str,
+        f: impl FnOnce(&FunctionState, &TrafficRecord) -> Result<TrafficRecord, Reply>,
+    ) -> Reply {
+        let _one = self.lock.lock().await;
+        let Some(served) = self.served(name) else {
+            return error(StatusCode::NOT_FOUND, format!("no function `{name}`"));
+        };
+        let before = match self.store.function(name) {
+            Ok(s) => s.traffic,
+            Err(e) => return store_error(e),
+        };
+        let (state, current) = match self.adopt(&served) {
+            Ok(x) => x,
+            Err(r) => return r,
+        };
+        let mut next = match f(&state, &current) {
+            Ok(t) => t,
+            Err(r) => return r,
+        };
+        for v in std::iter::once(&next.stable).chain(next.canaries.iter().map(|c| &c.0)) {
+            if state.version(v).is_none() {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    format!("function `{name}` has no version `{v}`; deploy it first"),
+                );
+            }
+        }
+        next.changed = now();
+        next.reason = reason.to_string();
+        if let Err(e) = self.store.set_traffic(name, &next) {
+            return store_error(e);
+        }
+        if let Err(e) = self.reloader.reload().await {
+            let undo = match &before {
+                Some(t) => self.store.set_traffic(name, t),
+                None => self.store.clear_traffic(name).map(|_| ()),
+            };
+            let _ = self.reloader.reload().await;
+            let mut message = format!("the change did not load and was undone: {e:#}");
+            if let Err(u) = undo {
+                message.push_str(&format!("; undoing it failed too: {u}"));
+            }
+            return error(StatusCode::UNPROCESSABLE_ENTITY, message);
+        }
+        match self.served(name) {
+            Some(f) => reply(StatusCode::OK, self.view(&f)),
+            None => error(StatusCode::NOT_FOUND, format!("no function `{name}`")),
+        }
+    }
+
+    async fn deploy(&self, name: &str, query: &str, body: bytes::Bytes) -> Reply {
+        let Some(version) = param(query, "version") else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "give ?version=NAME (and optionally &weight=PERCENT) with the module as the body",
+            );
+        };
+        if let Err(e) = check_version_name(version) {
+            return error(StatusCode::BAD_REQUEST, e);
+        }
+        let weight = match param(query, "weight").map(str::parse::<f64>) {
+            None => 0,
+            Some(Ok(w)) if (0.0..=100.0).contains(&w) => (w * 100.0).round() as u32,
+            Some(_) => return error(StatusCode::BAD_REQUEST, "weight is a percentage, 0 to 100"),
+        };
+        if body.is_empty() {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "the request body is the module; it is empty",
+            );
+        }
+        if self.served(name).is_none() {
+            return error(StatusCode::NOT_FOUND, format!("no function `{name}`"));
+        }
+        let store = self.store.clone();
+        let sha = match tokio::task::spawn_blocking(move || store.put_module(&body)).await {
+            Ok(Ok(sha)) => sha,
+            Ok(Err(e)) => return store_error(e),
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        };
+        let existed = self
+            .store
+            .function(name)
+            .map(|s| s.version(version).is_some())
+            .unwrap_or(false);
+        if let Err(e) = self.store.add_version(name, version, &sha) {
+            return store_error(e);
+        }
+        let v = version.to_string();
+        let (status, text) = self
+            .change(name, "deploy", move |_, t| {
+                if weight >= ALL_TRAFFIC {
+                    return Ok(promoted(t, &v));
+                }
+                if t.stable == v {
+                    return Ok(t.clone());
+                }
+                let mut next = t.clone();
+                next.canaries.retain(|c| c.0 != v);
+                next.canaries.push((v.clone(), weight));
+                let total: u32 = next.canaries.iter().map(|c| c.1).sum();
+                if total > ALL_TRAFFIC {
+                    return Err(error(
+                        StatusCode::CONFLICT,
+                        format!(
+                            "the canaries would take {}% of the traffic; lower the weight or \
+                             set the traffic first",
+                            percent(total)
+                        ),
+                    ));
+                }
+                Ok(next)
+            })
+            .await;
+        if status == StatusCode::UNPROCESSABLE_ENTITY && !existed {
+            let _ = self.store.remove_version(name, version);
+        }
+        if status == StatusCode::OK {
+            (StatusCode::CREATED, text)
+        } else {
+            (status, text)
+        }
+    }
+
+    async fn set_traffic(&self, name: &str, body: &[u8]) -> Reply {
+        let weights: serde_json::Map<String, Value> = match serde_json::from_slice(body) {
+            Ok(Value::Object(m)) => m,
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "the body is a JSON object of version: percent, e.g. {\"v1\": 90, \"v2\": 10}",
+                );
+            }
+        };
+        let mut parsed: Vec<(String, u32)> = Vec::new();
+        for (v, w) in &weights {
+            match w.as_f64() {
+                Some(w) if (0.0..=100.0).contains(&w) => {
+                    parsed.push((v.clone(), (w * 100.0).round() as u32))
+                }
+                _ => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        format!("`{v}`: a percentage, 0 to 100"),
+                    );
+                }
+            }
+        }
+        let total: u32 = parsed.iter().map(|p| p.1).sum();
+        if total != ALL_TRAFFIC {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "the weights add up to {}%; they must add up to 100",
+                    percent(total)
+                ),
+            );
+        }
+        self.change(name, "traffic", move |_, t| {
+            // The stable version takes the largest share; on a tie the
+            // current stable keeps its place.
+            let top = parsed.iter().map(|p| p.1).max().unwrap_or(0);
+            let stable = parsed
+                .iter()
+                .find(|p| p.1 == top && p.0 == t.stable)
+                .or_else(|| parsed.iter().find(|p| p.1 == top))
+                .map(|p| p.0.clone())
+                .unwrap_or_else(|| t.stable.clone());
+            let mut next = t.clone();
+            if stable != t.stable {
+                next.previous_stable = Some(t.stable.clone());
+            }
+            next.canaries = parsed.iter().filter(|p| p.0 != stable).cloned().collect();
+            next.stable = stable;
+            Ok(next)
+        })
+        .await
+    }
+
+    async fn release(&self, name: &str) -> Reply {
+        let _one = self.lock.lock().await;
+        if self.served(name).is_none() {
+            return error(StatusCode::NOT_FOUND, format!("no function `{name}`"));
+        }
+        match self.store.clear_traffic(name) {
+            Ok(false) => {
+                return error(
+                    StatusCode::CONFLICT,
+                    format!("function `{name}` is already managed by the manifest"),
+                );
+            }
+            Ok(true) => {}
+            Err(e) => return store_error(e),
+        }
+        if let Err(e) = self.reloader.reload().await {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("handed back, but the manifest does not load: {e:#}"),
+            );
+        }
+        self.show(name)
+    }
+}
+
+/// `t` with all traffic on `version`, the old stable kept for rollback.
+fn promoted(t: &TrafficRecord, version: &str) -> TrafficRecord {
+    TrafficRecord {
+        stable: version.to_string(),
+        canaries: Vec::new(),
+        previous_stable: (t.stable != version)
+            .then(|| t.stable.clone())
+            .or_else(|| t.previous_stable.clone()),
+        changed: t.changed,
+        reason: t.reason.clone(),
+    }
+}

@@ -1,0 +1,242 @@
+//! The control plane's API on real processes: deploy, traffic, promote,
+//! roll back and hand back; immutable versions; bad modules refused without
+//! harm; state that survives `kill -9` at any moment.
+
+use crate::client::{ADMIN_AUTH, Server, get, request};
+use crate::reload::versioned;
+use crate::support::Sandbox;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+fn app(sb: &Sandbox) -> String {
+    std::fs::write(sb.path().join("v1.wasm"), versioned(1)).unwrap();
+    sb.manifest(
+        "[[function]]\nname = \"api\"\nsource = \"v1.wasm\"\nroutes = [\"/api\"]\nversion = \"v1\"\n",
+    )
+}
+
+fn start(sb: &Sandbox, manifest: &str, state: &Path) -> Server {
+    Server::start(
+        &sb.cache_dir(),
+        &["-f", manifest, "--state", state.to_str().unwrap()],
+    )
+}
+
+fn api(srv: &Server, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
+    let r = request(
+        srv.admin,
+        method,
+        path,
+        &[("Authorization", ADMIN_AUTH)],
+        body,
+    )
+    .expect("admin request");
+    let v = serde_json::from_slice(&r.body)
+        .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {}", r.text()));
+    (r.status, v)
+}
+
+fn body(srv: &Server, version: Option<&str>) -> String {
+    let headers: Vec<(&str, &str)> = version
+        .map(|v| ("x-wedge-version", v))
+        .into_iter()
+        .collect();
+    let r = request(srv.addr, "GET", "/api", &headers, b"").unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.text()
+}
+
+fn weights(v: &Value) -> Vec<(String, f64)> {
+    v["traffic"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["version"].as_str().unwrap().to_string(),
+                t["weight"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn deploy_canary_traffic_promote_rollback_and_hand_back() {
+    let sb = Sandbox::new();
+    let state = sb.path().join("state");
+    let srv = start(&sb, &app(&sb), &state);
+
+    let (s, v) = api(&srv, "GET", "/v1/functions", b"");
+    assert_eq!(s, 200);
+    assert_eq!(v["functions"][0]["managed_by"], "manifest");
+    assert_eq!(v["functions"][0]["stable"], "v1");
+    let r = request(srv.admin, "GET", "/v1/functions", &[], b"").unwrap();
+    assert_eq!(r.status, 401, "the API needs the admin token");
+
+    let (s, v) = api(
+        &srv,
+        "POST",
+        "/v1/functions/api/versions?version=v2&weight=10",
+        &versioned(2),
+    );
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["managed_by"], "api");
+    assert_eq!(weights(&v), [("v2".into(), 10.0), ("v1".into(), 90.0)]);
+    assert_eq!(body(&srv, Some("v2")), "version 2\n");
+    assert_eq!(body(&srv, Some("v1")), "version 1\n");
+
+    // Versions are immutable; a module that does not load changes nothing.
+    let (s, v) = api(
+        &srv,
+        "POST",
+        "/v1/functions/api/versions?version=v2",
+        &versioned(3),
+    );
+    assert_eq!(s, 409, "{v}");
+    let (s, v) = api(
+        &srv,
+        "POST",
+        "/v1/functions/api/versions?version=bad&weight=5",
+        b"not wasm",
+    );
+    assert_eq!(s, 422, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("did not load"), "{v}");
+    let (_, v) = api(&srv, "GET", "/v1/functions/api", b"");
+    assert_eq!(weights(&v), [("v2".into(), 10.0), ("v1".into(), 90.0)]);
+    assert!(
+        v["stored_versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["version"] != "bad"),
+        "{v}"
+    );
+
+    let (s, v) = api(
+        &srv,
+        "PUT",
+        "/v1/functions/api/traffic",
+        br#"{"v1": 30, "v2": 70}"#,
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["stable"], "v2");
+    let (s, _) = api(&srv, "PUT", "/v1/functions/api/traffic", br#"{"v1": 30}"#);
+    assert_eq!(s, 400);
+
+    let (s, v) = api(&srv, "POST", "/v1/functions/api/promote?version=v1", b"");
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(weights(&v), [("v1".into(), 100.0)]);
+    assert_eq!(v["previous_stable"], "v2");
+    for _ in 0..20 {
+        assert_eq!(body(&srv, None), "version 1\n");
+    }
+    let (s, v) = api(&srv, "POST", "/v1/functions/api/rollback", b"");
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["stable"], "v2");
+    for _ in 0..20 {
+        assert_eq!(body(&srv, None), "version 2\n");
+    }
+
+    let (s, v) = api(&srv, "DELETE", "/v1/functions/api/traffic", b"");
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["managed_by"], "manifest");
+    assert_eq!(body(&srv, None), "version 1\n");
+    let (s, _) = api(&srv, "GET", "/v1/functions/nope", b"");
+    assert_eq!(s, 404);
+}
+
+/// A tiny deterministic generator for kill moments.
+fn next(seed: &mut u64) -> u64 {
+    *seed = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    *seed >> 33
+}
+
+fn kills() -> u32 {
+    std::env::var("WEDGE_KILL_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12)
+}
+
+#[test]
+fn state_after_kill_9_is_the_last_committed_one() {
+    let sb = Sandbox::new();
+    let state: PathBuf = sb.path().join("state");
+    let manifest = app(&sb);
+    {
+        let srv = start(&sb, &manifest, &state);
+        let (s, v) = api(
+            &srv,
+            "POST",
+            "/v1/functions/api/versions?version=v2",
+            &versioned(2),
+        );
+        assert_eq!(s, 201, "{v}");
+    }
+    let mut seed = 0x5eed_u64;
+    let mut confirmed = "v1".to_string();
+    let mut in_flight: Option<String> = None;
+    for round in 0..kills() {
+        let mut srv = start(&sb, &manifest, &state);
+        // Whatever committed last serves, and the API agrees with the data plane.
+        let (_, v) = api(&srv, "GET", "/v1/functions/api", b"");
+        let stable = v["stable"].as_str().unwrap().to_string();
+        let expected_body = format!("version {}\n", &stable[1..]);
+        assert_eq!(body(&srv, None), expected_body, "round {round}: {v}");
+        assert!(
+            stable == confirmed || in_flight.as_deref() == Some(stable.as_str()),
+            "round {round}: {stable} serves; {confirmed} was confirmed, {in_flight:?} in flight"
+        );
+        confirmed = stable;
+        // Promote back and forth, and kill -9 at a pseudo-random moment.
+        let admin = srv.admin;
+        let stop_after = next(&mut seed) % 6;
+        let changer = std::thread::spawn(move || {
+            let mut last = None;
+            let mut pending = None;
+            for i in 0..stop_after + 1 {
+                let target = if i % 2 == 0 { "v2" } else { "v1" };
+                let r = request(
+                    admin,
+                    "POST",
+                    &format!("/v1/functions/api/promote?version={target}"),
+                    &[("Authorization", ADMIN_AUTH)],
+                    b"",
+                );
+                match r {
+                    Ok(r) if r.status == 200 => last = Some(target.to_string()),
+                    _ => {
+                        pending = Some(target.to_string());
+                        break;
+                    }
+                }
+            }
+            (last, pending)
+        });
+        std::thread::sleep(std::time::Duration::from_millis(next(&mut seed) % 40));
+        let _ = srv.child.kill();
+        let _ = srv.child.wait();
+        let (last, pending) = changer.join().unwrap();
+        if let Some(last) = last {
+            confirmed = last;
+        }
+        in_flight = pending;
+        get_state_ok(&state);
+        eprintln!(
+            "round {round}: killed; last confirmed stable {confirmed}, in flight {in_flight:?}"
+        );
+    }
+    let srv = start(&sb, &manifest, &state);
+    assert_eq!(get(srv.addr, "/api").status, 200);
+}
+
+/// The state directory holds no stray temporary module files in use.
+fn get_state_ok(state: &Path) {
+    for e in std::fs::read_dir(state.join("modules")).unwrap() {
+        let name = e.unwrap().file_name();
+        let name = name.to_string_lossy();
+        assert!(name.ends_with(".wasm") || name.ends_with(".tmp"), "{name}");
+    }
+}
