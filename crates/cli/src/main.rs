@@ -3,6 +3,7 @@
 mod api;
 mod cache_cmd;
 mod compile;
+mod control_cmd;
 mod inspect;
 mod reload;
 mod run;
@@ -63,6 +64,8 @@ enum Command {
     /// List, clear or trim the AOT cache
     #[command(subcommand)]
     Cache(cache_cmd::CacheCommand),
+    #[command(flatten)]
+    Control(control_cmd::ControlCommand),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::serve(*args, &cli.global),
         Command::Check(args) => serve::check(args, &cli.global),
         Command::Cache(cmd) => cache_cmd::main(cmd, &cli.global),
+        Command::Control(cmd) => control_cmd::main(cmd),
     };
     match result {
         Ok(code) => ExitCode::from(code as u8),

@@ -533,7 +533,7 @@ fn configured_admin_token(token_file: Option<&PathBuf>) -> Result<Option<Token>>
 /// Where a generated admin token goes: `$XDG_RUNTIME_DIR/wedge` (a per-user
 /// tmpfs, gone at logout), else `$XDG_STATE_HOME/wedge`, else
 /// `~/.local/state/wedge`; one file per admin port.
-fn token_dir() -> Result<PathBuf> {
+pub(crate) fn token_dir() -> Result<PathBuf> {
     let var = |k: &str| {
         std::env::var_os(k)
             .filter(|v| !v.is_empty())

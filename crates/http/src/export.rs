@@ -47,27 +47,48 @@ pub async fn post(
     headers: &[(String, String)],
     body: bytes::Bytes,
 ) -> Result<(), PostError> {
-    tokio::time::timeout(REQUEST_TIMEOUT, exchange(url, content_type, headers, body))
+    let mut all = vec![("content-type".to_string(), content_type.to_string())];
+    all.extend_from_slice(headers);
+    let (status, _) = send(http::Method::POST, url, &all, body, REQUEST_TIMEOUT).await?;
+    if (200..300).contains(&status) {
+        Ok(())
+    } else {
+        Err(PostError::Status(status))
+    }
+}
+
+/// One request, and the status and body of its answer, all within
+/// `deadline` (connecting within [`CONNECT_TIMEOUT`]).
+pub async fn send(
+    method: http::Method,
+    url: &http::Uri,
+    headers: &[(String, String)],
+    body: bytes::Bytes,
+    deadline: Duration,
+) -> Result<(u16, bytes::Bytes), PostError> {
+    tokio::time::timeout(deadline, exchange(method, url, headers, body, deadline))
         .await
         .unwrap_or_else(|_| {
             Err(PostError::Transport(format!(
                 "no answer within {} s",
-                REQUEST_TIMEOUT.as_secs()
+                deadline.as_secs()
             )))
         })
 }
 
 async fn exchange(
+    method: http::Method,
     url: &http::Uri,
-    content_type: &str,
     headers: &[(String, String)],
     body: bytes::Bytes,
-) -> Result<(), PostError> {
+    deadline: Duration,
+) -> Result<(u16, bytes::Bytes), PostError> {
     use http_body_util::BodyExt;
     let host = url.authority().map(|a| a.to_string()).unwrap_or_default();
-    let mut req = http::Request::post(url.clone())
-        .header(http::header::HOST, host)
-        .header(http::header::CONTENT_TYPE, content_type);
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(url.clone())
+        .header(http::header::HOST, host);
     for (k, v) in headers {
         req = req.header(k.as_str(), v.as_str());
     }
@@ -80,19 +101,20 @@ async fn exchange(
         .map_err(|e| PostError::Transport(e.to_string()))?;
     let options = wasmtime_wasi_http::RequestOptions {
         connect_timeout: Some(CONNECT_TIMEOUT),
-        first_byte_timeout: Some(REQUEST_TIMEOUT),
-        between_bytes_timeout: Some(REQUEST_TIMEOUT),
+        first_byte_timeout: Some(deadline),
+        between_bytes_timeout: Some(deadline),
     };
     let (response, io) = wasmtime_wasi_http::default_send_request(req, Some(options))
         .await
         .map_err(|e| PostError::Transport(e.to_string()))?;
     // The connection's driver ends with the exchange, or at the deadline.
-    tokio::spawn(tokio::time::timeout(REQUEST_TIMEOUT, io));
-    let status = response.status();
-    let _ = response.into_body().collect().await;
-    if status.is_success() {
-        Ok(())
-    } else {
-        Err(PostError::Status(status.as_u16()))
-    }
+    tokio::spawn(tokio::time::timeout(deadline, io));
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| PostError::Transport(e.to_string()))?
+        .to_bytes();
+    Ok((status, body))
 }

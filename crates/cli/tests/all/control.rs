@@ -240,3 +240,84 @@ fn get_state_ok(state: &Path) {
         assert!(name.ends_with(".wasm") || name.ends_with(".tmp"), "{name}");
     }
 }
+
+#[test]
+fn the_cli_deploys_splits_promotes_and_rolls_back() {
+    let sb = Sandbox::new();
+    let state = sb.path().join("state");
+    let srv = start(&sb, &app(&sb), &state);
+    let admin = format!("http://{}", srv.admin);
+    let token = sb.path().join("token");
+    std::fs::write(&token, crate::client::ADMIN_TOKEN).unwrap();
+    let wedge = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend([
+            "--admin",
+            &admin,
+            "--admin-token-file",
+            token.to_str().unwrap(),
+        ]);
+        sb.run(&all)
+    };
+    let v2 = sb.path().join("v2.wasm");
+    std::fs::write(&v2, versioned(2)).unwrap();
+
+    let r = wedge(&[
+        "deploy",
+        "api",
+        v2.to_str().unwrap(),
+        "--version",
+        "v2",
+        "--weight",
+        "10",
+    ]);
+    r.expect(0);
+    assert!(
+        r.stdout.contains("traffic    v2=10.0% v1=90.0%"),
+        "{}",
+        r.stdout
+    );
+    let r = wedge(&["ls"]);
+    r.expect(0);
+    let row = r
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("api "))
+        .expect("a row for api");
+    assert!(
+        row.contains(" api ") && row.contains("v2=10.0% v1=90.0%") && row.ends_with("/api"),
+        "{row}"
+    );
+    wedge(&["traffic", "api", "v1=40", "v2=60"]).expect(0);
+    assert_eq!(body(&srv, Some("v1")), "version 1\n");
+    let r = wedge(&["promote", "api", "v1"]);
+    r.expect(0);
+    assert!(r.stdout.contains("rollback   to v2"), "{}", r.stdout);
+    wedge(&["rollback", "api"]).expect(0);
+    let r = wedge(&["status", "api", "--json"]);
+    r.expect(0);
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["stable"], "v2");
+    assert_eq!(body(&srv, None), "version 2\n");
+
+    // Failures exit non-zero with the server's reason.
+    let r = wedge(&["promote", "api", "nope"]);
+    r.expect(1);
+    assert!(
+        r.stderr
+            .contains("404: function `api` has no version `nope`"),
+        "{}",
+        r.stderr
+    );
+    let wrong = sb.path().join("wrong-token");
+    std::fs::write(&wrong, "not-the-admin-token-at-all").unwrap();
+    let r = sb.run(&[
+        "ls",
+        "--admin",
+        &admin,
+        "--admin-token-file",
+        wrong.to_str().unwrap(),
+    ]);
+    r.expect(1);
+    assert!(r.stderr.contains("401"), "{}", r.stderr);
+}

@@ -1,0 +1,281 @@
+//! `wedge ls`, `status`, `deploy`, `traffic`, `promote`, `rollback` and
+//! `release`: a client of a running server's control API (`/v1/...` on its
+//! admin listener; see docs/control.md).
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where the server is and how to prove we may change it.
+#[derive(clap::Args)]
+pub struct Target {
+    /// The server's admin listener
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "WEDGE_ADMIN",
+        default_value = "http://127.0.0.1:9464"
+    )]
+    admin: http::Uri,
+    /// File holding the admin token [default: WEDGE_ADMIN_TOKEN, else the
+    /// token `wedge serve` generated for that port]
+    #[arg(long, value_name = "FILE")]
+    admin_token_file: Option<PathBuf>,
+    /// Print the server's JSON instead of a table
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Subcommand)]
+pub enum ControlCommand {
+    /// List the functions, their versions and traffic
+    Ls(Target),
+    /// Show one function: versions, traffic, stored versions, last change
+    Status {
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Deploy a module as a new version of a function
+    Deploy {
+        name: String,
+        /// The module or component (.wasm)
+        file: PathBuf,
+        /// The new version's name, e.g. v1.2
+        #[arg(long)]
+        version: String,
+        /// Percent of the traffic it gets at once (0: only through the
+        /// version header; 100: promote it)
+        #[arg(long, default_value = "0")]
+        weight: f64,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Split a function's traffic: wedge traffic NAME v1=90 v2=10
+    Traffic {
+        name: String,
+        /// VERSION=PERCENT, adding up to 100
+        #[arg(required = true)]
+        weights: Vec<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Send all of a function's traffic to one version
+    Promote {
+        name: String,
+        version: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Send all traffic back to the stable version before the last change
+    Rollback {
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Hand a function's traffic back to the manifest
+    Release {
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+impl Target {
+    fn token(&self) -> Result<String> {
+        if let Some(f) = &self.admin_token_file {
+            return Ok(std::fs::read_to_string(f)
+                .with_context(|| format!("--admin-token-file {}", f.display()))?
+                .trim()
+                .to_string());
+        }
+        if let Ok(t) = std::env::var("WEDGE_ADMIN_TOKEN")
+            && !t.trim().is_empty()
+        {
+            return Ok(t.trim().to_string());
+        }
+        let port = self.admin.port_u16().unwrap_or(80);
+        let path = crate::serve::token_dir()?.join(format!("admin-{port}.token"));
+        Ok(std::fs::read_to_string(&path)
+            .with_context(|| {
+                format!(
+                    "no admin token: give --admin-token-file or WEDGE_ADMIN_TOKEN (looked for {})",
+                    path.display()
+                )
+            })?
+            .trim()
+            .to_string())
+    }
+
+    /// One API call; the server's JSON on success, its error otherwise.
+    fn call(&self, method: http::Method, path: &str, body: Vec<u8>) -> Result<Value> {
+        let base = self.admin.to_string();
+        let url: http::Uri = format!("{}{path}", base.trim_end_matches('/'))
+            .parse()
+            .with_context(|| format!("--admin {base}"))?;
+        let headers = vec![
+            (
+                "authorization".to_string(),
+                format!("Bearer {}", self.token()?),
+            ),
+            (
+                "content-type".to_string(),
+                "application/octet-stream".to_string(),
+            ),
+        ];
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (status, text) = runtime
+            .block_on(wedge_http::export::send(
+                method,
+                &url,
+                &headers,
+                body.into(),
+                Duration::from_secs(300),
+            ))
+            .map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+        let v: Value = serde_json::from_slice(&text)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&text).trim().to_string()));
+        if !(200..300).contains(&status) {
+            let message = v["error"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or(v.to_string());
+            bail!("{status}: {message}");
+        }
+        Ok(v)
+    }
+}
+
+pub fn main(cmd: ControlCommand) -> Result<i32> {
+    use http::Method as M;
+    let (target, v) = match &cmd {
+        ControlCommand::Ls(t) => (t, t.call(M::GET, "/v1/functions", vec![])?),
+        ControlCommand::Status { name, target } => (
+            target,
+            target.call(M::GET, &format!("/v1/functions/{name}"), vec![])?,
+        ),
+        ControlCommand::Deploy {
+            name,
+            file,
+            version,
+            weight,
+            target,
+        } => {
+            let bytes =
+                std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+            let path = format!("/v1/functions/{name}/versions?version={version}&weight={weight}");
+            (target, target.call(M::POST, &path, bytes)?)
+        }
+        ControlCommand::Traffic {
+            name,
+            weights,
+            target,
+        } => {
+            let mut body = serde_json::Map::new();
+            for w in weights {
+                let (v, p) = w
+                    .split_once('=')
+                    .with_context(|| format!("`{w}`: give VERSION=PERCENT, e.g. v2=10"))?;
+                let p: f64 = p
+                    .trim_end_matches('%')
+                    .parse()
+                    .with_context(|| format!("`{w}`: the percent is not a number"))?;
+                body.insert(v.to_string(), p.into());
+            }
+            let body = serde_json::to_vec(&body)?;
+            let path = format!("/v1/functions/{name}/traffic");
+            (target, target.call(M::PUT, &path, body)?)
+        }
+        ControlCommand::Promote {
+            name,
+            version,
+            target,
+        } => {
+            let path = format!("/v1/functions/{name}/promote?version={version}");
+            (target, target.call(M::POST, &path, vec![])?)
+        }
+        ControlCommand::Rollback { name, target } => {
+            let path = format!("/v1/functions/{name}/rollback");
+            (target, target.call(M::POST, &path, vec![])?)
+        }
+        ControlCommand::Release { name, target } => {
+            let path = format!("/v1/functions/{name}/traffic");
+            (target, target.call(M::DELETE, &path, vec![])?)
+        }
+    };
+    if target.json {
+        println!("{v:#}");
+        return Ok(0);
+    }
+    match v["functions"].as_array() {
+        Some(all) => print_table(all),
+        None => print_function(&v),
+    }
+    Ok(0)
+}
+
+fn traffic_line(f: &Value) -> String {
+    f["traffic"]
+        .as_array()
+        .map(|t| {
+            t.iter()
+                .map(|v| format!("{}={}%", v["version"].as_str().unwrap_or("?"), v["weight"]))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
+}
+
+fn print_table(all: &[Value]) {
+    println!(
+        "{:<20} {:<9} {:<16} {:<30} ROUTES",
+        "NAME", "MANAGED", "STABLE", "TRAFFIC"
+    );
+    for f in all {
+        let routes: Vec<&str> = f["routes"]
+            .as_array()
+            .map(|r| r.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        println!(
+            "{:<20} {:<9} {:<16} {:<30} {}",
+            f["name"].as_str().unwrap_or("?"),
+            f["managed_by"].as_str().unwrap_or("?"),
+            f["stable"].as_str().unwrap_or("?"),
+            traffic_line(f),
+            routes.join(" ")
+        );
+    }
+}
+
+fn print_function(f: &Value) {
+    println!("function   {}", f["name"].as_str().unwrap_or("?"));
+    println!("managed by {}", f["managed_by"].as_str().unwrap_or("?"));
+    println!("stable     {}", f["stable"].as_str().unwrap_or("?"));
+    println!("traffic    {}", traffic_line(f));
+    if let Some(p) = f["previous_stable"].as_str() {
+        println!("rollback   to {p}");
+    }
+    if let Some(c) = f["last_change"].as_object() {
+        println!(
+            "changed    {} (unix {})",
+            c.get("reason").and_then(Value::as_str).unwrap_or("?"),
+            c.get("at").unwrap_or(&Value::Null)
+        );
+    }
+    if let Some(stored) = f["stored_versions"].as_array()
+        && !stored.is_empty()
+    {
+        println!("stored     {}", stored.len());
+        for s in stored {
+            let sha = s["sha256"].as_str().unwrap_or("");
+            println!(
+                "  {:<16} sha256:{}",
+                s["version"].as_str().unwrap_or("?"),
+                &sha[..sha.len().min(12)]
+            );
+        }
+    }
+}
