@@ -20,16 +20,18 @@ pub struct Api {
     pub store: Arc<Store>,
     pub reloader: Arc<Reloader>,
     /// One change at a time.
-    lock: tokio::sync::Mutex<()>,
+    pub(crate) lock: tokio::sync::Mutex<()>,
+    /// Itself, for the rollout tasks it starts.
+    me: std::sync::Weak<Api>,
 }
 
-type Reply = (StatusCode, String);
+pub(crate) type Reply = (StatusCode, String);
 
-fn reply(status: StatusCode, v: Value) -> Reply {
+pub(crate) fn reply(status: StatusCode, v: Value) -> Reply {
     (status, format!("{v:#}\n"))
 }
 
-fn error(status: StatusCode, message: impl std::fmt::Display) -> Reply {
+pub(crate) fn error(status: StatusCode, message: impl std::fmt::Display) -> Reply {
     reply(status, json!({ "error": message.to_string() }))
 }
 
@@ -52,7 +54,7 @@ fn param<'q>(query: &'q str, key: &str) -> Option<&'q str> {
         .map(|(_, v)| v)
 }
 
-fn percent(bp: u32) -> f64 {
+pub(crate) fn percent(bp: u32) -> f64 {
     f64::from(bp) / 100.0
 }
 
@@ -73,12 +75,13 @@ impl wedge_http::admin::Control for Api {
 }
 
 impl Api {
-    pub fn new(store: Arc<Store>, reloader: Arc<Reloader>) -> Api {
-        Api {
+    pub fn new(store: Arc<Store>, reloader: Arc<Reloader>) -> Arc<Api> {
+        Arc::new_cyclic(|me| Api {
             store,
             reloader,
             lock: tokio::sync::Mutex::new(()),
-        }
+            me: me.clone(),
+        })
     }
 
     async fn route(&self, method: Method, path: &str, query: &str, body: bytes::Bytes) -> Reply {
@@ -93,13 +96,34 @@ impl Api {
                 self.set_traffic(name, &body).await
             }
             (Method::DELETE, ["v1", "functions", name, "traffic"]) => self.release(name).await,
+            (Method::GET, ["v1", "functions", name, "rollout"]) => self.show_rollout(name),
+            (Method::POST, ["v1", "functions", name, "rollout"]) => {
+                let Some(me) = self.me.upgrade() else {
+                    return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+                };
+                me.rollout(name, "", &body).await
+            }
+            (Method::POST, ["v1", "functions", name, "rollout", action]) => {
+                let Some(me) = self.me.upgrade() else {
+                    return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+                };
+                me.rollout(name, action, &body).await
+            }
             (Method::POST, ["v1", "functions", name, "promote"]) => {
                 let Some(v) = param(query, "version") else {
                     return error(StatusCode::BAD_REQUEST, "give ?version=NAME");
                 };
                 let v = v.to_string();
-                self.change(name, "promote", move |_, t| Ok(promoted(t, &v)))
-                    .await
+                let done = self
+                    .change(name, "promote", {
+                        let v = v.clone();
+                        move |_, t| Ok(promoted(t, &v))
+                    })
+                    .await;
+                if done.0 == StatusCode::OK {
+                    self.rollout_promoted_by_hand(name, &v);
+                }
+                done
             }
             (Method::POST, ["v1", "functions", name, "rollback"]) => {
                 self.change(name, "rollback", |_, t| {
@@ -119,12 +143,13 @@ impl Api {
                 "unknown endpoint: see GET /v1/functions, GET /v1/functions/NAME, POST \
                  /v1/functions/NAME/versions?version=V[&weight=W], PUT|DELETE \
                  /v1/functions/NAME/traffic, POST /v1/functions/NAME/promote?version=V, POST \
-                 /v1/functions/NAME/rollback",
+                 /v1/functions/NAME/rollback, GET|POST /v1/functions/NAME/rollout, POST \
+                 /v1/functions/NAME/rollout/pause|resume|abort",
             ),
         }
     }
 
-    fn served(&self, name: &str) -> Option<Arc<Served>> {
+    pub(crate) fn served(&self, name: &str) -> Option<Arc<Served>> {
         let table = self.reloader.table.load();
         table.functions.iter().find(|f| f.name == name).cloned()
     }
@@ -170,6 +195,11 @@ impl Api {
             "traffic": versions,
             "previous_stable": state.traffic.as_ref().and_then(|t| t.previous_stable.clone()),
             "last_change": state.traffic.as_ref().map(|t| json!({"at": t.changed, "reason": t.reason})),
+            "rollout": state.rollout.as_ref().map(|r| json!({
+                "version": r.version,
+                "state": r.state,
+                "weight": percent(r.steps.get(r.step).copied().unwrap_or(0)),
+            })),
             "stored_versions": stored,
         })
     }
@@ -225,7 +255,7 @@ impl Api {
     }
 
     /// Applies a traffic change: commit, reload, and undo on failure.
-    async fn change(
+    pub(crate) async fn change(
         &self,
         name: &str,
         reason: &str,
@@ -433,7 +463,7 @@ impl Api {
 }
 
 /// `t` with all traffic on `version`, the old stable kept for rollback.
-fn promoted(t: &TrafficRecord, version: &str) -> TrafficRecord {
+pub(crate) fn promoted(t: &TrafficRecord, version: &str) -> TrafficRecord {
     TrafficRecord {
         stable: version.to_string(),
         canaries: Vec::new(),

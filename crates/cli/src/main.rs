@@ -6,6 +6,7 @@ mod compile;
 mod control_cmd;
 mod inspect;
 mod reload;
+mod rollout;
 mod run;
 mod serve;
 mod watch;

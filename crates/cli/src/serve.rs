@@ -423,8 +423,9 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
             &app,
         ));
         let control = store.map(|store| {
-            Arc::new(crate::api::Api::new(store, reloader.clone()))
-                as Arc<dyn wedge_http::admin::Control>
+            let api = crate::api::Api::new(store, reloader.clone());
+            api.resume_rollouts();
+            api as Arc<dyn wedge_http::admin::Control>
         });
         let admin_listener = Listener::new(
             "admin",

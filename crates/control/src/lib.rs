@@ -12,4 +12,6 @@ pub mod overlay;
 pub mod store;
 
 pub use overlay::{Drift, apply};
-pub use store::{Error, FunctionState, Store, TrafficRecord, VersionRecord};
+pub use store::{
+    Decision, Error, FunctionState, RolloutRecord, Store, TrafficRecord, VersionRecord,
+};

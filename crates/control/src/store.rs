@@ -11,6 +11,11 @@ use std::path::{Path, PathBuf};
 const VERSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("versions");
 /// `function` → [`TrafficRecord`] as JSON.
 const TRAFFIC: TableDefinition<&str, &[u8]> = TableDefinition::new("traffic");
+/// `function` → [`RolloutRecord`] as JSON.
+const ROLLOUTS: TableDefinition<&str, &[u8]> = TableDefinition::new("rollouts");
+
+/// Decisions kept in a rollout's history.
+pub const KEEP_DECISIONS: usize = 200;
 
 /// Versions kept per function; older ones not in traffic are forgotten.
 pub const KEEP_VERSIONS: usize = 100;
@@ -54,12 +59,48 @@ pub struct TrafficRecord {
     pub reason: String,
 }
 
+/// A progressive rollout of one version: its plan, where it stands, and
+/// every decision taken with its reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutRecord {
+    pub version: String,
+    /// The canary's share at each step, in basis points; the last is 10,000.
+    pub steps: Vec<u32>,
+    /// The step in force.
+    pub step: usize,
+    pub interval_ms: u64,
+    /// The canary fails a step above this share of 5xx answers.
+    pub max_error_ratio: f64,
+    /// ... or when its P99 is over this multiple of the stable version's.
+    pub max_latency_ratio: f64,
+    /// Fewer canary requests than this in an interval decide nothing.
+    pub min_requests: u64,
+    /// `rollback` (all traffic to stable) or `freeze` (keep the weights).
+    pub on_failure: String,
+    /// `running`, `paused`, `frozen`, `done`, `rolled-back` or `aborted`.
+    pub state: String,
+    pub history: Vec<Decision>,
+}
+
+/// One decision of a rollout.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// Unix milliseconds.
+    pub at: u64,
+    pub step: usize,
+    /// The canary's share when it was taken, in basis points.
+    pub weight: u32,
+    pub decision: String,
+    pub reason: String,
+}
+
 /// What the store knows of one function.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct FunctionState {
     /// Oldest first.
     pub versions: Vec<VersionRecord>,
     pub traffic: Option<TrafficRecord>,
+    pub rollout: Option<RolloutRecord>,
 }
 
 impl FunctionState {
@@ -105,6 +146,7 @@ impl Store {
         store.write(|tx| {
             tx.open_table(VERSIONS)?;
             tx.open_table(TRAFFIC)?;
+            tx.open_table(ROLLOUTS)?;
             Ok(())
         })?;
         Ok(store)
@@ -202,6 +244,7 @@ impl Store {
                     .chain(t.canaries.iter().map(|c| c.0.clone()))
                     .chain(t.previous_stable.clone())
             })
+            .chain(current.rollout.iter().map(|r| r.version.clone()))
             .collect();
         let mut old: Vec<&VersionRecord> = current
             .versions
@@ -241,6 +284,19 @@ impl Store {
         })
     }
 
+    /// Replaces the rollout of `function` (its history trimmed to the last
+    /// [`KEEP_DECISIONS`]).
+    pub fn set_rollout(&self, function: &str, record: &RolloutRecord) -> Result<(), Error> {
+        let mut record = record.clone();
+        let excess = record.history.len().saturating_sub(KEEP_DECISIONS);
+        record.history.drain(..excess);
+        let json = serde_json::to_vec(&record).expect("serialisable");
+        self.write(|tx| {
+            tx.open_table(ROLLOUTS)?.insert(function, json.as_slice())?;
+            Ok(())
+        })
+    }
+
     /// Forgets the traffic rules of `function`: the manifest's apply again.
     pub fn clear_traffic(&self, function: &str) -> Result<bool, Error> {
         self.write(|tx| Ok(tx.open_table(TRAFFIC)?.remove(function)?.is_some()))
@@ -269,6 +325,13 @@ impl Store {
             let record: TrafficRecord =
                 serde_json::from_slice(v.value()).map_err(|e| self.err(e))?;
             out.entry(k.value().to_string()).or_default().traffic = Some(record);
+        }
+        let rollouts = tx.open_table(ROLLOUTS).map_err(|e| self.err(e))?;
+        for item in rollouts.iter().map_err(|e| self.err(e))? {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            let record: RolloutRecord =
+                serde_json::from_slice(v.value()).map_err(|e| self.err(e))?;
+            out.entry(k.value().to_string()).or_default().rollout = Some(record);
         }
         for state in out.values_mut() {
             state.versions.sort_by_key(|v| v.seq);

@@ -42,6 +42,7 @@ pub struct Metrics {
     pub instantiate_duration: Family<Histogram>,
     pub fuel_consumed: Family<Histogram>,
     pub reloads: Family<Counter>,
+    pub rollout_decisions: Family<Counter>,
     pub reload_last_successful: Family<Gauge>,
     /// The trace exporter, when tracing is configured.
     pub tracer: std::sync::OnceLock<Arc<crate::traces::Tracer>>,
@@ -101,6 +102,11 @@ impl Default for Metrics {
             }),
             fuel_consumed: Family::new(n::WASM_FUEL_CONSUMED, F, || Histogram::new(&FUEL_BUCKETS)),
             reloads: Family::new(n::WEDGE_RELOADS, &["result"], Counter::default),
+            rollout_decisions: Family::new(
+                n::WEDGE_ROLLOUT_DECISIONS,
+                &["function", "decision"],
+                Counter::default,
+            ),
             reload_last_successful: Family::new(
                 n::WEDGE_RELOAD_LAST_SUCCESSFUL,
                 &[],
@@ -138,6 +144,7 @@ impl Metrics {
         e.family(&self.instantiate_duration);
         e.family(&self.fuel_consumed);
         e.family(&self.reloads);
+        e.family(&self.rollout_decisions);
         e.family(&self.reload_last_successful);
         let p = |d: n::Desc| (d.name, d.help, d.kind);
         if let Some(rss) = process::resident_bytes() {
@@ -234,6 +241,8 @@ pub struct FunctionMetrics {
     pub response_body: Arc<Histogram>,
     pub instantiate: Arc<Histogram>,
     pub fuel: Arc<Histogram>,
+    /// Requests, errors and latency of this version, for rollouts.
+    pub tally: wedge_telemetry::tally::Tally,
     cold: AtomicBool,
     registry: Arc<Metrics>,
     pub detector: Mutex<Detector>,
@@ -255,6 +264,7 @@ impl FunctionMetrics {
             response_body: registry.response_body.with(&f),
             instantiate: registry.instantiate_duration.with(&f),
             fuel: registry.fuel_consumed.with(&f),
+            tally: Default::default(),
             cold: AtomicBool::new(true),
             detector: Mutex::new(Detector::new(registry.anomaly_config.clone())),
             registry,
@@ -293,6 +303,7 @@ impl FunctionMetrics {
 
     /// Feeds one request to the anomaly detector.
     pub fn observe(&self, latency: std::time::Duration, peak_memory: Option<u64>, error: bool) {
+        self.tally.record(latency, error);
         self.detector
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -9,4 +9,5 @@ pub mod encode;
 pub mod metric;
 pub mod names;
 pub mod process;
+pub mod tally;
 pub mod trace;

@@ -238,6 +238,12 @@ desc!(
     "1 if the last reload was applied, 0 if it failed and the previous functions still serve."
 );
 desc!(
+    WEDGE_ROLLOUT_DECISIONS,
+    "wedge_rollout_decisions",
+    Counter,
+    "Decisions of progressive rollouts (decision: advance, wait, promote, rollback, freeze)."
+);
+desc!(
     WEDGE_BUILD_INFO,
     "wedge_build_info",
     Gauge,
@@ -274,7 +280,7 @@ pub const SIZE_BUCKETS: [f64; 11] = [
 
 /// Every exported name, for checks that dashboards and rules only use
 /// metrics that exist.
-pub const ALL: [Desc; 36] = [
+pub const ALL: [Desc; 37] = [
     HTTP_SERVER_REQUEST_DURATION,
     HTTP_SERVER_ACTIVE_REQUESTS,
     HTTP_SERVER_REQUEST_BODY_SIZE,
@@ -310,6 +316,7 @@ pub const ALL: [Desc; 36] = [
     WEDGE_LOG_LINES_DROPPED,
     WEDGE_RELOADS,
     WEDGE_RELOAD_LAST_SUCCESSFUL,
+    WEDGE_ROLLOUT_DECISIONS,
     WEDGE_BUILD_INFO,
 ];
 

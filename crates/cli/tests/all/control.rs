@@ -321,3 +321,201 @@ fn the_cli_deploys_splits_promotes_and_rolls_back() {
     r.expect(1);
     assert!(r.stderr.contains("401"), "{}", r.stderr);
 }
+
+/// A WAGI module that answers 500 to about 20% of requests (a random byte
+/// below 51), else `version 3`.
+fn flaky() -> Vec<u8> {
+    let bad = "Status: 500 Internal Server Error\nContent-Type: text/plain\n\nflaky\n";
+    let good = "Content-Type: text/plain\n\nversion 3\n";
+    wat::parse_str(format!(
+        r#"(module
+          (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+          (import "wasi_snapshot_preview1" "random_get" (func $r (param i32 i32) (result i32)))
+          (memory (export "memory") 1)
+          (data (i32.const 64) "{}")
+          (data (i32.const 256) "{}")
+          (func (export "_start")
+            (drop (call $r (i32.const 512) (i32.const 1)))
+            (if (i32.lt_u (i32.load8_u (i32.const 512)) (i32.const 51))
+              (then (i32.store (i32.const 0) (i32.const 64)) (i32.store (i32.const 4) (i32.const {})))
+              (else (i32.store (i32.const 0) (i32.const 256)) (i32.store (i32.const 4) (i32.const {}))))
+            (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#,
+        bad.replace('\n', "\\n"),
+        good.replace('\n', "\\n"),
+        bad.len(),
+        good.len()
+    ))
+    .unwrap()
+}
+
+/// Clients sending requests until stopped; statuses by serving version.
+struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<Vec<(String, u16)>>>,
+}
+
+impl Load {
+    fn start(addr: std::net::SocketAddr) -> Load {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..3)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut seen = Vec::new();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let r = request(addr, "GET", "/api", &[], b"").unwrap();
+                        let v = r.header("x-wedge-version").unwrap_or("-").to_string();
+                        seen.push((v, r.status));
+                    }
+                    seen
+                })
+            })
+            .collect();
+        Load { stop, threads }
+    }
+
+    fn finish(self) -> Vec<(String, u16)> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect()
+    }
+}
+
+/// Polls the rollout until its state is one of `states`.
+fn rollout_until(srv: &Server, states: &[&str]) -> Value {
+    let start = std::time::Instant::now();
+    loop {
+        let (s, v) = api(srv, "GET", "/v1/functions/api/rollout", b"");
+        assert_eq!(s, 200, "{v}");
+        if states.contains(&v["state"].as_str().unwrap()) {
+            return v;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "stuck: {v}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+fn decisions(v: &Value) -> Vec<String> {
+    v["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["decision"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_canary_failing_a_fifth_of_requests_is_rolled_back_and_stable_never_fails() {
+    let sb = Sandbox::new();
+    let srv = start(&sb, &app(&sb), &sb.path().join("state"));
+    let (s, v) = api(
+        &srv,
+        "POST",
+        "/v1/functions/api/versions?version=v3",
+        &flaky(),
+    );
+    assert_eq!(s, 201, "{v}");
+    let load = Load::start(srv.addr);
+    let plan = br#"{"version": "v3", "steps": [30, 60, 100], "interval": "1s",
+                    "max_error_ratio": 0.05, "min_requests": 20}"#;
+    let (s, v) = api(&srv, "POST", "/v1/functions/api/rollout", plan);
+    assert_eq!(s, 201, "{v}");
+    let v = rollout_until(&srv, &["rolled-back", "done", "frozen"]);
+    let seen = load.finish();
+    assert_eq!(v["state"], "rolled-back", "{v:#}");
+    let d = decisions(&v);
+    // start, then at most one interval without enough requests, then the rollback.
+    assert!(d.len() <= 3 && d.last().unwrap() == "rollback", "{d:?}");
+    let reason = v["history"].as_array().unwrap().last().unwrap()["reason"]
+        .as_str()
+        .unwrap();
+    assert!(reason.contains("error ratio"), "{reason}");
+    let stable: Vec<u16> = seen
+        .iter()
+        .filter(|(v, _)| v == "v1")
+        .map(|s| s.1)
+        .collect();
+    let canary_failed = seen.iter().filter(|(v, s)| v == "v3" && *s == 500).count();
+    eprintln!(
+        "rolled back after {d:?}: {} stable answers (all 200: {}), {canary_failed} canary 500s",
+        stable.len(),
+        stable.iter().all(|&s| s == 200)
+    );
+    assert!(
+        stable.iter().all(|&s| s == 200),
+        "the stable version failed"
+    );
+    assert!(canary_failed > 0);
+    let (_, f) = api(&srv, "GET", "/v1/functions/api", b"");
+    assert_eq!(weights(&f), [("v1".into(), 100.0)]);
+    let m = get(srv.admin, "/metrics").text();
+    assert!(
+        m.contains("wedge_rollout_decisions_total{function=\"api\",decision=\"rollback\"} 1"),
+        "{m}"
+    );
+}
+
+#[test]
+fn a_healthy_canary_advances_step_by_step_to_stable() {
+    let sb = Sandbox::new();
+    let srv = start(&sb, &app(&sb), &sb.path().join("state"));
+    let (s, v) = api(
+        &srv,
+        "POST",
+        "/v1/functions/api/versions?version=v2",
+        &versioned(2),
+    );
+    assert_eq!(s, 201, "{v}");
+    let load = Load::start(srv.addr);
+    let plan =
+        br#"{"version": "v2", "steps": [25, 50, 100], "interval": "500ms", "min_requests": 10}"#;
+    let (s, v) = api(&srv, "POST", "/v1/functions/api/rollout", plan);
+    assert_eq!(s, 201, "{v}");
+    let v = rollout_until(&srv, &["rolled-back", "done", "frozen"]);
+    let seen = load.finish();
+    assert_eq!(v["state"], "done", "{v:#}");
+    let d: Vec<String> = decisions(&v).into_iter().filter(|d| d != "wait").collect();
+    assert_eq!(d, ["start", "advance", "advance", "promote"], "{v:#}");
+    assert!(seen.iter().all(|(_, s)| *s == 200));
+    let (_, f) = api(&srv, "GET", "/v1/functions/api", b"");
+    assert_eq!(f["stable"], "v2");
+    assert_eq!(f["previous_stable"], "v1");
+}
+
+#[test]
+fn a_frozen_rollout_can_still_be_aborted_by_hand() {
+    let sb = Sandbox::new();
+    let srv = start(&sb, &app(&sb), &sb.path().join("state"));
+    let (s, _) = api(
+        &srv,
+        "POST",
+        "/v1/functions/api/versions?version=v3",
+        &flaky(),
+    );
+    assert_eq!(s, 201);
+    let load = Load::start(srv.addr);
+    let plan = br#"{"version": "v3", "steps": [50, 100], "interval": "500ms",
+                    "min_requests": 20, "on_failure": "freeze"}"#;
+    assert_eq!(api(&srv, "POST", "/v1/functions/api/rollout", plan).0, 201);
+    let v = rollout_until(&srv, &["frozen", "rolled-back", "done"]);
+    assert_eq!(v["state"], "frozen", "{v:#}");
+    let (_, f) = api(&srv, "GET", "/v1/functions/api", b"");
+    assert_eq!(
+        weights(&f),
+        [("v3".into(), 50.0), ("v1".into(), 50.0)],
+        "frozen keeps the weights"
+    );
+    let (s, v) = api(&srv, "POST", "/v1/functions/api/rollout/abort", b"");
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["state"], "aborted");
+    load.finish();
+    let (_, f) = api(&srv, "GET", "/v1/functions/api", b"");
+    assert_eq!(weights(&f), [("v1".into(), 100.0)]);
+    let (s, _) = api(&srv, "POST", "/v1/functions/api/rollout/resume", b"");
+    assert_eq!(s, 409, "an aborted rollout does not resume");
+}
