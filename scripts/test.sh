@@ -40,6 +40,8 @@ promtool check rules deploy/prometheus/alerts.yml
 promtool test rules deploy/prometheus/alerts_test.yml
 say "cargo test"
 cargo test --workspace --locked
+say "schemathesis: the control API against its OpenAPI document"
+scripts/api-check.sh 30
 say "fuzz smoke: every target for 10 s on its committed corpus"
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
 fuzz/run-all.sh 10 2 --smoke

@@ -162,6 +162,9 @@ impl Api {
     }
 
     async fn start_rollout(self: &Arc<Self>, name: &str, body: &[u8]) -> Reply {
+        if self.served(name).is_none() {
+            return error(StatusCode::NOT_FOUND, format!("no function `{name}`"));
+        }
         let plan: Plan = match serde_json::from_slice(body) {
             Ok(p) => p,
             Err(e) => return error(StatusCode::BAD_REQUEST, format!("rollout plan: {e}")),

@@ -27,14 +27,14 @@ pub const MAX_BODY: usize = 4 << 10;
 pub trait Control: Send + Sync {
     /// Largest request body it accepts (module uploads).
     fn max_body(&self) -> usize;
-    /// Answers one request: a status and a JSON document.
+    /// Answers one request (a JSON document).
     fn call(
         &self,
         method: Method,
         path: String,
         query: String,
         body: bytes::Bytes,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = (StatusCode, String)> + Send + '_>>;
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<String>> + Send + '_>>;
 }
 
 /// The admin endpoints.
@@ -239,8 +239,11 @@ impl Admin {
                     );
                 }
             };
-            let (status, json) = control.call(method, path, query, body).await;
-            return reply(status, JSON, json);
+            let answer = control.call(method, path, query, body).await;
+            let (parts, json) = answer.into_parts();
+            let mut r = reply(parts.status, JSON, json);
+            r.headers_mut().extend(parts.headers);
+            return r;
         }
         match (req.method(), req.uri().path()) {
             (&Method::POST, "/profile") => {

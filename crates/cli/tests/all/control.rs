@@ -143,6 +143,21 @@ fn deploy_canary_traffic_promote_rollback_and_hand_back() {
     assert_eq!(body(&srv, None), "version 1\n");
     let (s, _) = api(&srv, "GET", "/v1/functions/nope", b"");
     assert_eq!(s, 404);
+
+    // The API describes itself, and says which methods a path takes.
+    let (s, doc) = api(&srv, "GET", "/v1/openapi.json", b"");
+    assert_eq!(s, 200);
+    assert_eq!(doc["openapi"], "3.0.3");
+    assert!(doc["paths"]["/v1/functions/{name}/rollout"]["post"].is_object());
+    let r = request(
+        srv.admin,
+        "DELETE",
+        "/v1/functions/api",
+        &[("Authorization", ADMIN_AUTH)],
+        b"",
+    )
+    .unwrap();
+    assert_eq!((r.status, r.header("allow")), (405, Some("GET")));
 }
 
 /// A tiny deterministic generator for kill moments.

@@ -13,6 +13,9 @@ use wedge_control::{FunctionState, Store, TrafficRecord};
 use wedge_http::table::Served;
 use wedge_manifest::traffic::{ALL_TRAFFIC, check_version_name};
 
+/// The API's OpenAPI 3 description, served at `GET /v1/openapi.json`.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
 /// Largest module accepted by a deploy.
 pub const MAX_MODULE: usize = 64 << 20;
 
@@ -46,6 +49,20 @@ fn store_error(e: wedge_control::Error) -> Reply {
     error(status, e)
 }
 
+/// The methods a path of the API answers, if it is one.
+fn allowed(path: &str) -> Option<&'static str> {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    Some(match parts.as_slice() {
+        ["v1", "openapi.json"] | ["v1", "functions"] | ["v1", "functions", _] => "GET",
+        ["v1", "functions", _, "versions"] => "POST",
+        ["v1", "functions", _, "traffic"] => "PUT, DELETE",
+        ["v1", "functions", _, "promote" | "rollback"] => "POST",
+        ["v1", "functions", _, "rollout"] => "GET, POST",
+        ["v1", "functions", _, "rollout", _] => "POST",
+        _ => return None,
+    })
+}
+
 fn param<'q>(query: &'q str, key: &str) -> Option<&'q str> {
     query
         .split('&')
@@ -69,8 +86,27 @@ impl wedge_http::admin::Control for Api {
         path: String,
         query: String,
         body: bytes::Bytes,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Reply> + Send + '_>> {
-        Box::pin(async move { self.route(method, &path, &query, body).await })
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = http::Response<String>> + Send + '_>>
+    {
+        Box::pin(async move {
+            let allow = allowed(&path);
+            let (status, text) = match allow {
+                Some(methods) if !methods.split(", ").any(|m| m == method.as_str()) => error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    format!("{method} is not allowed here; allowed: {methods}"),
+                ),
+                _ => self.route(method, &path, &query, body).await,
+            };
+            let mut r = http::Response::new(text);
+            *r.status_mut() = status;
+            if status == StatusCode::METHOD_NOT_ALLOWED
+                && let Some(methods) = allow
+            {
+                r.headers_mut()
+                    .insert(http::header::ALLOW, http::HeaderValue::from_static(methods));
+            }
+            r
+        })
     }
 }
 
@@ -87,6 +123,7 @@ impl Api {
     async fn route(&self, method: Method, path: &str, query: &str, body: bytes::Bytes) -> Reply {
         let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
         match (method, parts.as_slice()) {
+            (Method::GET, ["v1", "openapi.json"]) => (StatusCode::OK, OPENAPI.to_string()),
             (Method::GET, ["v1", "functions"]) => self.list(),
             (Method::GET, ["v1", "functions", name]) => self.show(name),
             (Method::POST, ["v1", "functions", name, "versions"]) => {
@@ -110,6 +147,9 @@ impl Api {
                 me.rollout(name, action, &body).await
             }
             (Method::POST, ["v1", "functions", name, "promote"]) => {
+                if self.served(name).is_none() {
+                    return error(StatusCode::NOT_FOUND, format!("no function `{name}`"));
+                }
                 let Some(v) = param(query, "version") else {
                     return error(StatusCode::BAD_REQUEST, "give ?version=NAME");
                 };
@@ -309,6 +349,9 @@ impl Api {
     }
 
     async fn deploy(&self, name: &str, query: &str, body: bytes::Bytes) -> Reply {
+        if self.served(name).is_none() {
+            return error(StatusCode::NOT_FOUND, format!("no function `{name}`"));
+        }
         let Some(version) = param(query, "version") else {
             return error(
                 StatusCode::BAD_REQUEST,
@@ -383,6 +426,9 @@ impl Api {
     }
 
     async fn set_traffic(&self, name: &str, body: &[u8]) -> Reply {
+        if self.served(name).is_none() {
+            return error(StatusCode::NOT_FOUND, format!("no function `{name}`"));
+        }
         let weights: serde_json::Map<String, Value> = match serde_json::from_slice(body) {
             Ok(Value::Object(m)) => m,
             _ => {
