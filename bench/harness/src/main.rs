@@ -2,6 +2,7 @@
 //! in alternating rounds on 127.0.0.1, and writes JSON, a Markdown table and PNG plots.
 
 mod contenders;
+mod control;
 mod http;
 mod load;
 mod measure;
@@ -54,6 +55,12 @@ struct Args {
     /// half its throughput for this many minutes; writes OUT/soak-DATE.md.
     #[arg(long, value_name = "MINUTES")]
     soak: Option<f64>,
+    /// The control plane under load instead: CHANGES module rewrites picked
+    /// up by --watch and CHANGES deploys through the API (one per 200 ms),
+    /// deploy latency, and the throughput cost of deploys; writes
+    /// OUT/control-DATE.md.
+    #[arg(long, value_name = "CHANGES")]
+    control: Option<u32>,
 }
 
 fn main() -> Result<()> {
@@ -66,6 +73,13 @@ fn main() -> Result<()> {
     }
     if !Path::new("bench/WORKLOADS.md").exists() {
         bail!("run wedge-bench from the repository root (bench/run.sh does)");
+    }
+    if let Some(changes) = args.control {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        return control::run(&rt, &args.wedge, changes, &args.out, &today());
     }
     let plan = if args.quick {
         Plan {
