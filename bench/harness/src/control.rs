@@ -44,11 +44,19 @@ struct Admin {
 }
 
 impl Admin {
-    async fn call(&self, method: &str, path: &str, body: &[u8]) -> Result<(u16, serde_json::Value)> {
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> Result<(u16, serde_json::Value)> {
         let auth = format!("Bearer {TOKEN}");
         let req = Request::new(method, path, &[("authorization", &auth)], body);
         let r = once(self.addr, &req).await.context("admin request")?;
-        Ok((r.status, serde_json::from_slice(&r.body).unwrap_or_default()))
+        Ok((
+            r.status,
+            serde_json::from_slice(&r.body).unwrap_or_default(),
+        ))
     }
 
     async fn stable(&self) -> Result<String> {
@@ -77,7 +85,13 @@ fn shape(seconds: u64) -> Shape {
 }
 
 /// Runs every part and writes the report.
-pub fn run(rt: &tokio::runtime::Runtime, wedge: &Path, changes: u32, out: &Path, date: &str) -> Result<()> {
+pub fn run(
+    rt: &tokio::runtime::Runtime,
+    wedge: &Path,
+    changes: u32,
+    out: &Path,
+    date: &str,
+) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let base = std::fs::read("examples/c-http/demo.component.wasm")
         .context("run from the repository root")?;
@@ -92,15 +106,27 @@ pub fn run(rt: &tokio::runtime::Runtime, wedge: &Path, changes: u32, out: &Path,
     let launch = Launch {
         program: wedge.to_path_buf(),
         args: [
-            "serve", "-f", &manifest.to_string_lossy(), "--watch", "--state",
-            &dir.path().join("state").to_string_lossy(), "--listen", "127.0.0.1:{port}",
-            "--admin-listen", &format!("127.0.0.1:{admin_port}"), "--log-level", "warn",
+            "serve",
+            "-f",
+            &manifest.to_string_lossy(),
+            "--watch",
+            "--state",
+            &dir.path().join("state").to_string_lossy(),
+            "--listen",
+            "127.0.0.1:{port}",
+            "--admin-listen",
+            &format!("127.0.0.1:{admin_port}"),
+            "--log-level",
+            "warn",
         ]
         .map(String::from)
         .to_vec(),
         env: vec![
             ("WEDGE_ADMIN_TOKEN".into(), TOKEN.into()),
-            ("WEDGE_CACHE_DIR".into(), dir.path().join("cache").to_string_lossy().into()),
+            (
+                "WEDGE_CACHE_DIR".into(),
+                dir.path().join("cache").to_string_lossy().into(),
+            ),
         ],
         dir: None,
     };
@@ -161,7 +187,11 @@ pub fn run(rt: &tokio::runtime::Runtime, wedge: &Path, changes: u32, out: &Path,
         for i in 0..50 {
             let t = Instant::now();
             let (s, v) = admin
-                .call("POST", &format!("/v1/functions/hello/versions?version=d{i}&weight=100"), &bytes)
+                .call(
+                    "POST",
+                    &format!("/v1/functions/hello/versions?version=d{i}&weight=100"),
+                    &bytes,
+                )
                 .await?;
             if s != 201 {
                 bail!("deploy answered {s}: {v}");
@@ -197,7 +227,11 @@ pub fn run(rt: &tokio::runtime::Runtime, wedge: &Path, changes: u32, out: &Path,
             while Instant::now() < stop {
                 let v = format!("r{round}-{n}");
                 let (s, _) = admin
-                    .call("POST", &format!("/v1/functions/hello/versions?version={v}&weight=100"), &variant(&base, n % 2 + 1))
+                    .call(
+                        "POST",
+                        &format!("/v1/functions/hello/versions?version={v}&weight=100"),
+                        &variant(&base, n % 2 + 1),
+                    )
                     .await?;
                 deploys_ok += u32::from(s == 201);
                 n += 1;
@@ -217,9 +251,17 @@ pub fn run(rt: &tokio::runtime::Runtime, wedge: &Path, changes: u32, out: &Path,
          then with deploys ({deploys_ok} deploys, {failed} failed requests):\n"
     )?;
     for (a, b) in &pairs {
-        writeln!(report, "- steady {a:.0} req/s, deploying {b:.0} req/s ({:+.1}%)", (b / a - 1.0) * 100.0)?;
+        writeln!(
+            report,
+            "- steady {a:.0} req/s, deploying {b:.0} req/s ({:+.1}%)",
+            (b / a - 1.0) * 100.0
+        )?;
     }
-    writeln!(report, "\nMedian ratio **{median:.3}** (cost {:.1}%).\n", (1.0 - median) * 100.0)?;
+    writeln!(
+        report,
+        "\nMedian ratio **{median:.3}** (cost {:.1}%).\n",
+        (1.0 - median) * 100.0
+    )?;
     if failed > 0 {
         bail!("{failed} requests failed while deploying");
     }
@@ -231,7 +273,11 @@ pub fn run(rt: &tokio::runtime::Runtime, wedge: &Path, changes: u32, out: &Path,
         let mut ok = 0;
         for n in 0..changes {
             let (s, _) = admin
-                .call("POST", &format!("/v1/functions/hello/versions?version=m{n}&weight=100"), &variant(&base, n % 2 + 1))
+                .call(
+                    "POST",
+                    &format!("/v1/functions/hello/versions?version=m{n}&weight=100"),
+                    &variant(&base, n % 2 + 1),
+                )
                 .await?;
             ok += u32::from(s == 201);
             tokio::time::sleep(interval).await;
