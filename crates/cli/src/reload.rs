@@ -28,8 +28,24 @@ pub struct Reloader {
     pub server: Server,
     /// The manifest, if the app has one.
     pub manifest: Option<PathBuf>,
+    /// Every module the manifest named when it was last read.
+    sources: std::sync::Mutex<Vec<PathBuf>>,
     /// Serialises reloads.
     lock: tokio::sync::Mutex<()>,
+}
+
+/// Every module `app` names, canaries included.
+fn sources_of(app: &App) -> Vec<PathBuf> {
+    app.functions
+        .iter()
+        .flat_map(|f| {
+            f.traffic
+                .canaries
+                .iter()
+                .map(|c| c.source.clone())
+                .chain([f.source.clone()])
+        })
+        .collect()
 }
 
 /// A module's size and modification time, to tell whether it was written
@@ -62,12 +78,13 @@ impl Reloader {
             table,
             server: app.server.clone(),
             manifest: app.manifest.clone(),
+            sources: std::sync::Mutex::new(sources_of(app)),
             lock: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// The files a reload reads: the manifest and every module, as the
-    /// manifest stands now (an unreadable manifest gives none).
+    /// The files a reload reads: the manifest, the modules serving now, and
+    /// those the manifest named when it was last read (which may not load).
     pub fn inputs(&self) -> Vec<PathBuf> {
         let current = self.table.load();
         let mut files: Vec<PathBuf> = current
@@ -75,12 +92,13 @@ impl Reloader {
             .map(|f| f.config.source.clone())
             .collect();
         files.extend(self.manifest.clone());
-        if let Ok(app) = (self.load)() {
-            for f in app.functions {
-                files.extend(f.traffic.canaries.iter().map(|c| c.source.clone()));
-                files.push(f.source);
-            }
-        }
+        files.extend(
+            self.sources
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .cloned(),
+        );
         files.sort();
         files.dedup();
         files
@@ -120,23 +138,14 @@ impl Reloader {
 
     async fn try_reload(&self) -> Result<Changes> {
         let app = (self.load)()?;
+        *self.sources.lock().unwrap_or_else(|e| e.into_inner()) = sources_of(&app);
         for f in &app.functions {
             self.node
                 .admit(&f.name, &f.limits)
                 .map_err(anyhow::Error::msg)?;
         }
         self.warn_unapplied(&app.server);
-        let sources: Vec<PathBuf> = app
-            .functions
-            .iter()
-            .flat_map(|f| {
-                f.traffic
-                    .canaries
-                    .iter()
-                    .map(|c| c.source.clone())
-                    .chain([f.source.clone()])
-            })
-            .collect();
+        let sources = sources_of(&app);
         let before: Vec<Stamp> = sources.iter().map(stamp).collect();
         let previous = self.table.load_full();
         let (engine, cache, metrics) = (
