@@ -2,69 +2,17 @@
 //! right executor (WAGI or `wasi:http`), and its concurrency gate. Built
 //! once at load; requests only read it.
 
-use crate::failure::Failure;
 use crate::gate::Gate;
 use crate::metrics::{FunctionMetrics, Metrics};
+pub use crate::spec::{InitialMemoryRefused, Spec, classify, preopen};
+pub use crate::stats::GuestStats;
 use crate::{wagi, wasi_http};
 use anyhow::{Context, Result, bail};
 use std::sync::Arc;
 use wasmtime::Engine;
-use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
-use wedge_manifest::{Abi, FileMount, Function, Limits, OutboundRule};
+use wedge_manifest::{Abi, Function};
 use wedge_runtime::cache::Cache;
-use wedge_runtime::limits::{MemoryGrowFailed, MemoryLimitExceeded};
 use wedge_runtime::load::{CacheStatus, Program, Source};
-
-/// What a request needs to know about its function.
-pub struct Spec {
-    pub name: Arc<str>,
-    /// The version's name: the manifest's, else its module digest's start.
-    pub version: Arc<str>,
-    pub limits: Limits,
-    pub env: Vec<(String, String)>,
-    pub files: Vec<FileMount>,
-    pub outbound: Arc<[OutboundRule]>,
-    pub allow_authorization: bool,
-    pub methods: Option<Vec<String>>,
-    pub instance_reuse: u32,
-    pub metrics: Arc<FunctionMetrics>,
-    pub profiling: Arc<crate::profile::Profiling>,
-}
-
-/// What one guest call cost.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct GuestStats {
-    /// Instantiation and execution.
-    pub guest: std::time::Duration,
-    /// Peak linear memory, when known by the time the response is ready.
-    pub peak_memory: Option<u64>,
-    /// Instantiation alone, when measured separately.
-    pub instantiate: Option<std::time::Duration>,
-    /// Fuel consumed, when metering is on.
-    pub fuel: Option<u64>,
-}
-
-impl GuestStats {
-    /// The `x-wedge-stats` header value: `instantiate=12us;exec=80us;mem=65536;fuel=1234`.
-    pub fn header(&self) -> String {
-        let mut parts = Vec::with_capacity(4);
-        let total = self.guest.as_micros();
-        if let Some(i) = self.instantiate {
-            let i = i.as_micros();
-            parts.push(format!("instantiate={i}us"));
-            parts.push(format!("exec={}us", total.saturating_sub(i)));
-        } else {
-            parts.push(format!("guest={total}us"));
-        }
-        if let Some(m) = self.peak_memory {
-            parts.push(format!("mem={m}"));
-        }
-        if let Some(f) = self.fuel {
-            parts.push(format!("fuel={f}"));
-        }
-        parts.join(";")
-    }
-}
 
 pub enum Executor {
     Wagi(wagi::Wagi),
@@ -195,83 +143,6 @@ pub fn load(
 /// The first 12 hex digits of a digest: a version's name when it has none.
 pub fn short_digest(sha256: &[u8; 32]) -> String {
     sha256[..6].iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Preopens the function's granted directories.
-pub fn preopen(b: &mut WasiCtxBuilder, files: &[FileMount]) -> Result<(), Failure> {
-    for m in files {
-        let perms = if m.read_only {
-            FsPerms::ReadOnly
-        } else {
-            FsPerms::ReadWrite
-        };
-        b.preopened_dir(&m.host, &m.guest, perms)
-            .map_err(|e| Failure::Internal {
-                message: format!("cannot open {}: {e}", m.host.display()),
-            })?;
-    }
-    Ok(())
-}
-
-/// An instance could not be created because the memory limit refused the
-/// guest's initial memory.
-#[derive(Debug, thiserror::Error)]
-#[error("the guest's initial memory is over its limit of {limit} bytes: {detail}")]
-pub struct InitialMemoryRefused {
-    pub limit: u64,
-    pub detail: String,
-}
-
-/// Classifies an error out of a guest call by the types in its chain, never
-/// by its text. `grow_failures` tells whether the guest was refused memory,
-/// which explains most failures that follow.
-pub fn classify(err: &wasmtime::Error, spec: &Spec, grow_failures: u64) -> Failure {
-    for cause in err.chain() {
-        if cause.is::<crate::capture::OutputTooLarge>() {
-            return Failure::ResponseTooLarge {
-                limit: spec.limits.max_response_body,
-            };
-        }
-        if cause.is::<MemoryLimitExceeded>()
-            || cause.is::<MemoryGrowFailed>()
-            || cause.is::<InitialMemoryRefused>()
-        {
-            return Failure::MemoryLimit {
-                message: cause.to_string(),
-            };
-        }
-    }
-    if let Some(trap) = err.downcast_ref::<wasmtime::Trap>() {
-        return match trap {
-            wasmtime::Trap::OutOfFuel => Failure::OutOfFuel {
-                budget: spec.limits.fuel.unwrap_or(0),
-            },
-            wasmtime::Trap::Interrupt => Failure::Timeout {
-                after: spec.limits.timeout,
-            },
-            _ if grow_failures > 0 => Failure::MemoryLimit {
-                message: format!(
-                    "{trap} after {grow_failures} refused memory.grow (limit {} bytes)",
-                    spec.limits.max_memory
-                ),
-            },
-            _ => Failure::Trap {
-                message: trap.to_string(),
-            },
-        };
-    }
-    let text = format!("{err:#}");
-    if grow_failures > 0 {
-        // The limiter refused memory (at instantiation, or a grow the guest
-        // could not live without) and the guest failed as a result.
-        return Failure::MemoryLimit {
-            message: format!(
-                "{text} after {grow_failures} refused memory request(s) (limit {} bytes)",
-                spec.limits.max_memory
-            ),
-        };
-    }
-    Failure::Internal { message: text }
 }
 
 /// The SHA-256 of a function's module as the file stands now.

@@ -10,6 +10,7 @@ use crate::metrics::{FunctionMetrics, Metrics};
 use crate::server::{App, Peer};
 use crate::spans;
 use crate::table::Shared;
+use crate::traces::{TRACEPARENT, TRACESTATE};
 use crate::wagi;
 use crate::{log, request_id};
 use bytes::Bytes;
@@ -56,9 +57,6 @@ impl App for Handler {
     }
 }
 
-/// Named once: a `&str` header name is parsed and hashed on every insert.
-pub(crate) const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
-pub(crate) const TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
 /// What the access log, metrics and traces learn about one request.
 #[derive(Default)]
 struct Seen {

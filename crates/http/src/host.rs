@@ -5,13 +5,25 @@
 use crate::capture::Capture;
 use crate::log;
 use crate::traces::Tracer;
-use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, OnceLock};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 use wedge_manifest::OutboundRule;
 use wedge_runtime::limits::Limits;
 use wedge_telemetry::trace::{self, Context, Encoded, Span, SpanKind, Value};
+
+/// Per-request data handed through the handler to the instance.
+pub struct RequestSlot {
+    pub(crate) id: String,
+    /// Receives how the instance ended (its error, if any).
+    pub(crate) ended: Mutex<Option<tokio::sync::oneshot::Sender<Result<(), wasmtime::Error>>>>,
+    /// The request's span, parent of the guest's outbound calls.
+    pub(crate) trace: Option<Context>,
+    /// The serving instance's peak linear memory, once it has the request.
+    pub(crate) peak: OnceLock<Arc<AtomicU64>>,
+}
 
 /// Store data of one component instance.
 pub struct HttpHost {
@@ -24,7 +36,7 @@ pub struct HttpHost {
     pub stderr: Capture,
     pub request_id: String,
     /// The request being served, to report how the instance ended.
-    pub slot: Option<Arc<crate::wasi_http::RequestSlot>>,
+    pub slot: Option<Arc<RequestSlot>>,
 }
 
 impl WasiView for HttpHost {
@@ -100,14 +112,14 @@ impl WasiHttpHooks for Outbound {
         if let Some(c) = &client
             && let Ok(v) = http::HeaderValue::from_bytes(&c.traceparent_bytes())
         {
-            request.headers_mut().insert(crate::handler::TRACEPARENT, v);
+            request.headers_mut().insert(crate::traces::TRACEPARENT, v);
             // W3C trace context: vendors' state travels with the trace,
             // unless the guest set its own.
             if let Some(state) = &c.tracestate
-                && !request.headers().contains_key(crate::handler::TRACESTATE)
+                && !request.headers().contains_key(crate::traces::TRACESTATE)
                 && let Ok(v) = http::HeaderValue::from_str(state)
             {
-                request.headers_mut().insert(crate::handler::TRACESTATE, v);
+                request.headers_mut().insert(crate::traces::TRACESTATE, v);
             }
         }
         let tracer = self.tracer.clone();

@@ -24,7 +24,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -68,12 +67,7 @@ impl Drop for EpochTicker {
     }
 }
 
-/// Where a connection came from and arrived.
-#[derive(Clone, Copy, Debug)]
-pub struct Peer {
-    pub remote: SocketAddr,
-    pub local: SocketAddr,
-}
+pub use crate::peer::Peer;
 
 /// What a listener serves: one response per request, never an error.
 pub trait App: Send + Sync + 'static {

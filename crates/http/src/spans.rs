@@ -2,8 +2,8 @@
 //! semantic-convention attributes, and children for the queue wait,
 //! instantiation and guest execution.
 
-use crate::function::GuestStats;
-use crate::server::Peer;
+use crate::peer::Peer;
+use crate::stats::GuestStats;
 use std::time::Duration;
 use wedge_telemetry::trace::{Context, Encoded, Span, SpanKind, Value, new_span_id};
 

@@ -5,13 +5,13 @@
 use crate::body::Body;
 use crate::capture::Capture;
 use crate::failure::Failure;
-use crate::function::{self, Spec};
-use crate::host::{HttpHost, Outbound};
+use crate::host::{HttpHost, Outbound, RequestSlot};
 use crate::log;
+use crate::spec::{self, Spec};
 use http_body_util::BodyExt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -145,7 +145,7 @@ impl HttpFunction {
                 after: spec.limits.timeout,
             }),
             // The request never reached an instance: instantiation failed.
-            Err(e) if slot.peak.get().is_none() => Err(function::classify(&e, spec, 0)),
+            Err(e) if slot.peak.get().is_none() => Err(spec::classify(&e, spec, 0)),
             Err(e) => {
                 // The instance took the request and gave no response. How it
                 // ended says why: a trap reaches only the worker's end
@@ -153,13 +153,11 @@ impl HttpFunction {
                 // end means the guest returned without a response. Only an
                 // instance kept for reuse (0.3 services) may still be running.
                 match tokio::time::timeout(REUSED_INSTANCE_WAIT, rx).await {
-                    Ok(Ok(Err(instance_error))) => {
-                        Err(function::classify(&instance_error, spec, 0))
-                    }
+                    Ok(Ok(Err(instance_error))) => Err(spec::classify(&instance_error, spec, 0)),
                     Ok(Ok(Ok(()))) => Err(Failure::Malformed {
                         problem: "the guest returned without setting a response".into(),
                     }),
-                    _ => match function::classify(&e, spec, 0) {
+                    _ => match spec::classify(&e, spec, 0) {
                         Failure::Internal { .. } => Err(Failure::Malformed {
                             problem: format!("the guest gave no response: {e:#}"),
                         }),
@@ -175,17 +173,6 @@ impl HttpFunction {
 /// ended; a fresh instance reports at once.
 const REUSED_INSTANCE_WAIT: Duration = Duration::from_millis(250);
 
-/// Per-request data handed through the handler to the instance.
-pub struct RequestSlot {
-    id: String,
-    /// Receives how the instance ended (its error, if any).
-    ended: Mutex<Option<tokio::sync::oneshot::Sender<Result<(), wasmtime::Error>>>>,
-    /// The request's span, parent of the guest's outbound calls.
-    trace: Option<TraceContext>,
-    /// The serving instance's peak linear memory, once it has the request.
-    peak: OnceLock<Arc<AtomicU64>>,
-}
-
 impl HandlerState for State {
     type StoreData = HttpHost;
     type WorkerExpiration = Expiration;
@@ -199,8 +186,7 @@ impl HandlerState for State {
         b.stdout(stdout.clone())
             .stderr(stderr.clone())
             .envs(&spec.env);
-        function::preopen(&mut b, &spec.files)
-            .map_err(|f| wasmtime::format_err!("{}", f.reason()))?;
+        spec::preopen(&mut b, &spec.files).map_err(|f| wasmtime::format_err!("{}", f.reason()))?;
         let host = HttpHost {
             wasi: b.build(),
             table: ResourceTable::new(),
@@ -228,7 +214,7 @@ impl HandlerState for State {
         let proxy = match self.pre.instantiate_async(&mut store).await {
             Ok(proxy) => proxy,
             Err(e) if store.data().limits.grow_failures() > 0 => {
-                return Err(wasmtime::Error::new(function::InitialMemoryRefused {
+                return Err(wasmtime::Error::new(spec::InitialMemoryRefused {
                     limit: spec.limits.max_memory,
                     detail: format!("{e:#}"),
                 }));

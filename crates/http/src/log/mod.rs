@@ -151,7 +151,7 @@ pub struct Access<'a> {
     pub version: &'a str,
     pub status: u16,
     pub duration: std::time::Duration,
-    pub guest: Option<&'a crate::function::GuestStats>,
+    pub guest: Option<&'a crate::stats::GuestStats>,
     /// `ok`, or the failure's kind.
     pub outcome: &'a str,
 }
@@ -297,7 +297,7 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn sample<'a>(guest: Option<&'a crate::function::GuestStats>) -> Access<'a> {
+    fn sample<'a>(guest: Option<&'a crate::stats::GuestStats>) -> Access<'a> {
         Access {
             request_id: "r-1",
             trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736"),
@@ -314,7 +314,7 @@ mod tests {
 
     #[test]
     fn text_access_line_after_its_stamp() {
-        let g = crate::function::GuestStats {
+        let g = crate::stats::GuestStats {
             guest: Duration::from_micros(41),
             peak_memory: Some(65536),
             instantiate: None,

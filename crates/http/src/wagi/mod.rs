@@ -4,8 +4,9 @@
 use crate::body::{self, Body};
 use crate::capture::Capture;
 use crate::failure::Failure;
-use crate::function::{self, GuestStats, Spec};
 use crate::log;
+use crate::spec::{self, Spec};
+use crate::stats::GuestStats;
 use bytes::Bytes;
 use std::sync::Arc;
 use wasmtime::{Engine, InstancePre, Module, Store};
@@ -124,7 +125,7 @@ impl Wagi {
             .args(&call.args)
             .envs(&spec.env)
             .envs(&call.env);
-        function::preopen(&mut b, &spec.files)?;
+        spec::preopen(&mut b, &spec.files)?;
         let mut store = self
             .store(b.build_p1(), limits.fuel.unwrap_or(u64::MAX))
             .map_err(|e| Failure::Internal {
@@ -178,7 +179,7 @@ impl Wagi {
             Ok(Ok(())) => 0,
             Ok(Err(e)) => match e.downcast_ref::<wasmtime_wasi::I32Exit>() {
                 Some(exit) => exit.0,
-                None => return Err(function::classify(&e, spec, grow_failures)),
+                None => return Err(spec::classify(&e, spec, grow_failures)),
             },
         };
         let (out, _) = stdout.take();
