@@ -49,6 +49,52 @@ pub enum ControlCommand {
         /// version header; 100: promote it)
         #[arg(long, default_value = "0")]
         weight: f64,
+        /// FILE is a path on the server's node, read there (not uploaded)
+        #[arg(long)]
+        on_node: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Start, show, pause, resume or abort a progressive rollout:
+    /// wedge rollout NAME VERSION --steps 5,25,50,100 --interval 60s
+    Rollout {
+        name: String,
+        /// The deployed version to roll out (omit to show the rollout)
+        version: Option<String>,
+        /// The version's share at each step, percent, ending at 100
+        #[arg(long, value_delimiter = ',', default_value = "5,25,50,100")]
+        steps: Vec<f64>,
+        /// Time between analyses
+        #[arg(long, default_value = "60s")]
+        interval: String,
+        /// Fail a step above this fraction of 5xx answers
+        #[arg(long, default_value = "0.05")]
+        max_error_ratio: f64,
+        /// Fail a step when the version's P99 is over this multiple of stable's
+        #[arg(long, default_value = "2")]
+        max_latency_ratio: f64,
+        /// Fewer requests than this in an interval decide nothing
+        #[arg(long, default_value = "20")]
+        min_requests: u64,
+        /// On failure: `rollback` (all traffic to stable) or `freeze`
+        #[arg(long, default_value = "rollback", value_parser = ["rollback", "freeze"])]
+        on_failure: String,
+        /// Pause the running rollout
+        #[arg(long, conflicts_with_all = ["version", "resume", "abort"])]
+        pause: bool,
+        /// Resume a paused or frozen rollout
+        #[arg(long, conflicts_with_all = ["version", "abort"])]
+        resume: bool,
+        /// Abort the rollout: all traffic to the stable version
+        #[arg(long, conflicts_with = "version")]
+        abort: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Forget a stored version that no traffic, rollback or rollout needs
+    Delete {
+        name: String,
+        version: String,
         #[command(flatten)]
         target: Target,
     },
@@ -162,12 +208,65 @@ pub fn main(cmd: ControlCommand) -> Result<i32> {
             file,
             version,
             weight,
+            on_node,
             target,
         } => {
-            let bytes =
-                std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-            let path = format!("/v1/functions/{name}/versions?version={version}&weight={weight}");
+            let mut path =
+                format!("/v1/functions/{name}/versions?version={version}&weight={weight}");
+            let bytes = if *on_node {
+                let file = file.to_string_lossy();
+                path.push_str("&path=");
+                path.push_str(&percent_encode(&file));
+                Vec::new()
+            } else {
+                std::fs::read(file).with_context(|| format!("reading {}", file.display()))?
+            };
             (target, target.call(M::POST, &path, bytes)?)
+        }
+        ControlCommand::Rollout {
+            name,
+            version,
+            steps,
+            interval,
+            max_error_ratio,
+            max_latency_ratio,
+            min_requests,
+            on_failure,
+            pause,
+            resume,
+            abort,
+            target,
+        } => {
+            let base = format!("/v1/functions/{name}/rollout");
+            let v = match (version, *pause, *resume, *abort) {
+                (_, true, _, _) => target.call(M::POST, &format!("{base}/pause"), vec![])?,
+                (_, _, true, _) => target.call(M::POST, &format!("{base}/resume"), vec![])?,
+                (_, _, _, true) => target.call(M::POST, &format!("{base}/abort"), vec![])?,
+                (Some(version), ..) => {
+                    let plan = serde_json::json!({
+                        "version": version, "steps": steps, "interval": interval,
+                        "max_error_ratio": max_error_ratio,
+                        "max_latency_ratio": max_latency_ratio,
+                        "min_requests": min_requests, "on_failure": on_failure,
+                    });
+                    target.call(M::POST, &base, serde_json::to_vec(&plan)?)?
+                }
+                (None, ..) => target.call(M::GET, &base, vec![])?,
+            };
+            if target.json {
+                println!("{v:#}");
+            } else {
+                print_rollout(&v);
+            }
+            return Ok(0);
+        }
+        ControlCommand::Delete {
+            name,
+            version,
+            target,
+        } => {
+            let path = format!("/v1/functions/{name}/versions/{version}");
+            (target, target.call(M::DELETE, &path, vec![])?)
         }
         ControlCommand::Traffic {
             name,
@@ -217,6 +316,40 @@ pub fn main(cmd: ControlCommand) -> Result<i32> {
     Ok(0)
 }
 
+/// Escapes a query value.
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn print_rollout(r: &Value) {
+    println!(
+        "rollout    {} {}",
+        r["version"].as_str().unwrap_or("?"),
+        r["state"].as_str().unwrap_or("?")
+    );
+    println!(
+        "step       {} of {} at {}%",
+        r["step"].as_u64().unwrap_or(0) + 1,
+        r["steps"].as_array().map_or(0, Vec::len),
+        r["weight"]
+    );
+    for d in r["history"].as_array().into_iter().flatten() {
+        println!(
+            "  {:<9} at {:>5}%: {}",
+            d["decision"].as_str().unwrap_or("?"),
+            d["weight"],
+            d["reason"].as_str().unwrap_or("")
+        );
+    }
+}
+
 fn traffic_line(f: &Value) -> String {
     f["traffic"]
         .as_array()
@@ -257,6 +390,14 @@ fn print_function(f: &Value) {
     println!("traffic    {}", traffic_line(f));
     if let Some(p) = f["previous_stable"].as_str() {
         println!("rollback   to {p}");
+    }
+    if let Some(r) = f["rollout"].as_object() {
+        println!(
+            "rollout    {} {} at {}%",
+            r.get("version").and_then(Value::as_str).unwrap_or("?"),
+            r.get("state").and_then(Value::as_str).unwrap_or("?"),
+            r.get("weight").unwrap_or(&Value::Null)
+        );
     }
     if let Some(c) = f["last_change"].as_object() {
         println!(

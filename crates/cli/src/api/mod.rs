@@ -55,6 +55,7 @@ fn allowed(path: &str) -> Option<&'static str> {
     Some(match parts.as_slice() {
         ["v1", "openapi.json"] | ["v1", "functions"] | ["v1", "functions", _] => "GET",
         ["v1", "functions", _, "versions"] => "POST",
+        ["v1", "functions", _, "versions", _] => "DELETE",
         ["v1", "functions", _, "traffic"] => "PUT, DELETE",
         ["v1", "functions", _, "promote" | "rollback"] => "POST",
         ["v1", "functions", _, "rollout"] => "GET, POST",
@@ -128,6 +129,9 @@ impl Api {
             (Method::GET, ["v1", "functions", name]) => self.show(name),
             (Method::POST, ["v1", "functions", name, "versions"]) => {
                 self.deploy(name, query, body).await
+            }
+            (Method::DELETE, ["v1", "functions", name, "versions", version]) => {
+                self.delete_version(name, version).await
             }
             (Method::PUT, ["v1", "functions", name, "traffic"]) => {
                 self.set_traffic(name, &body).await
@@ -366,14 +370,47 @@ impl Api {
             Some(Ok(w)) if (0.0..=100.0).contains(&w) => (w * 100.0).round() as u32,
             Some(_) => return error(StatusCode::BAD_REQUEST, "weight is a percentage, 0 to 100"),
         };
+        // The module: the body, or a file already on the node.
+        let body = match param(query, "path").map(wedge_cgi::percent_decode) {
+            Some(_) if !body.is_empty() => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "give the module as the body or as ?path=FILE on the node, not both",
+                );
+            }
+            Some(path) => {
+                let file = std::path::PathBuf::from(&path);
+                if !file.is_absolute() {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        format!("path `{path}` is not absolute"),
+                    );
+                }
+                let read = tokio::task::spawn_blocking(move || {
+                    let len = std::fs::metadata(&file)?.len();
+                    if len > MAX_MODULE as u64 {
+                        return Err(std::io::Error::other(format!(
+                            "{len} bytes, over the {MAX_MODULE}-byte limit"
+                        )));
+                    }
+                    std::fs::read(&file)
+                })
+                .await;
+                match read {
+                    Ok(Ok(bytes)) => bytes::Bytes::from(bytes),
+                    Ok(Err(e)) => {
+                        return error(StatusCode::BAD_REQUEST, format!("reading `{path}`: {e}"));
+                    }
+                    Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+                }
+            }
+            None => body,
+        };
         if body.is_empty() {
             return error(
                 StatusCode::BAD_REQUEST,
-                "the request body is the module; it is empty",
+                "the request body is the module (or give ?path=FILE on the node); it is empty",
             );
-        }
-        if self.served(name).is_none() {
-            return error(StatusCode::NOT_FOUND, format!("no function `{name}`"));
         }
         let store = self.store.clone();
         let sha = match tokio::task::spawn_blocking(move || store.put_module(&body)).await {
@@ -481,6 +518,43 @@ impl Api {
             Ok(next)
         })
         .await
+    }
+
+    async fn delete_version(&self, name: &str, version: &str) -> Reply {
+        let _one = self.lock.lock().await;
+        let state = match self.store.function(name) {
+            Ok(s) => s,
+            Err(e) => return store_error(e),
+        };
+        if state.version(version).is_none() {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("function `{name}` has no stored version `{version}`"),
+            );
+        }
+        let used = state.traffic.as_ref().is_some_and(|t| {
+            t.stable == version
+                || t.canaries.iter().any(|c| c.0 == version)
+                || t.previous_stable.as_deref() == Some(version)
+        }) || state.rollout.as_ref().is_some_and(|r| {
+            r.version == version && matches!(r.state.as_str(), "running" | "paused" | "frozen")
+        });
+        if used {
+            return error(
+                StatusCode::CONFLICT,
+                format!(
+                    "version `{version}` of `{name}` is in traffic, kept for rollback, or in a \
+                     rollout; take it out first"
+                ),
+            );
+        }
+        match self.store.remove_version(name, version) {
+            Ok(_) => match self.served(name) {
+                Some(f) => reply(StatusCode::OK, self.view(&f)),
+                None => reply(StatusCode::OK, json!({ "deleted": version })),
+            },
+            Err(e) => store_error(e),
+        }
     }
 
     async fn release(&self, name: &str) -> Reply {

@@ -534,3 +534,94 @@ fn a_frozen_rollout_can_still_be_aborted_by_hand() {
     let (s, _) = api(&srv, "POST", "/v1/functions/api/rollout/resume", b"");
     assert_eq!(s, 409, "an aborted rollout does not resume");
 }
+
+#[test]
+fn deploy_from_a_path_on_the_node_delete_and_the_rollout_cli() {
+    let sb = Sandbox::new();
+    let srv = start(&sb, &app(&sb), &sb.path().join("state"));
+    let admin = format!("http://{}", srv.admin);
+    let token = sb.path().join("token");
+    std::fs::write(&token, crate::client::ADMIN_TOKEN).unwrap();
+    let wedge = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend([
+            "--admin",
+            &admin,
+            "--admin-token-file",
+            token.to_str().unwrap(),
+        ]);
+        sb.run(&all)
+    };
+    let v2 = sb.path().join("v 2.wasm");
+    std::fs::write(&v2, versioned(2)).unwrap();
+    // The file is read on the node; nothing is uploaded.
+    let r = wedge(&[
+        "deploy",
+        "api",
+        v2.to_str().unwrap(),
+        "--version",
+        "v2",
+        "--on-node",
+    ]);
+    r.expect(0);
+    assert_eq!(body(&srv, Some("v2")), "version 2\n");
+    let (s, v) = api(
+        &srv,
+        "POST",
+        "/v1/functions/api/versions?version=v9&path=relative.wasm",
+        b"",
+    );
+    assert_eq!(s, 400, "{v}");
+    let (s, v) = api(
+        &srv,
+        "POST",
+        "/v1/functions/api/versions?version=v9&path=/nonexistent.wasm",
+        b"",
+    );
+    assert_eq!(s, 400, "{v}");
+
+    // A version in traffic cannot be deleted; one out of it can.
+    let (s, v) = api(&srv, "DELETE", "/v1/functions/api/versions/v2", b"");
+    assert_eq!(s, 409, "{v}");
+    let v3 = sb.path().join("v3.wasm");
+    std::fs::write(&v3, versioned(3)).unwrap();
+    wedge(&["deploy", "api", v3.to_str().unwrap(), "--version", "v3"]).expect(0);
+    wedge(&["traffic", "api", "v1=100"]).expect(0);
+    let r = wedge(&["delete", "api", "v3"]);
+    r.expect(0);
+    assert!(!r.stdout.contains("v3 "), "{}", r.stdout);
+    let (s, _) = api(&srv, "DELETE", "/v1/functions/api/versions/v3", b"");
+    assert_eq!(s, 404);
+
+    // Rollouts from the command line.
+    let r = wedge(&[
+        "rollout",
+        "api",
+        "v2",
+        "--steps",
+        "50,100",
+        "--interval",
+        "1h",
+    ]);
+    r.expect(0);
+    assert!(r.stdout.contains("rollout    v2 running"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("step       1 of 2 at 50.0%"),
+        "{}",
+        r.stdout
+    );
+    wedge(&["rollout", "api", "--pause"]).expect(0);
+    let r = wedge(&["status", "api"]);
+    assert!(
+        r.stdout.contains("rollout    v2 paused at 50.0%"),
+        "{}",
+        r.stdout
+    );
+    let r = wedge(&["rollout", "api", "--abort"]);
+    r.expect(0);
+    assert!(r.stdout.contains("abort"), "{}", r.stdout);
+    let r = wedge(&["rollout", "api"]);
+    r.expect(0);
+    assert!(r.stdout.contains("rollout    v2 aborted"), "{}", r.stdout);
+    assert_eq!(body(&srv, None), "version 1\n");
+}
