@@ -184,6 +184,12 @@ impl Reloader {
                 sources[i].display()
             );
         }
+        let serving: Vec<(&str, &str)> = table
+            .functions
+            .iter()
+            .flat_map(|f| f.names.iter().map(|v| (f.name.as_str(), &**v)))
+            .collect();
+        self.metrics.prune_versions(&serving);
         self.table.store(Arc::new(table));
         Ok(changes)
     }

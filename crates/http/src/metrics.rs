@@ -118,6 +118,17 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Drops the request-duration series of function versions that no
+    /// longer serve (`serving` holds `(function, version)` pairs), so that
+    /// deploying version after version does not grow `/metrics` without
+    /// bound. Requests no function answered (404s) are kept.
+    pub fn prune_versions(&self, serving: &[(&str, &str)]) {
+        self.request_duration.retain(|k| {
+            let (function, version) = (&k[3], &k[4]);
+            function.is_empty() || serving.iter().any(|(f, v)| f == function && v == version)
+        });
+    }
+
     /// The `/metrics` document.
     pub fn render(&self, openmetrics: bool) -> String {
         let mut e = Encoder::new(openmetrics);

@@ -174,6 +174,16 @@ impl<T: Series> Family<T> {
         s
     }
 
+    /// Drops every series whose label values `keep` rejects (a function
+    /// version that no longer serves, say), so that label sets that come
+    /// and go do not pile up.
+    pub fn retain(&self, keep: impl Fn(&[String]) -> bool) {
+        self.series
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(k, _)| keep(k));
+    }
+
     /// Every series with its label values.
     pub fn snapshot(&self) -> Vec<Labeled<T>> {
         self.series
@@ -211,5 +221,14 @@ mod tests {
         let snap = f.snapshot();
         assert_eq!(snap.len(), 2);
         assert_eq!(f.with(&["a"]).get(), 2);
+        f.retain(|k| k[0] != "a");
+        let snap = f.snapshot();
+        assert_eq!(snap.len(), 1);
+        assert_eq!(&*snap[0].0, ["b".to_string()]);
+        assert_eq!(
+            f.with(&["a"]).get(),
+            0,
+            "a dropped series starts again from zero"
+        );
     }
 }

@@ -141,6 +141,20 @@ fn deploy_canary_traffic_promote_rollback_and_hand_back() {
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["managed_by"], "manifest");
     assert_eq!(body(&srv, None), "version 1\n");
+    // Versions that left the traffic left /metrics too: series stay bounded.
+    let m = get(srv.admin, "/metrics").text();
+    let api_series: Vec<&str> = m
+        .lines()
+        .filter(|l| {
+            l.starts_with("http_server_request_duration_seconds_count")
+                && l.contains("function=\"api\"")
+        })
+        .collect();
+    assert!(!api_series.is_empty());
+    assert!(
+        api_series.iter().all(|l| l.contains("version=\"v1\"")),
+        "{api_series:?}"
+    );
     let (s, _) = api(&srv, "GET", "/v1/functions/nope", b"");
     assert_eq!(s, 404);
 
