@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
-use wedge_control::{Decision, RolloutRecord, TrafficRecord};
+use wedge_control::{Decision, Query, RolloutRecord, TrafficRecord};
 use wedge_manifest::traffic::ALL_TRAFFIC;
 use wedge_telemetry::tally::Snapshot;
 
@@ -36,6 +36,11 @@ struct Plan {
     min_requests: u64,
     #[serde(default = "default_on_failure")]
     on_failure: String,
+    /// Base URL of a Prometheus for `queries`.
+    #[serde(default)]
+    prometheus: Option<String>,
+    #[serde(default)]
+    queries: Vec<Query>,
 }
 
 fn default_steps() -> Vec<f64> {
@@ -75,6 +80,10 @@ fn summary(r: &RolloutRecord) -> serde_json::Value {
         "max_latency_ratio": r.max_latency_ratio,
         "min_requests": r.min_requests,
         "on_failure": r.on_failure,
+        "prometheus": r.prometheus,
+        "queries": r.queries.iter().map(|q| json!({
+            "name": q.name, "query": q.query, "max": q.max, "min": q.min,
+        })).collect::<Vec<_>>(),
         "history": r.history.iter().map(|d| json!({
             "at_ms": d.at, "step": d.step, "weight": percent(d.weight),
             "decision": d.decision, "reason": d.reason,
@@ -205,6 +214,30 @@ impl Api {
                 "on_failure is `rollback` or `freeze`",
             );
         }
+        if !plan.queries.is_empty() {
+            let url = plan.prometheus.as_deref().unwrap_or("");
+            let ok = url
+                .parse::<http::Uri>()
+                .is_ok_and(|u| u.scheme_str() == Some("http") && u.authority().is_some());
+            if !ok {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "queries need \"prometheus\": the base URL of a Prometheus, e.g. \"http://127.0.0.1:9090\"",
+                );
+            }
+        }
+        let bad_query = |q: &Query| {
+            q.name.is_empty()
+                || q.query.is_empty()
+                || q.query.len() > 4096
+                || (q.max.is_none() && q.min.is_none())
+        };
+        if plan.queries.len() > 10 || plan.queries.iter().any(bad_query) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "at most 10 queries, each with a `name`, a PromQL `query` (up to 4 KiB) and a `max` or `min`",
+            );
+        }
         if let Ok(Some(r)) = self.store.function(name).map(|s| s.rollout)
             && matches!(r.state.as_str(), "running" | "paused" | "frozen")
         {
@@ -225,6 +258,8 @@ impl Api {
             max_latency_ratio: plan.max_latency_ratio,
             min_requests: plan.min_requests,
             on_failure: plan.on_failure,
+            prometheus: plan.prometheus,
+            queries: plan.queries,
             state: "running".into(),
             history: vec![Decision {
                 at: now_ms(),
@@ -427,7 +462,14 @@ impl Api {
                 return;
             };
             last = now;
-            match judge(&r, &c1.since(&c0), &s1.since(&s0)) {
+            let verdict = match judge(&r, &c1.since(&c0), &s1.since(&s0)) {
+                Verdict::Pass(why) => match check_queries(name, &r).await {
+                    None => Verdict::Pass(why),
+                    Some(other) => other,
+                },
+                other => other,
+            };
+            match verdict {
                 Verdict::Wait(why) => {
                     self.decide(name, &mut r, "running", "wait", &why);
                     let _ = self.store.set_rollout(name, &r);
@@ -484,6 +526,84 @@ impl Api {
     }
 }
 
+/// Runs a rollout's PromQL checks; `None` when they all pass.
+async fn check_queries(function: &str, r: &RolloutRecord) -> Option<Verdict> {
+    let base = r.prometheus.as_deref()?.trim_end_matches('/');
+    for q in &r.queries {
+        let promql = q
+            .query
+            .replace("{{function}}", function)
+            .replace("{{version}}", &r.version);
+        let url = format!("{base}/api/v1/query?query={}", encode(&promql));
+        let Ok(uri) = url.parse::<http::Uri>() else {
+            return Some(Verdict::Fail(format!("query {}: bad URL {url}", q.name)));
+        };
+        let answer = wedge_http::export::send(
+            http::Method::GET,
+            &uri,
+            &[],
+            bytes::Bytes::new(),
+            Duration::from_secs(10),
+        )
+        .await;
+        let value = match answer {
+            Ok((200, body)) => first_value(&body),
+            Ok((status, _)) => {
+                return Some(Verdict::Wait(format!(
+                    "query {}: Prometheus answered {status}",
+                    q.name
+                )));
+            }
+            Err(e) => return Some(Verdict::Wait(format!("query {}: Prometheus: {e}", q.name))),
+        };
+        let Some(v) = value else {
+            return Some(Verdict::Wait(format!("query {} returned no data", q.name)));
+        };
+        if let Some(max) = q.max
+            && v > max
+        {
+            return Some(Verdict::Fail(format!(
+                "query {} = {v} over its max {max}",
+                q.name
+            )));
+        }
+        if let Some(min) = q.min
+            && v < min
+        {
+            return Some(Verdict::Fail(format!(
+                "query {} = {v} under its min {min}",
+                q.name
+            )));
+        }
+    }
+    None
+}
+
+/// The number in a Prometheus instant-query answer: a scalar, or the first
+/// sample of a vector.
+fn first_value(body: &[u8]) -> Option<f64> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let result = &v["data"]["result"];
+    let pair = match v["data"]["resultType"].as_str()? {
+        "scalar" => result,
+        "vector" => &result.as_array()?.first()?["value"],
+        _ => return None,
+    };
+    pair.get(1)?.as_str()?.parse().ok()
+}
+
+/// Percent-encodes a query for a URL.
+fn encode(q: &str) -> String {
+    q.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'.' | b'-' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// `t` with `version` as its only canary, at `weight`.
 fn with_canary(t: &TrafficRecord, version: &str, weight: u32) -> TrafficRecord {
     let mut next = t.clone();
@@ -496,4 +616,21 @@ fn without(t: &TrafficRecord, version: &str) -> TrafficRecord {
     let mut next = t.clone();
     next.canaries.retain(|c| c.0 != version);
     next
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_value;
+
+    #[test]
+    fn prometheus_answers_give_their_first_number() {
+        let vector = br#"{"status":"success","data":{"resultType":"vector","result":[
+            {"metric":{},"value":[1764496142.1,"0.25"]},{"metric":{},"value":[1,"9"]}]}}"#;
+        assert_eq!(first_value(vector), Some(0.25));
+        let scalar = br#"{"status":"success","data":{"resultType":"scalar","result":[1,"7"]}}"#;
+        assert_eq!(first_value(scalar), Some(7.0));
+        let empty = br#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
+        assert_eq!(first_value(empty), None);
+        assert_eq!(first_value(b"not json"), None);
+    }
 }

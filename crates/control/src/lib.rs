@@ -13,5 +13,5 @@ pub mod store;
 
 pub use overlay::{Drift, apply};
 pub use store::{
-    Decision, Error, FunctionState, RolloutRecord, Store, TrafficRecord, VersionRecord,
+    Decision, Error, FunctionState, Query, RolloutRecord, Store, TrafficRecord, VersionRecord,
 };

@@ -77,9 +77,29 @@ pub struct RolloutRecord {
     pub min_requests: u64,
     /// `rollback` (all traffic to stable) or `freeze` (keep the weights).
     pub on_failure: String,
+    /// Prometheus to run `queries` against (its base URL).
+    #[serde(default)]
+    pub prometheus: Option<String>,
+    /// PromQL checks run after the built-in ones at every interval.
+    #[serde(default)]
+    pub queries: Vec<Query>,
     /// `running`, `paused`, `frozen`, `done`, `rolled-back` or `aborted`.
     pub state: String,
     pub history: Vec<Decision>,
+}
+
+/// A PromQL check of a rollout: `{{function}}` and `{{version}}` in the
+/// query become the function and the canary; the step fails when the
+/// result (one number) is above `max` or below `min`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Query {
+    pub name: String,
+    pub query: String,
+    #[serde(default)]
+    pub max: Option<f64>,
+    #[serde(default)]
+    pub min: Option<f64>,
 }
 
 /// One decision of a rollout.

@@ -639,3 +639,65 @@ fn deploy_from_a_path_on_the_node_delete_and_the_rollout_cli() {
     assert!(r.stdout.contains("rollout    v2 aborted"), "{}", r.stdout);
     assert_eq!(body(&srv, None), "version 1\n");
 }
+
+#[test]
+fn promql_checks_against_a_real_prometheus_gate_each_step() {
+    let sb = Sandbox::new();
+    let srv = start(&sb, &app(&sb), &sb.path().join("state"));
+    let (_prom, prom) = crate::prometheus::start(sb.path(), None);
+    let (s, _) = api(
+        &srv,
+        "POST",
+        "/v1/functions/api/versions?version=v2",
+        &versioned(2),
+    );
+    assert_eq!(s, 201);
+    let load = Load::start(srv.addr);
+    // A check that passes: the rollout runs to the end.
+    let plan = format!(
+        r#"{{"version": "v2", "steps": [50, 100], "interval": "500ms", "min_requests": 5,
+            "prometheus": "http://{prom}",
+            "queries": [{{"name": "budget", "query": "vector(1) * 0 + 1", "max": 5}}]}}"#
+    );
+    assert_eq!(
+        api(&srv, "POST", "/v1/functions/api/rollout", plan.as_bytes()).0,
+        201
+    );
+    let v = rollout_until(&srv, &["done", "rolled-back", "frozen"]);
+    assert_eq!(v["state"], "done", "{v:#}");
+    // One that fails: the next rollout is rolled back, naming the query.
+    let (s, _) = api(
+        &srv,
+        "POST",
+        "/v1/functions/api/versions?version=v3",
+        &versioned(3),
+    );
+    assert_eq!(s, 201);
+    let plan = format!(
+        r#"{{"version": "v3", "steps": [50, 100], "interval": "500ms", "min_requests": 5,
+            "prometheus": "http://{prom}",
+            "queries": [{{"name": "errors-{{{{version}}}}", "query": "vector(7)", "max": 5}}]}}"#
+    );
+    assert_eq!(
+        api(&srv, "POST", "/v1/functions/api/rollout", plan.as_bytes()).0,
+        201
+    );
+    let v = rollout_until(&srv, &["done", "rolled-back", "frozen"]);
+    let seen = load.finish();
+    assert_eq!(v["state"], "rolled-back", "{v:#}");
+    let reason = v["history"].as_array().unwrap().last().unwrap()["reason"]
+        .as_str()
+        .unwrap();
+    assert!(
+        reason.contains("query errors-{{version}} = 7 over its max 5"),
+        "{reason}"
+    );
+    assert!(seen.iter().all(|(_, s)| *s == 200));
+    let (s, v) = api(
+        &srv,
+        "POST",
+        "/v1/functions/api/rollout",
+        br#"{"version": "v3", "queries": [{"name": "q", "query": "up", "max": 1}]}"#,
+    );
+    assert_eq!(s, 400, "queries without a prometheus URL: {v}");
+}

@@ -7,7 +7,7 @@ use crate::support::{Sandbox, guest, s};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-struct Prometheus(Child);
+pub struct Prometheus(Child);
 
 impl Drop for Prometheus {
     fn drop(&mut self) {
@@ -32,6 +32,47 @@ fn encode(q: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// Starts Debian's Prometheus with `config` (a scrape config, or none) on a
+/// free port and waits until it is ready; returns it with its address.
+pub fn start(
+    dir: &std::path::Path,
+    scrape: Option<std::net::SocketAddr>,
+) -> (Prometheus, std::net::SocketAddr) {
+    let bin = "/usr/bin/prometheus";
+    assert!(
+        std::path::Path::new(bin).exists(),
+        "Debian's prometheus is needed for this test: run scripts/test.sh, which installs it"
+    );
+    let config = dir.join("prometheus.yml");
+    let mut yml = "global:\n  scrape_interval: 1s\n".to_string();
+    if let Some(target) = scrape {
+        yml.push_str(&format!(
+            "scrape_configs:\n  - job_name: wedge\n    static_configs:\n      - targets: ['{target}']\n"
+        ));
+    }
+    std::fs::write(&config, yml).unwrap();
+    let port = free_port();
+    let prom = Prometheus(
+        Command::new(bin)
+            .arg(format!("--config.file={}", s(&config)))
+            .arg(format!("--storage.tsdb.path={}", s(&dir.join("tsdb"))))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start prometheus"),
+    );
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    for _ in 0..600 {
+        if crate::client::request(addr, "GET", "/-/ready", &[], b"").is_ok_and(|r| r.status == 200)
+        {
+            return (prom, addr);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("Prometheus did not become ready");
 }
 
 #[test]
