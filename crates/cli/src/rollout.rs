@@ -402,12 +402,35 @@ impl Api {
     }
 
     /// Resumes every running rollout (at start).
+    /// Resumes running rollouts, and makes sure ended ones left the traffic
+    /// as they say (a rolled-back or aborted version out of it, a done one
+    /// stable), whatever a crash or a hand edit of the store left behind.
     pub fn resume_rollouts(self: &Arc<Self>) {
-        if let Ok(all) = self.store.all() {
-            for (name, s) in all {
-                if s.rollout.is_some_and(|r| r.state == "running") {
-                    self.spawn_driver(name);
+        let Ok(all) = self.store.all() else { return };
+        for (name, s) in all {
+            let (Some(r), Some(t)) = (s.rollout, s.traffic) else {
+                continue;
+            };
+            let v = r.version.clone();
+            match r.state.as_str() {
+                "running" => self.spawn_driver(name),
+                "rolled-back" | "aborted" if t.canaries.iter().any(|c| c.0 == v) => {
+                    let api = self.clone();
+                    tokio::spawn(async move {
+                        api.change(&name, "rollout ended", move |_, t| Ok(without(t, &v)))
+                            .await
+                    });
                 }
+                "done" if t.stable != v => {
+                    let api = self.clone();
+                    tokio::spawn(async move {
+                        api.change(&name, "rollout promoted", move |_, t| {
+                            Ok(crate::api::promoted(t, &v))
+                        })
+                        .await
+                    });
+                }
+                _ => {}
             }
         }
     }
@@ -480,23 +503,25 @@ impl Api {
                     return;
                 }
                 Verdict::Fail(why) => {
+                    // Traffic first, then the record: whoever sees the
+                    // rollout rolled back sees the canary out of traffic.
                     let v = r.version.clone();
-                    self.decide(name, &mut r, "rolled-back", "rollback", &why);
-                    let _ = self.store.set_rollout(name, &r);
                     let _ = self
                         .change(name, "rollout rolled back", move |_, t| Ok(without(t, &v)))
                         .await;
+                    self.decide(name, &mut r, "rolled-back", "rollback", &why);
+                    let _ = self.store.set_rollout(name, &r);
                     return;
                 }
                 Verdict::Pass(why) if r.step + 1 >= r.steps.len() => {
                     let v = r.version.clone();
-                    self.decide(name, &mut r, "done", "promote", &why);
-                    let _ = self.store.set_rollout(name, &r);
                     let _ = self
                         .change(name, "rollout promoted", move |_, t| {
                             Ok(crate::api::promoted(t, &v))
                         })
                         .await;
+                    self.decide(name, &mut r, "done", "promote", &why);
+                    let _ = self.store.set_rollout(name, &r);
                     return;
                 }
                 Verdict::Pass(why) => {

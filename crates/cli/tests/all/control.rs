@@ -480,8 +480,15 @@ fn a_canary_failing_a_fifth_of_requests_is_rolled_back_and_stable_never_fails() 
         "the stable version failed"
     );
     assert!(canary_failed > 0);
-    let (_, f) = api(&srv, "GET", "/v1/functions/api", b"");
-    assert_eq!(weights(&f), [("v1".into(), 100.0)]);
+    // The decision is stored first, then applied: wait for the traffic.
+    let start = std::time::Instant::now();
+    while weights(&api(&srv, "GET", "/v1/functions/api", b"").1) != [("v1".into(), 100.0)] {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "the canary stayed in traffic"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     let m = get(srv.admin, "/metrics").text();
     assert!(
         m.contains("wedge_rollout_decisions_total{function=\"api\",decision=\"rollback\"} 1"),
