@@ -79,6 +79,13 @@ pub enum ControlCommand {
         /// On failure: `rollback` (all traffic to stable) or `freeze`
         #[arg(long, default_value = "rollback", value_parser = ["rollback", "freeze"])]
         on_failure: String,
+        /// Prometheus to run --check queries against, e.g. http://127.0.0.1:9090
+        #[arg(long, value_name = "URL")]
+        prometheus: Option<String>,
+        /// A PromQL check at every step: NAME<=MAX:QUERY or NAME>=MIN:QUERY;
+        /// {{function}} and {{version}} are filled in (repeatable)
+        #[arg(long = "check", value_name = "CHECK")]
+        checks: Vec<String>,
         /// Pause the running rollout
         #[arg(long, conflicts_with_all = ["version", "resume", "abort"])]
         pause: bool,
@@ -232,6 +239,8 @@ pub fn main(cmd: ControlCommand) -> Result<i32> {
             max_latency_ratio,
             min_requests,
             on_failure,
+            prometheus,
+            checks,
             pause,
             resume,
             abort,
@@ -243,11 +252,16 @@ pub fn main(cmd: ControlCommand) -> Result<i32> {
                 (_, _, true, _) => target.call(M::POST, &format!("{base}/resume"), vec![])?,
                 (_, _, _, true) => target.call(M::POST, &format!("{base}/abort"), vec![])?,
                 (Some(version), ..) => {
+                    let queries = checks
+                        .iter()
+                        .map(|c| parse_check(c))
+                        .collect::<Result<Vec<_>>>()?;
                     let plan = serde_json::json!({
                         "version": version, "steps": steps, "interval": interval,
                         "max_error_ratio": max_error_ratio,
                         "max_latency_ratio": max_latency_ratio,
                         "min_requests": min_requests, "on_failure": on_failure,
+                        "prometheus": prometheus, "queries": queries,
                     });
                     target.call(M::POST, &base, serde_json::to_vec(&plan)?)?
                 }
@@ -314,6 +328,33 @@ pub fn main(cmd: ControlCommand) -> Result<i32> {
         None => print_function(&v),
     }
     Ok(0)
+}
+
+/// `NAME<=MAX:QUERY` or `NAME>=MIN:QUERY` as a rollout query.
+fn parse_check(check: &str) -> Result<Value> {
+    let bad = || {
+        anyhow::anyhow!(
+            "--check `{check}`: give NAME<=MAX:QUERY or NAME>=MIN:QUERY, e.g. \
+             'errors<=0.01:sum(rate(faas_errors_total[1m]))'"
+        )
+    };
+    let (head, query) = check.split_once(':').ok_or_else(bad)?;
+    let (name, bound, key) = if let Some((n, b)) = head.split_once("<=") {
+        (n, b, "max")
+    } else if let Some((n, b)) = head.split_once(">=") {
+        (n, b, "min")
+    } else {
+        return Err(bad());
+    };
+    let bound: f64 = bound.trim().parse().map_err(|_| bad())?;
+    if name.trim().is_empty() || query.trim().is_empty() {
+        return Err(bad());
+    }
+    let mut q = serde_json::Map::new();
+    q.insert("name".into(), name.trim().into());
+    q.insert("query".into(), query.trim().into());
+    q.insert(key.into(), bound.into());
+    Ok(Value::Object(q))
 }
 
 /// Escapes a query value.
@@ -417,6 +458,27 @@ fn print_function(f: &Value) {
                 s["version"].as_str().unwrap_or("?"),
                 &sha[..sha.len().min(12)]
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_check;
+
+    #[test]
+    fn checks_parse_into_rollout_queries() {
+        let q = parse_check("errors<=0.01:sum(rate(x[1m:10s]))").unwrap();
+        assert_eq!(q["name"], "errors");
+        assert_eq!(q["query"], "sum(rate(x[1m:10s]))");
+        assert_eq!(q["max"], 0.01);
+        let q = parse_check("success>=0.99: avg(up)").unwrap();
+        assert_eq!(
+            (q["min"].as_f64(), q["query"].as_str()),
+            (Some(0.99), Some("avg(up)"))
+        );
+        for bad in ["errors", "errors<=x:q", "<=1:q", "e<=1:", "e=1:q"] {
+            assert!(parse_check(bad).is_err(), "{bad}");
         }
     }
 }

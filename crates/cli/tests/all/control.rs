@@ -645,6 +645,27 @@ fn deploy_from_a_path_on_the_node_delete_and_the_rollout_cli() {
     r.expect(0);
     assert!(r.stdout.contains("rollout    v2 aborted"), "{}", r.stdout);
     assert_eq!(body(&srv, None), "version 1\n");
+    // PromQL checks from the command line reach the stored plan.
+    let r = wedge(&[
+        "rollout",
+        "api",
+        "v2",
+        "--interval",
+        "1h",
+        "--prometheus",
+        "http://127.0.0.1:9",
+        "--check",
+        "errors<=0.5:sum(rate(faas_errors_total{function=\"{{function}}\"}[1m]))",
+    ]);
+    r.expect(0);
+    let (_, v) = api(&srv, "GET", "/v1/functions/api/rollout", b"");
+    assert_eq!(v["prometheus"], "http://127.0.0.1:9");
+    assert_eq!(v["queries"][0]["name"], "errors");
+    assert_eq!(v["queries"][0]["max"], 0.5);
+    wedge(&["rollout", "api", "--abort"]).expect(0);
+    let r = wedge(&["rollout", "api", "v2", "--check", "nonsense"]);
+    r.expect(1);
+    assert!(r.stderr.contains("NAME<=MAX:QUERY"), "{}", r.stderr);
 }
 
 #[test]
