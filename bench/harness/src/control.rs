@@ -31,12 +31,10 @@ fn variant(base: &[u8], n: u32) -> Vec<u8> {
     m
 }
 
+/// A module's version name when it has none (see `short_digest`).
 fn sha12(bytes: &[u8]) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(bytes)[..6]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    wedge_http::function::short_digest(&sha2::Sha256::digest(bytes).into())
 }
 
 struct Admin {

@@ -223,7 +223,10 @@ pub fn main(cmd: ControlCommand) -> Result<i32> {
             let bytes = if *on_node {
                 let file = file.to_string_lossy();
                 path.push_str("&path=");
-                path.push_str(&percent_encode(&file));
+                path.extend(percent_encoding::utf8_percent_encode(
+                    &file,
+                    percent_encoding::NON_ALPHANUMERIC,
+                ));
                 Vec::new()
             } else {
                 std::fs::read(file).with_context(|| format!("reading {}", file.display()))?
@@ -355,18 +358,6 @@ fn parse_check(check: &str) -> Result<Value> {
     q.insert("query".into(), query.trim().into());
     q.insert(key.into(), bound.into());
     Ok(Value::Object(q))
-}
-
-/// Escapes a query value.
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 fn print_rollout(r: &Value) {

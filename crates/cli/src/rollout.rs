@@ -160,20 +160,25 @@ impl Api {
     }
 
     pub(crate) fn show_rollout(&self, name: &str) -> Reply {
+        match self.rollout_of(name) {
+            Ok(r) => reply(StatusCode::OK, summary(&r)),
+            Err(e) => e,
+        }
+    }
+
+    /// The function's rollout, or the answer saying why there is none.
+    fn rollout_of(&self, name: &str) -> Result<RolloutRecord, Reply> {
         match self.store.function(name).map(|s| s.rollout) {
-            Ok(Some(r)) => reply(StatusCode::OK, summary(&r)),
-            Ok(None) => error(
+            Ok(Some(r)) => Ok(r),
+            Ok(None) => Err(error(
                 StatusCode::NOT_FOUND,
                 format!("function `{name}` has no rollout"),
-            ),
-            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+            )),
+            Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e)),
         }
     }
 
     async fn start_rollout(self: &Arc<Self>, name: &str, body: &[u8]) -> Reply {
-        if self.served(name).is_none() {
-            return error(StatusCode::NOT_FOUND, format!("no function `{name}`"));
-        }
         let plan: Plan = match serde_json::from_slice(body) {
             Ok(p) => p,
             Err(e) => return error(StatusCode::BAD_REQUEST, format!("rollout plan: {e}")),
@@ -196,10 +201,15 @@ impl Api {
             .map(|s| (s * 100.0).round() as u32)
             .collect();
         let rising = steps.windows(2).all(|w| w[0] < w[1]);
-        if steps.is_empty() || !rising || steps[0] == 0 || steps.last() != Some(&ALL_TRAFFIC) {
+        if steps.is_empty()
+            || steps.len() > 100
+            || !rising
+            || steps[0] == 0
+            || steps.last() != Some(&ALL_TRAFFIC)
+        {
             return error(
                 StatusCode::BAD_REQUEST,
-                "steps are rising percentages above 0 that end at 100, e.g. [5, 25, 50, 100]",
+                "steps are up to 100 rising percentages above 0 that end at 100, e.g. [5, 25, 50, 100]",
             );
         }
         if !(0.0..=1.0).contains(&plan.max_error_ratio) || plan.max_latency_ratio < 1.0 {
@@ -294,15 +304,9 @@ impl Api {
 
     async fn set_rollout_state(&self, name: &str, from: &[&str], to: &str, why: &str) -> Reply {
         let _one = self.lock.lock().await;
-        let mut r = match self.store.function(name).map(|s| s.rollout) {
-            Ok(Some(r)) => r,
-            Ok(None) => {
-                return error(
-                    StatusCode::NOT_FOUND,
-                    format!("function `{name}` has no rollout"),
-                );
-            }
-            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        let mut r = match self.rollout_of(name) {
+            Ok(r) => r,
+            Err(e) => return e,
         };
         if !from.contains(&r.state.as_str()) {
             return error(
@@ -321,15 +325,9 @@ impl Api {
     }
 
     async fn abort_rollout(&self, name: &str) -> Reply {
-        let mut r = match self.store.function(name).map(|s| s.rollout) {
-            Ok(Some(r)) => r,
-            Ok(None) => {
-                return error(
-                    StatusCode::NOT_FOUND,
-                    format!("function `{name}` has no rollout"),
-                );
-            }
-            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        let mut r = match self.rollout_of(name) {
+            Ok(r) => r,
+            Err(e) => return e,
         };
         let version = r.version.clone();
         let (status, text) = self
@@ -559,7 +557,10 @@ async fn check_queries(function: &str, r: &RolloutRecord) -> Option<Verdict> {
             .query
             .replace("{{function}}", function)
             .replace("{{version}}", &r.version);
-        let url = format!("{base}/api/v1/query?query={}", encode(&promql));
+        let url = format!(
+            "{base}/api/v1/query?query={}",
+            percent_encoding::utf8_percent_encode(&promql, percent_encoding::NON_ALPHANUMERIC)
+        );
         let Ok(uri) = url.parse::<http::Uri>() else {
             return Some(Verdict::Fail(format!("query {}: bad URL {url}", q.name)));
         };
@@ -615,18 +616,6 @@ fn first_value(body: &[u8]) -> Option<f64> {
         _ => return None,
     };
     pair.get(1)?.as_str()?.parse().ok()
-}
-
-/// Percent-encodes a query for a URL.
-fn encode(q: &str) -> String {
-    q.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'.' | b'-' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// `t` with `version` as its only canary, at `weight`.

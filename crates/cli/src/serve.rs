@@ -378,12 +378,7 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
                 routes.join(" ")
             );
             if served.versions.len() > 1 {
-                let weights = served
-                    .traffic
-                    .canaries
-                    .iter()
-                    .map(|c| c.weight)
-                    .chain([served.traffic.stable_weight()]);
+                let weights = served.traffic.weights();
                 for (v, w) in served.versions.iter().zip(weights) {
                     eprintln!(
                         "  version {} ({}%, {}, aot cache {})",

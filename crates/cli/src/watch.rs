@@ -78,10 +78,13 @@ pub fn watch(reloader: Arc<Reloader>) -> Result<impl std::future::Future<Output 
             .iter()
             .filter_map(|f| f.parent().map(Path::to_path_buf))
             .collect();
-        for d in dirs.difference(&watched.clone()) {
-            match watcher.watch(d, RecursiveMode::NonRecursive) {
+        for d in dirs {
+            if watched.contains(&d) {
+                continue;
+            }
+            match watcher.watch(&d, RecursiveMode::NonRecursive) {
                 Ok(()) => {
-                    watched.insert(d.clone());
+                    watched.insert(d);
                 }
                 Err(e) => wedge_http::log::line(
                     "warn",

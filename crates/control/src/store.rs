@@ -324,7 +324,30 @@ impl Store {
 
     /// What the store knows of `function`.
     pub fn function(&self, function: &str) -> Result<FunctionState, Error> {
-        Ok(self.all()?.remove(function).unwrap_or_default())
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let mut state = FunctionState::default();
+        // Its versions are the keys from `function\0` up to `function\x01`.
+        let (from, to) = (format!("{function}\0"), format!("{function}\u{1}"));
+        let versions = tx.open_table(VERSIONS).map_err(|e| self.err(e))?;
+        for item in versions
+            .range(from.as_str()..to.as_str())
+            .map_err(|e| self.err(e))?
+        {
+            let (_, v) = item.map_err(|e| self.err(e))?;
+            state
+                .versions
+                .push(serde_json::from_slice(v.value()).map_err(|e| self.err(e))?);
+        }
+        state.versions.sort_by_key(|v| v.seq);
+        let traffic = tx.open_table(TRAFFIC).map_err(|e| self.err(e))?;
+        if let Some(v) = traffic.get(function).map_err(|e| self.err(e))? {
+            state.traffic = Some(serde_json::from_slice(v.value()).map_err(|e| self.err(e))?);
+        }
+        let rollouts = tx.open_table(ROLLOUTS).map_err(|e| self.err(e))?;
+        if let Some(v) = rollouts.get(function).map_err(|e| self.err(e))? {
+            state.rollout = Some(serde_json::from_slice(v.value()).map_err(|e| self.err(e))?);
+        }
+        Ok(state)
     }
 
     /// Everything, by function name.

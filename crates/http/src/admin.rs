@@ -25,8 +25,8 @@ pub const MAX_BODY: usize = 4 << 10;
 
 /// The control plane's API under `/v1/`, served behind the admin token.
 pub trait Control: Send + Sync {
-    /// Largest request body it accepts (module uploads).
-    fn max_body(&self) -> usize;
+    /// Largest request body it accepts for this request.
+    fn max_body(&self, method: &Method, path: &str) -> usize;
     /// Answers one request (a JSON document).
     fn call(
         &self,
@@ -221,7 +221,7 @@ impl Admin {
         {
             let (method, path) = (req.method().clone(), req.uri().path().to_string());
             let query = req.uri().query().unwrap_or("").to_string();
-            let limit = control.max_body();
+            let limit = control.max_body(req.method(), req.uri().path());
             let body = match Limited::new(req.into_body(), limit).collect().await {
                 Ok(b) => b.to_bytes(),
                 Err(e) if e.is::<http_body_util::LengthLimitError>() => {

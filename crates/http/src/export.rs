@@ -9,6 +9,8 @@ use std::time::Duration;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time for the whole exchange, connection to last byte.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest answer body read; a longer one fails the exchange.
+pub const MAX_ANSWER: usize = 16 << 20;
 
 /// Why a POST failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,11 +112,10 @@ async fn exchange(
     // The connection's driver ends with the exchange, or at the deadline.
     tokio::spawn(tokio::time::timeout(deadline, io));
     let status = response.status().as_u16();
-    let body = response
-        .into_body()
+    let body = http_body_util::Limited::new(response.into_body(), MAX_ANSWER)
         .collect()
         .await
-        .map_err(|e| PostError::Transport(e.to_string()))?
+        .map_err(|e| PostError::Transport(format!("the answer: {e}")))?
         .to_bytes();
     Ok((status, body))
 }

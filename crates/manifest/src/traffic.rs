@@ -32,6 +32,15 @@ impl Default for Traffic {
 }
 
 impl Traffic {
+    /// Each version's share in basis points, in the split's order: the
+    /// canaries, then the stable version.
+    pub fn weights(&self) -> impl Iterator<Item = u32> + '_ {
+        self.canaries
+            .iter()
+            .map(|c| c.weight)
+            .chain([self.stable_weight()])
+    }
+
     /// The stable version's share, in basis points.
     pub fn stable_weight(&self) -> u32 {
         ALL_TRAFFIC.saturating_sub(self.canaries.iter().map(|c| c.weight).sum())

@@ -11,10 +11,13 @@ use std::sync::Arc;
 use wedge_control::store::now;
 use wedge_control::{FunctionState, Store, TrafficRecord};
 use wedge_http::table::Served;
-use wedge_manifest::traffic::{ALL_TRAFFIC, check_version_name};
+use wedge_manifest::traffic::{ALL_TRAFFIC, MAX_VERSIONS, check_version_name};
 
 /// The API's OpenAPI 3 description, served at `GET /v1/openapi.json`.
 pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// Largest request body other than a module.
+pub const MAX_JSON: usize = 64 << 10;
 
 /// Largest module accepted by a deploy.
 pub const MAX_MODULE: usize = 64 << 20;
@@ -77,8 +80,13 @@ pub(crate) fn percent(bp: u32) -> f64 {
 }
 
 impl wedge_http::admin::Control for Api {
-    fn max_body(&self) -> usize {
-        MAX_MODULE
+    fn max_body(&self, method: &Method, path: &str) -> usize {
+        // Only a deploy uploads a module; everything else is a small JSON.
+        if method == Method::POST && path.trim_end_matches('/').ends_with("/versions") {
+            MAX_MODULE
+        } else {
+            MAX_JSON
+        }
     }
 
     fn call(
@@ -123,6 +131,21 @@ impl Api {
 
     async fn route(&self, method: Method, path: &str, query: &str, body: bytes::Bytes) -> Reply {
         let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+        // Changes act on a function the server serves; check that before
+        // reading their input, so an unknown name is always a 404.
+        let changes = matches!(
+            (&method, parts.as_slice()),
+            (
+                &Method::POST,
+                ["v1", "functions", _, "versions" | "promote" | "rollout"]
+            ) | (
+                &Method::PUT | &Method::DELETE,
+                ["v1", "functions", _, "traffic"]
+            )
+        );
+        if changes && self.served(parts[2]).is_none() {
+            return error(StatusCode::NOT_FOUND, format!("no function `{}`", parts[2]));
+        }
         match (method, parts.as_slice()) {
             (Method::GET, ["v1", "openapi.json"]) => (StatusCode::OK, OPENAPI.to_string()),
             (Method::GET, ["v1", "functions"]) => self.list(),
@@ -151,9 +174,6 @@ impl Api {
                 me.rollout(name, action, &body).await
             }
             (Method::POST, ["v1", "functions", name, "promote"]) => {
-                if self.served(name).is_none() {
-                    return error(StatusCode::NOT_FOUND, format!("no function `{name}`"));
-                }
                 let Some(v) = param(query, "version") else {
                     return error(StatusCode::BAD_REQUEST, "give ?version=NAME");
                 };
@@ -200,12 +220,7 @@ impl Api {
 
     fn view(&self, served: &Served) -> Value {
         let state = self.store.function(&served.name).unwrap_or_default();
-        let weights = served
-            .traffic
-            .canaries
-            .iter()
-            .map(|c| c.weight)
-            .chain([served.traffic.stable_weight()]);
+        let weights = served.traffic.weights();
         let versions: Vec<Value> = served
             .versions
             .iter()
@@ -353,9 +368,6 @@ impl Api {
     }
 
     async fn deploy(&self, name: &str, query: &str, body: bytes::Bytes) -> Reply {
-        if self.served(name).is_none() {
-            return error(StatusCode::NOT_FOUND, format!("no function `{name}`"));
-        }
         let Some(version) = param(query, "version") else {
             return error(
                 StatusCode::BAD_REQUEST,
@@ -438,6 +450,15 @@ impl Api {
                 let mut next = t.clone();
                 next.canaries.retain(|c| c.0 != v);
                 next.canaries.push((v.clone(), weight));
+                if next.canaries.len() + 1 > MAX_VERSIONS {
+                    return Err(error(
+                        StatusCode::CONFLICT,
+                        format!(
+                            "at most {MAX_VERSIONS} versions share a function's traffic; take \
+                             one out first"
+                        ),
+                    ));
+                }
                 let total: u32 = next.canaries.iter().map(|c| c.1).sum();
                 if total > ALL_TRAFFIC {
                     return Err(error(
@@ -463,9 +484,6 @@ impl Api {
     }
 
     async fn set_traffic(&self, name: &str, body: &[u8]) -> Reply {
-        if self.served(name).is_none() {
-            return error(StatusCode::NOT_FOUND, format!("no function `{name}`"));
-        }
         let weights: serde_json::Map<String, Value> = match serde_json::from_slice(body) {
             Ok(Value::Object(m)) => m,
             _ => {
@@ -475,6 +493,12 @@ impl Api {
                 );
             }
         };
+        if weights.len() > MAX_VERSIONS {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("at most {MAX_VERSIONS} versions share a function's traffic"),
+            );
+        }
         let mut parsed: Vec<(String, u32)> = Vec::new();
         for (v, w) in &weights {
             match w.as_f64() {
@@ -559,9 +583,6 @@ impl Api {
 
     async fn release(&self, name: &str) -> Reply {
         let _one = self.lock.lock().await;
-        if self.served(name).is_none() {
-            return error(StatusCode::NOT_FOUND, format!("no function `{name}`"));
-        }
         match self.store.clear_traffic(name) {
             Ok(false) => {
                 return error(

@@ -270,15 +270,12 @@ fn get_state_ok(state: &Path) {
     }
 }
 
-#[test]
-fn the_cli_deploys_splits_promotes_and_rolls_back() {
-    let sb = Sandbox::new();
-    let state = sb.path().join("state");
-    let srv = start(&sb, &app(&sb), &state);
+/// Runs `wedge ARGS` as a client of `srv`'s control API, with its token.
+fn cli<'a>(sb: &'a Sandbox, srv: &Server) -> impl Fn(&[&str]) -> crate::support::Run + 'a {
     let admin = format!("http://{}", srv.admin);
     let token = sb.path().join("token");
     std::fs::write(&token, crate::client::ADMIN_TOKEN).unwrap();
-    let wedge = |args: &[&str]| {
+    move |args| {
         let mut all = args.to_vec();
         all.extend([
             "--admin",
@@ -287,7 +284,16 @@ fn the_cli_deploys_splits_promotes_and_rolls_back() {
             token.to_str().unwrap(),
         ]);
         sb.run(&all)
-    };
+    }
+}
+
+#[test]
+fn the_cli_deploys_splits_promotes_and_rolls_back() {
+    let sb = Sandbox::new();
+    let state = sb.path().join("state");
+    let srv = start(&sb, &app(&sb), &state);
+    let admin = format!("http://{}", srv.admin);
+    let wedge = cli(&sb, &srv);
     let v2 = sb.path().join("v2.wasm");
     std::fs::write(&v2, versioned(2)).unwrap();
 
@@ -560,19 +566,7 @@ fn a_frozen_rollout_can_still_be_aborted_by_hand() {
 fn deploy_from_a_path_on_the_node_delete_and_the_rollout_cli() {
     let sb = Sandbox::new();
     let srv = start(&sb, &app(&sb), &sb.path().join("state"));
-    let admin = format!("http://{}", srv.admin);
-    let token = sb.path().join("token");
-    std::fs::write(&token, crate::client::ADMIN_TOKEN).unwrap();
-    let wedge = |args: &[&str]| {
-        let mut all = args.to_vec();
-        all.extend([
-            "--admin",
-            &admin,
-            "--admin-token-file",
-            token.to_str().unwrap(),
-        ]);
-        sb.run(&all)
-    };
+    let wedge = cli(&sb, &srv);
     let v2 = sb.path().join("v 2.wasm");
     std::fs::write(&v2, versioned(2)).unwrap();
     // The file is read on the node; nothing is uploaded.
