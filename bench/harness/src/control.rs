@@ -34,7 +34,7 @@ fn variant(base: &[u8], n: u32) -> Vec<u8> {
 /// A module's version name when it has none (see `short_digest`).
 fn sha12(bytes: &[u8]) -> String {
     use sha2::Digest;
-    wedge_http::function::short_digest(&sha2::Sha256::digest(bytes).into())
+    wedge_executor::function::short_digest(&sha2::Sha256::digest(bytes).into())
 }
 
 struct Admin {

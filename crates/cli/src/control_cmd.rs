@@ -181,7 +181,7 @@ impl Target {
             .enable_all()
             .build()?;
         let (status, text) = runtime
-            .block_on(wedge_http::export::send(
+            .block_on(wedge_observe::export::send(
                 method,
                 &url,
                 &headers,

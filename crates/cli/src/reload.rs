@@ -8,11 +8,11 @@ use anyhow::{Context, Result};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
-use wedge_http::metrics::Metrics;
-use wedge_http::table::{self, Changes, Table};
 use wedge_manifest::{App, Server};
+use wedge_observe::metrics::Metrics;
 use wedge_runtime::cache::Cache;
 use wedge_runtime::engine::Node;
+use wedge_trigger::table::{self, Changes, Table};
 
 /// Everything a reload needs, shared by the file watcher (and, later, the
 /// admin API).
@@ -120,13 +120,13 @@ impl Reloader {
             .set(i64::from(ok));
         match &result {
             Ok(c) if c.is_empty() => {}
-            Ok(c) => wedge_http::log::line(
+            Ok(c) => wedge_observe::log::line(
                 "info",
                 "-",
                 "-",
                 &format!("reloaded in {} ms: {c}", start.elapsed().as_millis()),
             ),
-            Err(e) => wedge_http::log::line(
+            Err(e) => wedge_observe::log::line(
                 "warn",
                 "-",
                 "-",
@@ -216,7 +216,7 @@ impl Reloader {
             changed.push("shutdown_grace");
         }
         if !changed.is_empty() {
-            wedge_http::log::line(
+            wedge_observe::log::line(
                 "warn",
                 "-",
                 "-",

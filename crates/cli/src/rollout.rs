@@ -383,7 +383,7 @@ impl Api {
             .rollout_decisions
             .with(&[name, decision])
             .inc();
-        wedge_http::log::line(
+        wedge_observe::log::line(
             if decision == "rollback" || decision == "freeze" {
                 "warn"
             } else {
@@ -564,7 +564,7 @@ async fn check_queries(function: &str, r: &RolloutRecord) -> Option<Verdict> {
         let Ok(uri) = url.parse::<http::Uri>() else {
             return Some(Verdict::Fail(format!("query {}: bad URL {url}", q.name)));
         };
-        let answer = wedge_http::export::send(
+        let answer = wedge_observe::export::send(
             http::Method::GET,
             &uri,
             &[],

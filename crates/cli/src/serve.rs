@@ -10,13 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 use wedge_http::admin::{Admin, Token};
 use wedge_http::handler::Handler;
-use wedge_http::metrics::Metrics;
 use wedge_http::server::{self, EpochTicker, Listener};
-use wedge_http::table::{self, Table};
 use wedge_http::tls::Tls;
 use wedge_manifest::{App, ConnectionOverrides, Connections, LimitOverrides, TlsFiles};
+use wedge_observe::metrics::Metrics;
 use wedge_runtime::engine::{self, Node};
 use wedge_runtime::units;
+use wedge_trigger::pipeline::Pipeline;
+use wedge_trigger::table::{self, Table};
 
 /// Where the app comes from.
 #[derive(clap::Args)]
@@ -265,9 +266,10 @@ fn backtrace_warning(
 }
 
 pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
-    wedge_http::log::set_level(&args.log_level).map_err(|e| anyhow::anyhow!("--log-level: {e}"))?;
-    wedge_http::log::set_json(args.log_format == "json");
-    wedge_http::log::forward_library_events(std::env::var("RUST_LOG").ok().as_deref())
+    wedge_observe::log::set_level(&args.log_level)
+        .map_err(|e| anyhow::anyhow!("--log-level: {e}"))?;
+    wedge_observe::log::set_json(args.log_format == "json");
+    wedge_observe::log::forward_library_events(std::env::var("RUST_LOG").ok().as_deref())
         .map_err(|e| anyhow::anyhow!(e))?;
     let store = match &args.state {
         Some(dir) => Some(Arc::new(
@@ -281,7 +283,7 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
             let mut app = app_args.load()?;
             if let Some(store) = &store {
                 for drift in wedge_control::apply(&mut app, store)? {
-                    wedge_http::log::line("warn", "-", &drift.function, &drift.to_string());
+                    wedge_observe::log::line("warn", "-", &drift.function, &drift.to_string());
                 }
             }
             Ok(app)
@@ -304,7 +306,6 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
         );
         metrics.anomaly_webhook = Some(url.clone());
     }
-    let _ = metrics.engine.set(engine.clone());
     let metrics = Arc::new(metrics);
     let cache = global.cache();
     let table = Table::load(&app, &engine, cache.as_ref(), &metrics)?;
@@ -342,10 +343,10 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
         .thread_name("wedge-worker")
         .build()
         .context("starting the async runtime")?;
-    let traces = wedge_http::traces::Config::resolve(&app.telemetry)
+    let traces = wedge_observe::traces::Config::resolve(&app.telemetry)
         .map_err(|e| anyhow::anyhow!("tracing: {e}"))?;
     runtime.block_on(async move {
-        if let Some(config) = traces {
+        if let Some(config) = &traces {
             eprintln!(
                 "traces: OTLP to {} as service {} (sampling {}{})",
                 config.endpoint,
@@ -357,10 +358,11 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
                     ""
                 }
             );
+        }
+        let mut pipeline = Pipeline::new(metrics.clone());
+        if let Some(config) = traces {
             let dropped = metrics.spans_dropped.with(&[]);
-            let _ = metrics
-                .tracer
-                .set(wedge_http::traces::Tracer::start(config, dropped));
+            pipeline.tracer = Some(wedge_observe::traces::Tracer::start(config, dropped));
         }
         table.probe().await?;
         let listener = tokio::net::TcpListener::bind(listen)
@@ -439,14 +441,11 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
             &metrics.connections_open,
             &metrics.connections_closed,
         );
-        let mut handler = Handler::new(
-            shared.clone(),
-            app.server.health_prefix.clone(),
-            metrics.clone(),
-        );
+        let mut handler = Handler::new(shared.clone(), app.server.health_prefix.clone(), pipeline);
         let admin_app = Arc::new(Admin {
             metrics,
             table: shared,
+            engine: Some(engine.clone()),
             control,
             token,
             ready: handler.ready.clone(),
@@ -487,7 +486,7 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
             app.server.shutdown_grace,
         )
         .await;
-        wedge_http::log::flush();
+        wedge_observe::log::flush();
         if drained {
             eprintln!("wedge: shut down cleanly");
         } else {

@@ -86,7 +86,7 @@ pub fn watch(reloader: Arc<Reloader>) -> Result<impl std::future::Future<Output 
                 Ok(()) => {
                     watched.insert(d);
                 }
-                Err(e) => wedge_http::log::line(
+                Err(e) => wedge_observe::log::line(
                     "warn",
                     "-",
                     "-",

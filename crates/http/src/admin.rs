@@ -4,13 +4,7 @@
 //! `PUT /log-level` (body: error, warn, info or debug) and
 //! `POST /profile?function=NAME&seconds=N[&format=folded]`.
 
-use crate::body::{self, Body};
-use crate::function::Executor;
-use crate::log;
-use crate::metrics::Metrics;
-use crate::profile::Code;
 use crate::server::{App, EPOCH_TICK, Peer};
-use crate::table::Shared;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
@@ -18,7 +12,11 @@ use hyper::body::Incoming;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use subtle::ConstantTimeEq;
+use wedge_executor::body::{self, Body};
+use wedge_observe::log;
+use wedge_observe::metrics::Metrics;
 use wedge_telemetry::encode::{self, OPENMETRICS_TEXT, PROMETHEUS_TEXT};
+use wedge_trigger::table::Shared;
 
 /// Largest admin request body.
 pub const MAX_BODY: usize = 4 << 10;
@@ -41,12 +39,44 @@ pub trait Control: Send + Sync {
 pub struct Admin {
     pub metrics: Arc<Metrics>,
     pub table: Shared,
+    /// The engine whose pooling allocator `/metrics` reports.
+    pub engine: Option<wasmtime::Engine>,
     /// `/v1/...`, when the server has a control plane.
     pub control: Option<Arc<dyn Control>>,
     /// Every endpoint but `/metrics`, `/live` and `/ready` needs it.
     pub token: Token,
     /// The data plane's readiness (cleared when it starts draining).
     pub ready: Arc<AtomicBool>,
+}
+
+/// The pooling allocator's occupancy, as `wasmtime.pool.*` gauges.
+fn pool_samples(engine: &wasmtime::Engine, e: &mut encode::Encoder) {
+    use wedge_telemetry::names as n;
+    let Some(pool) = engine.pooling_allocator_metrics() else {
+        return;
+    };
+    for (d, v) in [
+        (
+            n::WASMTIME_POOL_CORE_INSTANCES,
+            pool.core_instances() as f64,
+        ),
+        (
+            n::WASMTIME_POOL_COMPONENT_INSTANCES,
+            pool.component_instances() as f64,
+        ),
+        (n::WASMTIME_POOL_MEMORIES, pool.memories() as f64),
+        (n::WASMTIME_POOL_STACKS, pool.stacks() as f64),
+        (
+            n::WASMTIME_POOL_UNUSED_WARM_MEMORIES,
+            f64::from(pool.unused_warm_memories()),
+        ),
+        (
+            n::WASMTIME_POOL_UNUSED_MEMORY_RESIDENT,
+            pool.unused_memory_bytes_resident() as f64,
+        ),
+    ] {
+        e.sample(d.name, d.help, d.kind, "", v);
+    }
 }
 
 /// The admin bearer token.
@@ -133,11 +163,12 @@ async fn profile(query: &str, table: &Shared) -> Response<Body> {
             }
         },
     };
-    let (engine, code) = match &f.executor {
-        Executor::Wagi(wagi) => (wagi.module().engine(), Code::Module(wagi.module())),
-        Executor::Http(http) => (http.component().engine(), Code::Component(http.component())),
-    };
-    if let Err(e) = f.spec.profiling.start(engine, &name, code, EPOCH_TICK) {
+    let code = f.executor.code();
+    if let Err(e) = f
+        .spec
+        .profiling
+        .start(code.engine(), &name, code, EPOCH_TICK)
+    {
         return reply(StatusCode::CONFLICT, plain, e + "\n");
     }
     tokio::time::sleep(std::time::Duration::from_secs_f64(seconds)).await;
@@ -189,7 +220,15 @@ impl Admin {
                 } else {
                     PROMETHEUS_TEXT
                 };
-                return reply(StatusCode::OK, ct, self.metrics.render(om));
+                return reply(
+                    StatusCode::OK,
+                    ct,
+                    self.metrics.render(om, |e| {
+                        if let Some(engine) = &self.engine {
+                            pool_samples(engine, e);
+                        }
+                    }),
+                );
             }
             (&Method::GET, "/live") => return reply(StatusCode::OK, PLAIN, "live\n".into()),
             (&Method::GET, "/ready") if self.ready.load(Ordering::Acquire) => {

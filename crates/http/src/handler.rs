@@ -1,31 +1,31 @@
-//! One request, from the socket's point of view to the guest and back:
-//! request id, health endpoints, route, method, request limits, the
-//! function's gate, the executor, and the one place failures become
-//! responses.
+//! The HTTP trigger: one request, from the socket's point of view to the
+//! pipeline and back — request id, health endpoints, route, version pick,
+//! method, the request body under its limits and deadline, then
+//! `wedge_trigger::pipeline` for everything a function call shares with
+//! other triggers, and [`crate::status`] for failures. What is HTTP's own is
+//! recorded here: `http.server.*` metrics, the SERVER span, the access line.
 
-use crate::body::{self, Body, Limited};
-use crate::failure::Failure;
-use crate::function::{Executor, GuestStats, Loaded};
-use crate::metrics::{FunctionMetrics, Metrics};
 use crate::server::{App, Peer};
-use crate::spans;
-use crate::table::Shared;
-use crate::traces::{TRACEPARENT, TRACESTATE};
-use crate::wagi;
-use crate::{log, request_id};
+use crate::{spans, status};
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Limited as LimitedRequest};
 use hyper::body::Incoming;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use wedge_cgi as cgi;
+use wedge_executor::body::{self, Body};
+use wedge_executor::failure::Failure;
+use wedge_executor::invocation::{Invocation, Route};
+use wedge_observe::log;
+use wedge_observe::traces::{TRACEPARENT, TRACESTATE};
 use wedge_telemetry::metric::Gauge;
 use wedge_telemetry::trace::{self, Context};
+use wedge_trigger::pipeline::{Ending, Pipeline, Record};
+use wedge_trigger::request_id;
+use wedge_trigger::table::Shared;
 
 /// Shared by all connections.
 pub struct Handler {
@@ -33,7 +33,7 @@ pub struct Handler {
     pub health_prefix: String,
     /// Cleared when draining starts; the admin listener's `/ready` reads it too.
     pub ready: Arc<AtomicBool>,
-    pub metrics: Arc<Metrics>,
+    pub pipeline: Pipeline,
     /// Requests carrying `x-wedge-debug: TOKEN` get an `x-wedge-stats` header
     /// and the full detail of a failure.
     pub debug_token: Option<String>,
@@ -57,29 +57,14 @@ impl App for Handler {
     }
 }
 
-/// What the access log, metrics and traces learn about one request.
-#[derive(Default)]
-struct Seen {
-    function: Option<Arc<FunctionMetrics>>,
-    route: Option<Arc<str>>,
-    guest: Option<GuestStats>,
-    /// Unix nanoseconds when waiting for a slot began, and how long it took.
-    queued: Option<(u64, std::time::Duration)>,
-    /// Unix nanoseconds when the guest was called.
-    guest_start: Option<u64>,
-    /// The version that served, and how many the function has in traffic.
-    version: Option<Arc<str>>,
-    versions: usize,
-}
-
 impl Handler {
-    pub fn new(table: Shared, health_prefix: String, metrics: Arc<Metrics>) -> Self {
+    pub fn new(table: Shared, health_prefix: String, pipeline: Pipeline) -> Self {
         let defaults = wedge_manifest::Connections::default();
         Handler {
             table,
             health_prefix,
             ready: Arc::new(AtomicBool::new(true)),
-            metrics,
+            pipeline,
             debug_token: None,
             max_header_bytes: defaults.max_header_bytes,
             body_timeout: defaults.body_timeout,
@@ -90,7 +75,7 @@ impl Handler {
     pub async fn handle(&self, mut req: Request<Incoming>, peer: Peer) -> Response<Body> {
         let start = Instant::now();
         let start_nanos = trace::now_nanos();
-        let tracer = self.metrics.tracer.get();
+        let tracer = self.pipeline.tracer.as_ref();
         let mut parent_span = None;
         let span = tracer.map(|t| {
             let header = |n: &http::HeaderName| req.headers().get(n).and_then(|v| v.to_str().ok());
@@ -114,41 +99,36 @@ impl Handler {
                 .get("x-wedge-debug")
                 .is_some_and(|v| v.as_bytes() == token.as_bytes())
         });
-        let mut seen = Seen::default();
+        let mut seen = Record::default();
+        let mut route_seen = None;
         let result = self
-            .dispatch(req, &path, peer, &id, &mut seen, span.as_ref())
+            .dispatch(
+                req,
+                &path,
+                peer,
+                &id,
+                (&mut seen, &mut route_seen),
+                span.as_ref(),
+            )
             .await;
-        let function = seen.function.as_ref().map_or("", |f| &f.name);
         let (mut response, outcome) = match result {
             Ok(r) => (r, "ok"),
             Err(failure) => {
-                if let Some(f) = &seen.function {
-                    match failure {
-                        Failure::QueueFull
-                        | Failure::QueueTimeout { .. }
-                        | Failure::BodyTooLarge { .. }
-                        | Failure::BodyTimeout { .. }
-                        | Failure::BadRequest { .. }
-                        | Failure::HeadersTooLarge { .. }
-                        | Failure::MethodNotAllowed { .. } => f.rejected(failure.kind()),
-                        Failure::Timeout { .. } => {
-                            f.timeouts.inc();
-                            f.error(failure.kind());
-                        }
-                        _ => f.error(failure.kind()),
-                    }
-                }
-                if failure.status().is_server_error() {
-                    log::line(
-                        "warn",
-                        &id,
-                        if function.is_empty() { "-" } else { function },
-                        &format!("{} {}", failure.status().as_u16(), failure.reason()),
-                    );
-                }
-                (failure_response(&failure, &id, debug), failure.kind())
+                let response = status::response(&failure, &id, debug);
+                let answer = response.status();
+                let ending = Ending::Failed {
+                    failure: &failure,
+                    answer: answer.as_str(),
+                };
+                self.pipeline.finish(&seen, &id, ending, start.elapsed());
+                (response, failure.kind())
             }
         };
+        if outcome == "ok" {
+            let ending = Ending::Answered(response.status().as_u16());
+            self.pipeline.finish(&seen, &id, ending, start.elapsed());
+        }
+        let function = seen.function_name();
         if let Ok(v) = HeaderValue::from_str(&id) {
             response.headers_mut().insert("x-request-id", v);
         }
@@ -165,14 +145,11 @@ impl Handler {
             response.headers_mut().insert("x-wedge-stats", v);
         }
         let status = response.status().as_u16();
-        let route = seen.route.as_deref().unwrap_or("");
+        let route = route_seen.as_deref().unwrap_or("");
         let fn_version = seen.version.as_deref().unwrap_or("");
         let elapsed = start.elapsed();
-        if let Some(f) = &seen.function {
-            let peak = seen.guest.as_ref().and_then(|g| g.peak_memory);
-            f.observe(elapsed, peak, status >= 500);
-        }
-        self.metrics
+        self.pipeline
+            .metrics
             .request_duration
             .with(&[
                 method_label(&method),
@@ -199,9 +176,7 @@ impl Handler {
                 peer,
                 start: start_nanos,
                 end: trace::now_nanos(),
-                queued: seen.queued,
-                guest_start: seen.guest_start,
-                guest: seen.guest.as_ref(),
+                record: &seen,
             });
             t.emit(spans);
         }
@@ -227,7 +202,7 @@ impl Handler {
         path: &str,
         peer: Peer,
         id: &str,
-        seen: &mut Seen,
+        (seen, route_seen): (&mut Record, &mut Option<Arc<str>>),
         span: Option<&Context>,
     ) -> Result<Response<Body>, Failure> {
         let header_bytes: usize = req
@@ -255,11 +230,9 @@ impl Handler {
             return Err(Failure::NoRoute);
         };
         let served = &table.functions[routed.target];
-        let f: &Loaded = served.pick(req.headers());
-        seen.function = Some(f.spec.metrics.clone());
-        seen.version = Some(f.spec.version.clone());
-        seen.versions = served.versions.len();
-        seen.route = Some(routed.route.shared_template());
+        let f = served.pick(req.headers());
+        seen.chose(f, served.versions.len());
+        *route_seen = Some(routed.route.shared_template());
         let m = &f.spec.metrics;
         if let Some(methods) = &f.spec.methods
             && !methods.iter().any(|m| m == req.method().as_str())
@@ -288,73 +261,21 @@ impl Handler {
         } else {
             self.read_body(incoming, limit).await?
         };
-        let queue_start = trace::now_nanos();
-        let slot = f.gate.enter().await?;
-        m.queue_wait.observe(slot.queued.as_secs_f64());
-        seen.queued = Some((queue_start, slot.queued));
-        m.request_body.observe(body.len() as f64);
-        m.invocations.inc();
-        seen.guest_start = Some(trace::now_nanos());
-
-        let response = match &f.executor {
-            Executor::Wagi(wagi) => {
-                let version = match parts.version {
-                    http::Version::HTTP_2 => "HTTP/2.0",
-                    http::Version::HTTP_10 => "HTTP/1.0",
-                    _ => "HTTP/1.1",
-                };
-                let env = cgi::environment(&cgi::CgiRequest {
-                    method: parts.method.as_str(),
-                    uri: &parts.uri,
-                    version,
-                    headers: &parts.headers,
-                    remote: peer.remote,
-                    local: peer.local,
-                    route: routed.route.template(),
-                    script_name: routed.found.script_name,
-                    path_info: routed.found.path_info,
-                    params: &routed.found.params,
-                    body_len: body.len(),
-                    allow_authorization: f.spec.allow_authorization,
-                });
-                let (result, stats) = wagi
-                    .call(wagi::Call {
-                        request_id: id,
-                        env,
-                        args: cgi::arguments(&parts.uri),
-                        body,
-                    })
-                    .await;
-                seen.guest = Some(stats);
-                result?
-            }
-            Executor::Http(http_fn) => {
-                let mut parts = parts;
-                absolute_uri(&mut parts, peer.local);
-                let request = Request::from_parts(parts, body::full(body));
-                let started = Instant::now();
-                let (result, peak_memory) = http_fn.call(id, request, span.cloned()).await;
-                let stats = GuestStats {
-                    guest: started.elapsed(),
-                    peak_memory,
-                    ..GuestStats::default()
-                };
-                m.invoke_duration.observe(stats.guest.as_secs_f64());
-                seen.guest = Some(stats);
-                // The slot stays taken while the body streams from the instance.
-                limit_response(
-                    result?,
-                    f.spec.limits.max_response_body,
-                    id,
-                    &f.spec.name,
-                    slot,
-                )?
-            }
+        let invocation = Invocation {
+            id,
+            head: parts,
+            body,
+            peer,
+            route: Route {
+                template: routed.route.template(),
+                script_name: routed.found.script_name,
+                path_info: routed.found.path_info,
+                params: &routed.found.params,
+            },
+            trace: span.cloned(),
+            tracer: None,
         };
-        if let Some(n) = response.body().size_hint().exact() {
-            m.response_body.observe(n as f64);
-        }
-        Ok(response)
+        self.pipeline.invoke(f, invocation, seen).await
     }
 }
 
@@ -439,59 +360,6 @@ fn status_label(status: u16) -> &'static str {
     }
 }
 
-/// Gives the guest an absolute URI (scheme and authority), as a proxy sees
-/// it: from the Host header, or the address the connection arrived on.
-fn absolute_uri(parts: &mut http::request::Parts, local: SocketAddr) {
-    if parts.uri.authority().is_some() {
-        return;
-    }
-    let authority = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .unwrap_or_else(|| local.to_string());
-    let pq = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    if let Ok(uri) = format!("http://{authority}{pq}").parse() {
-        parts.uri = uri;
-    }
-}
-
-fn limit_response(
-    response: Response<Body>,
-    limit: u64,
-    id: &str,
-    function: &Arc<str>,
-    slot: crate::gate::Entry,
-) -> Result<Response<Body>, Failure> {
-    let declared = response
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(Failure::ResponseTooLarge { limit });
-    }
-    let (id, function) = (id.to_string(), function.clone());
-    Ok(response.map(|b| {
-        let on_exceeded = Box::new(move || {
-            log::line(
-                "warn",
-                &id,
-                &function,
-                &format!("response body passed the limit of {limit} bytes; response cut off"),
-            )
-        });
-        Limited::new(b, limit, on_exceeded)
-            .holding(slot.into_permit())
-            .boxed_unsync()
-    }))
-}
-
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     let mut r = Response::new(body::full(body));
     *r.status_mut() = status;
@@ -499,42 +367,5 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    r
-}
-
-/// The response for a failure: its status, and a plain-text summary with
-/// the request id. The detail (a trap's message, a malformed response's
-/// problem) goes to the log, and into the body only with `detail`, for
-/// holders of the debug token.
-pub fn failure_response(failure: &Failure, id: &str, detail: bool) -> Response<Body> {
-    let status = failure.status();
-    let reason = if detail {
-        failure.reason()
-    } else {
-        failure.summary()
-    };
-    let body = format!(
-        "{} {}: {reason} (request id {id})\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or(""),
-    );
-    let mut r = Response::new(body::full(body));
-    *r.status_mut() = status;
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    if let Some(secs) = failure.retry_after() {
-        h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    }
-    if let Failure::MethodNotAllowed { allowed } = failure
-        && let Ok(v) = HeaderValue::from_str(&allowed.join(", "))
-    {
-        h.insert(header::ALLOW, v);
-    }
-    if matches!(failure, Failure::BodyTimeout { .. }) {
-        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
     r
 }

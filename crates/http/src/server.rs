@@ -12,7 +12,6 @@
 //! streams and pending resets are capped (CVE-2023-44487), and when
 //! `max_connections` are open the oldest idle connection makes room.
 
-use crate::body::Body;
 use crate::conns::{Closed, ConnState, Registry, RequestGuard, Timeouts, Watched};
 use crate::tls::Tls;
 use bytes::Bytes;
@@ -32,6 +31,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot, watch};
+use wedge_executor::body::Body;
 use wedge_manifest::Connections;
 use wedge_telemetry::metric::{Counter, Family, Gauge};
 
@@ -67,7 +67,7 @@ impl Drop for EpochTicker {
     }
 }
 
-pub use crate::peer::Peer;
+pub use wedge_executor::invocation::Peer;
 
 /// What a listener serves: one response per request, never an error.
 pub trait App: Send + Sync + 'static {
@@ -131,7 +131,7 @@ pub struct Tracked {
 
 impl http_body::Body for Tracked {
     type Data = Bytes;
-    type Error = crate::body::BodyError;
+    type Error = wedge_executor::body::BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
@@ -194,7 +194,7 @@ pub async fn serve<A: App>(
                 Err(e) => {
                     // Out of descriptors and the like: back off, keep serving.
                     let what = format!("{} listener: accept failed: {e}", config.name);
-                    crate::log::line("warn", "-", "-", &what);
+                    wedge_observe::log::line("warn", "-", "-", &what);
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }

@@ -1,11 +1,10 @@
 //! The spans of one request: a SERVER span `{method} {route}` with the HTTP
-//! semantic-convention attributes, and children for the queue wait,
-//! instantiation and guest execution.
+//! semantic-convention attributes, and the pipeline's children for the
+//! queue wait, instantiation and guest execution.
 
-use crate::peer::Peer;
-use crate::stats::GuestStats;
-use std::time::Duration;
-use wedge_telemetry::trace::{Context, Encoded, Span, SpanKind, Value, new_span_id};
+use wedge_executor::invocation::Peer;
+use wedge_telemetry::trace::{Context, Encoded, Span, SpanKind, Value};
+use wedge_trigger::pipeline::Record;
 
 /// What a request's spans are made from.
 pub struct Request<'a> {
@@ -24,27 +23,8 @@ pub struct Request<'a> {
     pub peer: Peer,
     pub start: u64,
     pub end: u64,
-    pub queued: Option<(u64, Duration)>,
-    pub guest_start: Option<u64>,
-    pub guest: Option<&'a GuestStats>,
-}
-
-fn nanos(d: Duration) -> u64 {
-    d.as_nanos() as u64
-}
-
-fn child(r: &Request<'_>, out: &mut Encoded, name: &str, start: u64, end: u64) {
-    out.push(&Span {
-        trace_id: r.ctx.trace_id,
-        span_id: new_span_id(),
-        parent_span_id: Some(r.ctx.span_id),
-        name,
-        kind: SpanKind::Internal,
-        start_unix_nanos: start,
-        end_unix_nanos: end.max(start),
-        attributes: &[],
-        error: false,
-    });
+    /// What the pipeline saw of the invocation.
+    pub record: &'a Record,
 }
 
 /// An IPv4 address as dotted decimal, written without the formatting
@@ -115,14 +95,7 @@ pub fn for_request(r: &Request<'_>) -> Encoded {
             add("faas.version", Value::Str(r.function_version));
         }
     }
-    if let Some(g) = r.guest {
-        if let Some(m) = g.peak_memory {
-            add("wasm.memory.peak_bytes", Value::Int(m as i64));
-        }
-        if let Some(f) = g.fuel {
-            add("wasm.fuel.consumed", Value::Int(f as i64));
-        }
-    }
+    wedge_trigger::spans::guest_attributes(r.record.guest.as_ref(), |k, v| add(k, Value::Int(v)));
     let mut out = Encoded {
         bytes: Vec::with_capacity(768),
         count: 0,
@@ -138,20 +111,7 @@ pub fn for_request(r: &Request<'_>) -> Encoded {
         attributes: &attributes[..n],
         error: r.status >= 500,
     });
-    // Most requests find a free slot at once: a queue span only when one waited.
-    if let Some((start, waited)) = r.queued.filter(|(_, w)| !w.is_zero()) {
-        child(r, &mut out, "wedge.queue", start, start + nanos(waited));
-    }
-    if let (Some(start), Some(g)) = (r.guest_start, r.guest) {
-        match g.instantiate {
-            Some(inst) => {
-                let mid = start + nanos(inst);
-                child(r, &mut out, "wasm.instantiate", start, mid);
-                child(r, &mut out, "wasm.execute", mid, start + nanos(g.guest));
-            }
-            None => child(r, &mut out, "wasm.guest", start, start + nanos(g.guest)),
-        }
-    }
+    wedge_trigger::spans::children(r.ctx, r.record, &mut out);
     out
 }
 

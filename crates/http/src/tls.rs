@@ -106,14 +106,14 @@ impl Tls {
             match load(&self.files) {
                 Ok(key) => {
                     self.current.0.store(Arc::new(key));
-                    crate::log::line(
+                    wedge_observe::log::line(
                         "info",
                         "-",
                         "-",
                         &format!("tls: reloaded {}", self.files.cert.display()),
                     );
                 }
-                Err(e) => crate::log::line(
+                Err(e) => wedge_observe::log::line(
                     "warn",
                     "-",
                     "-",

@@ -1,5 +1,5 @@
 //! Measures what one access-log line costs the process: wedge's hand-written
-//! formatter (`wedge_http::log`) against the `tracing` path that would replace
+//! formatter (`wedge_observe::log`) against the `tracing` path that would replace
 //! it (an event through `tracing-subscriber`'s fmt layer, a reloadable level
 //! filter, and `tracing-appender`'s bounded non-blocking writer).
 //!
@@ -83,7 +83,7 @@ type LogOne = Box<dyn Fn(u64)>;
 type Count = Box<dyn Fn() -> u64>;
 
 fn child(variant: &str, lines: u64) {
-    let stats = wedge_http::function::GuestStats {
+    let stats = wedge_observe::stats::GuestStats {
         guest: Duration::from_micros(41),
         peak_memory: Some(131_072),
         instantiate: None,
@@ -91,12 +91,12 @@ fn child(variant: &str, lines: u64) {
     };
     let json = variant.ends_with("json");
     let (line, dropped): (LogOne, Count) = if variant.starts_with("hand") {
-        wedge_http::log::set_level("info").expect("level");
-        wedge_http::log::set_json(json);
+        wedge_observe::log::set_level("info").expect("level");
+        wedge_observe::log::set_json(json);
         (
             Box::new(move |n| {
                 let id = format!("01JDX3K4{n:08X}");
-                wedge_http::log::access(&wedge_http::log::Access {
+                wedge_observe::log::access(&wedge_observe::log::Access {
                     request_id: &id,
                     trace_id: None,
                     method: "GET",
@@ -109,7 +109,7 @@ fn child(variant: &str, lines: u64) {
                     outcome: "ok",
                 })
             }),
-            Box::new(wedge_http::log::dropped),
+            Box::new(wedge_observe::log::dropped),
         )
     } else {
         let counter = tracing_install(json);
@@ -136,7 +136,7 @@ fn child(variant: &str, lines: u64) {
         line(n);
     }
     if variant.starts_with("hand") {
-        wedge_http::log::flush();
+        wedge_observe::log::flush();
     } else {
         // tracing-appender's writer can only be drained by stopping it, so
         // give it time to write the warm-up's lines instead.
@@ -192,7 +192,7 @@ fn tracing_install(json: bool) -> tracing_appender::non_blocking::ErrorCounter {
 /// Waits until every line so far is written, stopping tracing's writer.
 fn flush(variant: &str) {
     if variant.starts_with("hand") {
-        wedge_http::log::flush();
+        wedge_observe::log::flush();
     } else if let Some(guard) = GUARD
         .get_or_init(Default::default)
         .lock()

@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use wedge_control::store::now;
 use wedge_control::{FunctionState, Store, TrafficRecord};
-use wedge_http::table::Served;
 use wedge_manifest::traffic::{ALL_TRAFFIC, MAX_VERSIONS, check_version_name};
+use wedge_trigger::table::Served;
 
 /// The API's OpenAPI 3 description, served at `GET /v1/openapi.json`.
 pub const OPENAPI: &str = include_str!("openapi.json");

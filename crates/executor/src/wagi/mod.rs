@@ -4,9 +4,7 @@
 use crate::body::{self, Body};
 use crate::capture::Capture;
 use crate::failure::Failure;
-use crate::log;
 use crate::spec::{self, Spec};
-use crate::stats::GuestStats;
 use bytes::Bytes;
 use std::sync::Arc;
 use wasmtime::{Engine, InstancePre, Module, Store};
@@ -14,6 +12,8 @@ use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wedge_cgi as cgi;
+use wedge_observe::log;
+use wedge_observe::stats::GuestStats;
 use wedge_runtime::limits::Limits;
 
 /// Room for CGI headers on top of `max_response_body`.

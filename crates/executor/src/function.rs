@@ -1,22 +1,39 @@
-//! A function ready to serve: its settings, its compiled code behind the
-//! right executor (WAGI or `wasi:http`), and its concurrency gate. Built
-//! once at load; requests only read it.
+//! A function ready to run: its settings and its compiled code behind the
+//! right executor (WAGI or `wasi:http`). Built once at load; invocations
+//! only read it.
 
-use crate::gate::Gate;
-use crate::metrics::{FunctionMetrics, Metrics};
 pub use crate::spec::{InitialMemoryRefused, Spec, classify, preopen};
-pub use crate::stats::GuestStats;
 use crate::{wagi, wasi_http};
 use anyhow::{Context, Result, bail};
 use std::sync::Arc;
 use wasmtime::Engine;
 use wedge_manifest::{Abi, Function};
+use wedge_observe::metrics::{FunctionMetrics, Metrics};
 use wedge_runtime::cache::Cache;
 use wedge_runtime::load::{CacheStatus, Program, Source};
 
 pub enum Executor {
     Wagi(wagi::Wagi),
     Http(wasi_http::HttpFunction),
+}
+
+impl Executor {
+    /// Instantiates the function once without running it, so that one that
+    /// can never be instantiated is reported at load, not on every call.
+    pub async fn probe(&self) -> Result<(), String> {
+        match self {
+            Executor::Wagi(w) => w.probe().await,
+            Executor::Http(h) => h.probe().await,
+        }
+    }
+
+    /// The compiled code, for the profiler.
+    pub fn code(&self) -> crate::profile::Code<'_> {
+        match self {
+            Executor::Wagi(w) => crate::profile::Code::Module(w.module()),
+            Executor::Http(h) => crate::profile::Code::Component(h.component()),
+        }
+    }
 }
 
 pub struct Loaded {
@@ -26,7 +43,6 @@ pub struct Loaded {
     pub sha256: [u8; 32],
     pub spec: Arc<Spec>,
     pub executor: Executor,
-    pub gate: Gate,
     /// `wagi`, `wasi:http@0.2` or `wasi:http@0.3`.
     pub abi: &'static str,
     pub cache: CacheStatus,
@@ -126,7 +142,6 @@ pub fn load(
             f.source.display()
         ),
     };
-    let l = &f.limits;
     let cache_note = loaded.cache_note.clone();
     Ok(Loaded {
         config: f.clone(),
@@ -134,7 +149,6 @@ pub fn load(
         cache_note,
         spec,
         executor,
-        gate: Gate::new(l.max_concurrency, l.queue, l.queue_timeout),
         abi,
         cache: loaded.cache,
     })

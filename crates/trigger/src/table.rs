@@ -2,14 +2,15 @@
 //! immutable once built and swapped as a whole (`ArcSwap`), so a reload can
 //! replace it atomically while requests keep using the one they started with.
 
-use crate::function::{self, Loaded};
-use crate::metrics::Metrics;
+use crate::gate::Gate;
 use crate::split::Split;
 use anyhow::Result;
 use arc_swap::ArcSwap;
 use std::sync::Arc;
 use wasmtime::Engine;
+use wedge_executor::function::{self, Loaded};
 use wedge_manifest::{App, Function, Router, Traffic};
+use wedge_observe::metrics::Metrics;
 use wedge_runtime::cache::Cache;
 
 pub struct Table {
@@ -18,11 +19,36 @@ pub struct Table {
     pub functions: Vec<Arc<Served>>,
 }
 
+/// One version of a function as served: its loaded code and the gate that
+/// bounds its concurrency and queue. A reload that keeps the version keeps
+/// both, with the invocations waiting at the gate.
+pub struct Version {
+    pub loaded: Loaded,
+    pub gate: Gate,
+}
+
+impl Version {
+    pub fn new(loaded: Loaded) -> Self {
+        let l = &loaded.config.limits;
+        let gate = Gate::new(l.max_concurrency, l.queue, l.queue_timeout);
+        Version { loaded, gate }
+    }
+}
+
+/// A version reads as its loaded function (`v.spec`, `v.config`): the gate
+/// is the only thing serving adds.
+impl std::ops::Deref for Version {
+    type Target = Loaded;
+    fn deref(&self) -> &Loaded {
+        &self.loaded
+    }
+}
+
 /// One function as routed: its versions in traffic and how they share it.
 pub struct Served {
     pub name: String,
     /// Canaries first, the stable version last (the split's order).
-    pub versions: Vec<Arc<Loaded>>,
+    pub versions: Vec<Arc<Version>>,
     /// The versions' names, in the same order.
     pub names: Vec<Arc<str>>,
     pub split: Split,
@@ -31,12 +57,12 @@ pub struct Served {
 
 impl Served {
     /// The version that serves a request with these headers.
-    pub fn pick(&self, headers: &http::HeaderMap) -> &Arc<Loaded> {
+    pub fn pick(&self, headers: &http::HeaderMap) -> &Arc<Version> {
         &self.versions[self.split.pick(headers, &self.names)]
     }
 
     /// The stable version.
-    pub fn stable(&self) -> &Arc<Loaded> {
+    pub fn stable(&self) -> &Arc<Version> {
         self.versions.last().expect("a function has a version")
     }
 }
@@ -118,7 +144,7 @@ impl Table {
                     None => {
                         fresh = true;
                         let loaded = function::load(engine, &config, cache, metrics, &mut shared)?;
-                        versions.push(Arc::new(loaded));
+                        versions.push(Arc::new(Version::new(loaded)));
                     }
                 }
             }
@@ -170,7 +196,7 @@ impl Table {
     }
 
     /// Every loaded version of every function.
-    pub fn versions(&self) -> impl Iterator<Item = &Arc<Loaded>> {
+    pub fn versions(&self) -> impl Iterator<Item = &Arc<Version>> {
         self.functions.iter().flat_map(|f| f.versions.iter())
     }
 
@@ -183,11 +209,7 @@ impl Table {
     /// Probes the functions `which` selects.
     pub async fn probe_only(&self, which: impl Fn(&str) -> bool) -> Result<()> {
         for f in self.versions().filter(|f| which(&f.config.name)) {
-            let result = match &f.executor {
-                crate::function::Executor::Wagi(w) => w.probe().await,
-                crate::function::Executor::Http(h) => h.probe().await,
-            };
-            result.map_err(|e| {
+            f.executor.probe().await.map_err(|e| {
                 anyhow::anyhow!(
                     "function `{}` cannot be instantiated: {e} (max_memory is {} bytes)",
                     f.spec.name,

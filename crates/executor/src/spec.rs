@@ -3,10 +3,10 @@
 //! precise [`Failure`]. Shared by both executors; knows neither.
 
 use crate::failure::Failure;
-use crate::metrics::FunctionMetrics;
 use std::sync::Arc;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 use wedge_manifest::{FileMount, Limits, OutboundRule};
+use wedge_observe::metrics::FunctionMetrics;
 use wedge_runtime::limits::{MemoryGrowFailed, MemoryLimitExceeded};
 
 /// What a request needs to know about its function.

@@ -1,8 +1,25 @@
-//! Every way a request can fail, and the one HTTP status each maps to. No
-//! other code picks an error status.
+//! Every way an invocation can fail, from any trigger, and what kind of
+//! failure each is ([`Class`]). Triggers map a failure to their own answer
+//! (`wedge_http::status` to an HTTP status) and nowhere else.
 
-use hyper::StatusCode;
 use std::time::Duration;
+
+/// The trigger-neutral meaning of a failure: each trigger maps it to its own
+/// answer (an HTTP status; ack, retry or dead-letter for a message).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Turned away before the guest ran, for something in the input itself:
+    /// the same input fails the same way again.
+    Refused,
+    /// Turned away before the guest ran because the function is at its limit
+    /// or the server is stopping: the same input may succeed later.
+    Busy,
+    /// The guest ran and failed (trapped, ran out of time, memory or fuel, or
+    /// answered nonsense).
+    Guest,
+    /// wedge itself failed.
+    Internal,
+}
 
 /// Why a request did not get the guest's own response.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,25 +61,26 @@ pub enum Failure {
 }
 
 impl Failure {
-    pub fn status(&self) -> StatusCode {
+    /// What kind of failure this is, for a trigger to choose its answer.
+    pub fn class(&self) -> Class {
         match self {
-            Failure::NoRoute => StatusCode::NOT_FOUND,
-            Failure::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            Failure::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Failure::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
-            Failure::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            Failure::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Failure::NoRoute
+            | Failure::MethodNotAllowed { .. }
+            | Failure::BodyTooLarge { .. }
+            | Failure::BodyTimeout { .. }
+            | Failure::BadRequest { .. }
+            | Failure::HeadersTooLarge { .. } => Class::Refused,
             Failure::QueueFull | Failure::QueueTimeout { .. } | Failure::ShuttingDown => {
-                StatusCode::SERVICE_UNAVAILABLE
+                Class::Busy
             }
             Failure::Trap { .. }
             | Failure::MemoryLimit { .. }
+            | Failure::Timeout { .. }
             | Failure::OutOfFuel { .. }
+            | Failure::Malformed { .. }
             | Failure::ResponseTooLarge { .. }
-            | Failure::GuestExit { .. }
-            | Failure::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-            Failure::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            Failure::Malformed { .. } => StatusCode::BAD_GATEWAY,
+            | Failure::GuestExit { .. } => Class::Guest,
+            Failure::Internal { .. } => Class::Internal,
         }
     }
 
@@ -161,58 +179,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn statuses() {
+    fn classes_and_reasons() {
         let cases = [
-            (Failure::NoRoute, 404),
-            (
-                Failure::MethodNotAllowed {
-                    allowed: vec!["GET".into()],
-                },
-                405,
-            ),
-            (Failure::BodyTooLarge { limit: 1 }, 413),
-            (
-                Failure::BodyTimeout {
-                    after: Duration::from_secs(1),
-                },
-                408,
-            ),
-            (Failure::HeadersTooLarge { limit: 1 }, 431),
-            (
-                Failure::Trap {
-                    message: "x".into(),
-                },
-                500,
-            ),
-            (
-                Failure::MemoryLimit {
-                    message: "x".into(),
-                },
-                500,
-            ),
+            (Failure::NoRoute, Class::Refused),
+            (Failure::BodyTooLarge { limit: 1 }, Class::Refused),
+            (Failure::QueueFull, Class::Busy),
+            (Failure::ShuttingDown, Class::Busy),
             (
                 Failure::Timeout {
                     after: Duration::from_secs(1),
                 },
-                504,
+                Class::Guest,
             ),
+            (Failure::ResponseTooLarge { limit: 1 }, Class::Guest),
             (
-                Failure::Malformed {
-                    problem: "x".into(),
+                Failure::Internal {
+                    message: "x".into(),
                 },
-                502,
+                Class::Internal,
             ),
-            (Failure::QueueFull, 503),
-            (
-                Failure::QueueTimeout {
-                    waited: Duration::ZERO,
-                },
-                503,
-            ),
-            (Failure::ResponseTooLarge { limit: 1 }, 500),
         ];
-        for (f, status) in cases {
-            assert_eq!(f.status().as_u16(), status, "{f:?}");
+        for (f, class) in cases {
+            assert_eq!(f.class(), class, "{f:?}");
         }
         assert!(Failure::QueueFull.retry_after().is_some());
         let trap = Failure::Trap {

@@ -20,8 +20,8 @@ use wedge_telemetry::metric::Counter;
 use wedge_telemetry::trace::{self, Context, Encoded};
 
 /// Named once: a `&str` header name is parsed and hashed on every insert.
-pub(crate) const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
-pub(crate) const TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
+pub const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+pub const TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
 
 /// Requests' span groups waiting for export at most; beyond, they are dropped.
 const QUEUE: usize = 4096;

@@ -34,8 +34,6 @@ pub struct Metrics {
     pub anomaly_config: Config,
     /// Where anomaly changes are POSTed as JSON, if anywhere.
     pub anomaly_webhook: Option<http::Uri>,
-    /// The engine whose pooling allocator is reported, once serving.
-    pub engine: std::sync::OnceLock<wasmtime::Engine>,
     pub spans_dropped: Family<Counter>,
     pub connections_open: Family<Gauge>,
     pub connections_closed: Family<Counter>,
@@ -44,8 +42,6 @@ pub struct Metrics {
     pub reloads: Family<Counter>,
     pub rollout_decisions: Family<Counter>,
     pub reload_last_successful: Family<Gauge>,
-    /// The trace exporter, when tracing is configured.
-    pub tracer: std::sync::OnceLock<Arc<crate::traces::Tracer>>,
 }
 
 const F: &[&str] = &["function"];
@@ -89,7 +85,6 @@ impl Default for Metrics {
             anomaly: Family::new(n::WEDGE_ANOMALY, &["function", "kind"], Gauge::default),
             anomaly_config: Config::default(),
             anomaly_webhook: None,
-            engine: std::sync::OnceLock::new(),
             spans_dropped: Family::new(n::WEDGE_SPANS_DROPPED, &[], Counter::default),
             connections_open: Family::new(n::WEDGE_CONNECTIONS_OPEN, &["listener"], Gauge::default),
             connections_closed: Family::new(
@@ -112,7 +107,6 @@ impl Default for Metrics {
                 &[],
                 Gauge::default,
             ),
-            tracer: std::sync::OnceLock::new(),
         }
     }
 }
@@ -129,8 +123,9 @@ impl Metrics {
         });
     }
 
-    /// The `/metrics` document.
-    pub fn render(&self, openmetrics: bool) -> String {
+    /// The `/metrics` document, with the samples `more` adds (the
+    /// engine's pooling allocator, say) before the process-wide ones.
+    pub fn render(&self, openmetrics: bool, more: impl FnOnce(&mut Encoder)) -> String {
         let mut e = Encoder::new(openmetrics);
         e.family(&self.request_duration);
         e.family(&self.active);
@@ -170,35 +165,7 @@ impl Metrics {
             let (name, help, kind) = p(n::PROCESS_OPEN_FDS);
             e.sample(name, help, kind, "", fds as f64);
         }
-        if let Some(pool) = self
-            .engine
-            .get()
-            .and_then(|e| e.pooling_allocator_metrics())
-        {
-            for (d, v) in [
-                (
-                    n::WASMTIME_POOL_CORE_INSTANCES,
-                    pool.core_instances() as f64,
-                ),
-                (
-                    n::WASMTIME_POOL_COMPONENT_INSTANCES,
-                    pool.component_instances() as f64,
-                ),
-                (n::WASMTIME_POOL_MEMORIES, pool.memories() as f64),
-                (n::WASMTIME_POOL_STACKS, pool.stacks() as f64),
-                (
-                    n::WASMTIME_POOL_UNUSED_WARM_MEMORIES,
-                    f64::from(pool.unused_warm_memories()),
-                ),
-                (
-                    n::WASMTIME_POOL_UNUSED_MEMORY_RESIDENT,
-                    pool.unused_memory_bytes_resident() as f64,
-                ),
-            ] {
-                let (name, help, kind) = p(d);
-                e.sample(name, help, kind, "", v);
-            }
-        }
+        more(&mut e);
         let (name, help, kind) = p(n::WEDGE_LOG_LINES_DROPPED);
         e.sample(name, help, kind, "", crate::log::dropped() as f64);
         let (name, help, kind) = p(n::PROCESS_START_TIME);

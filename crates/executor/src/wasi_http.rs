@@ -6,7 +6,6 @@ use crate::body::Body;
 use crate::capture::Capture;
 use crate::failure::Failure;
 use crate::host::{HttpHost, Outbound, RequestSlot};
-use crate::log;
 use crate::spec::{self, Spec};
 use http_body_util::BodyExt;
 use std::future::Future;
@@ -23,6 +22,9 @@ use wasmtime_wasi_http::handler::{
     ExpirationError, HandlerState, Instance, ProxyHandler, ProxyPre, ShouldAccept,
     WorkerExpiration, WorkerState, WorkerStatus,
 };
+use wedge_observe::log;
+use wedge_observe::stats::GuestStats;
+use wedge_observe::traces::Tracer;
 use wedge_runtime::limits::Limits;
 use wedge_telemetry::trace::Context as TraceContext;
 
@@ -118,18 +120,30 @@ impl HttpFunction {
         request_id: &str,
         request: http::Request<Body>,
         trace: Option<TraceContext>,
-    ) -> (Result<http::Response<Body>, Failure>, Option<u64>) {
+        tracer: Option<Arc<Tracer>>,
+    ) -> (Result<http::Response<Body>, Failure>, GuestStats) {
+        let started = Instant::now();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let slot = Arc::new(RequestSlot {
             id: request_id.to_string(),
             ended: Mutex::new(Some(tx)),
             trace,
+            tracer,
             peak: OnceLock::new(),
         });
         let result = self.respond(slot.clone(), request, rx).await;
-        // The instance's peak memory up to the response (the body may still be streaming).
-        let peak = slot.peak.get().map(|p| p.load(Ordering::Relaxed));
-        (result, peak)
+        let stats = GuestStats {
+            guest: started.elapsed(),
+            // The instance's peak memory up to the response (the body may
+            // still be streaming).
+            peak_memory: slot.peak.get().map(|p| p.load(Ordering::Relaxed)),
+            ..GuestStats::default()
+        };
+        let spec = &self.handler.state().spec;
+        spec.metrics
+            .invoke_duration
+            .observe(stats.guest.as_secs_f64());
+        (result, stats)
     }
 
     async fn respond(
@@ -196,7 +210,7 @@ impl HandlerState for State {
                 function: spec.name.clone(),
                 request_id: String::new(),
                 trace: None,
-                tracer: spec.metrics.registry().tracer.get().cloned(),
+                tracer: None,
             },
             limits: Limits::new(Some(spec.limits.max_memory), false),
             stdout,
@@ -266,6 +280,7 @@ impl WorkerState for Worker {
     ) -> Pin<Box<dyn Future<Output = ()> + Send + Sync + 'static>> {
         store.data_mut().outbound.request_id = slot.id.clone();
         store.data_mut().outbound.trace = slot.trace.clone();
+        store.data_mut().outbound.tracer = slot.tracer.clone();
         store.data_mut().request_id = slot.id.clone();
         let _ = slot.peak.set(store.data_mut().limits.share_peak());
         store.data_mut().slot = Some(slot);

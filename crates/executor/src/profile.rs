@@ -24,9 +24,20 @@ pub struct Profiling {
 }
 
 /// What is profiled: a WAGI module or a `wasi:http` component.
+#[derive(Clone, Copy)]
 pub enum Code<'a> {
     Module(&'a Module),
     Component(&'a Component),
+}
+
+impl Code<'_> {
+    /// The engine the code was compiled for.
+    pub fn engine(&self) -> &Engine {
+        match self {
+            Code::Module(m) => m.engine(),
+            Code::Component(c) => c.engine(),
+        }
+    }
 }
 
 /// What a finished session produced.

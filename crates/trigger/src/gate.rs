@@ -2,11 +2,11 @@
 //! bounded queue of requests waiting for one, each waiting at most
 //! `queue_timeout`. Waiters are served first come, first served.
 
-use crate::failure::Failure;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use wedge_executor::failure::Failure;
 
 pub struct Gate {
     slots: Arc<Semaphore>,

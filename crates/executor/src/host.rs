@@ -3,14 +3,14 @@
 //! `allowed_outbound_hosts`.
 
 use crate::capture::Capture;
-use crate::log;
-use crate::traces::Tracer;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, OnceLock};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 use wedge_manifest::OutboundRule;
+use wedge_observe::log;
+use wedge_observe::traces::Tracer;
 use wedge_runtime::limits::Limits;
 use wedge_telemetry::trace::{self, Context, Encoded, Span, SpanKind, Value};
 
@@ -21,6 +21,8 @@ pub struct RequestSlot {
     pub(crate) ended: Mutex<Option<tokio::sync::oneshot::Sender<Result<(), wasmtime::Error>>>>,
     /// The request's span, parent of the guest's outbound calls.
     pub(crate) trace: Option<Context>,
+    /// Where the spans of its outbound calls go.
+    pub(crate) tracer: Option<Arc<Tracer>>,
     /// The serving instance's peak linear memory, once it has the request.
     pub(crate) peak: OnceLock<Arc<AtomicU64>>,
 }
@@ -112,14 +114,20 @@ impl WasiHttpHooks for Outbound {
         if let Some(c) = &client
             && let Ok(v) = http::HeaderValue::from_bytes(&c.traceparent_bytes())
         {
-            request.headers_mut().insert(crate::traces::TRACEPARENT, v);
+            request
+                .headers_mut()
+                .insert(wedge_observe::traces::TRACEPARENT, v);
             // W3C trace context: vendors' state travels with the trace,
             // unless the guest set its own.
             if let Some(state) = &c.tracestate
-                && !request.headers().contains_key(crate::traces::TRACESTATE)
+                && !request
+                    .headers()
+                    .contains_key(wedge_observe::traces::TRACESTATE)
                 && let Ok(v) = http::HeaderValue::from_str(state)
             {
-                request.headers_mut().insert(crate::traces::TRACESTATE, v);
+                request
+                    .headers_mut()
+                    .insert(wedge_observe::traces::TRACESTATE, v);
             }
         }
         let tracer = self.tracer.clone();
