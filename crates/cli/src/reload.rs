@@ -8,10 +8,12 @@ use anyhow::{Context, Result};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
+use wedge_executor::function::Loader;
 use wedge_manifest::{App, Server};
 use wedge_observe::metrics::Metrics;
 use wedge_runtime::cache::Cache;
 use wedge_runtime::engine::Node;
+use wedge_runtime::ticker::Clock;
 use wedge_trigger::table::{self, Changes, Table};
 
 /// Everything a reload needs, shared by the file watcher (and, later, the
@@ -20,6 +22,8 @@ pub struct Reloader {
     /// Reads and validates the manifest again.
     pub load: Box<dyn Fn() -> Result<App> + Send + Sync>,
     pub engine: wasmtime::Engine,
+    /// The epoch clock new versions' stores keep ticking.
+    pub clock: Clock,
     pub node: Node,
     pub cache: Option<Cache>,
     pub metrics: Arc<Metrics>,
@@ -62,6 +66,7 @@ impl Reloader {
     pub fn new(
         load: Box<dyn Fn() -> Result<App> + Send + Sync>,
         engine: wasmtime::Engine,
+        clock: Clock,
         node: Node,
         cache: Option<Cache>,
         metrics: Arc<Metrics>,
@@ -72,6 +77,7 @@ impl Reloader {
         Reloader {
             load,
             engine,
+            clock,
             node,
             cache,
             metrics,
@@ -148,22 +154,23 @@ impl Reloader {
         let sources = sources_of(&app);
         let before: Vec<Stamp> = sources.iter().map(stamp).collect();
         let previous = self.table.load_full();
-        let (engine, cache, metrics) = (
+        let (engine, cache, metrics, clock) = (
             self.engine.clone(),
             self.cache.clone(),
             self.metrics.clone(),
+            self.clock.clone(),
         );
         let app = Arc::new(app);
         let for_load = app.clone();
         // Compiling takes a core for a while: keep it off the async workers.
         let (table, changes) = tokio::task::spawn_blocking(move || {
-            Table::reload(
-                &for_load,
-                Some(&previous),
-                &engine,
-                cache.as_ref(),
-                &metrics,
-            )
+            let loader = Loader {
+                engine: &engine,
+                cache: cache.as_ref(),
+                metrics: &metrics,
+                clock: &clock,
+            };
+            Table::reload(&for_load, Some(&previous), loader)
         })
         .await
         .context("the reload task failed")??;

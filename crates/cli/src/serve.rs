@@ -8,13 +8,15 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use wedge_executor::function::Loader;
 use wedge_http::admin::{Admin, Token};
 use wedge_http::handler::Handler;
-use wedge_http::server::{self, EpochTicker, Listener};
+use wedge_http::server::{self, Listener};
 use wedge_http::tls::Tls;
 use wedge_manifest::{App, ConnectionOverrides, Connections, LimitOverrides, TlsFiles};
 use wedge_observe::metrics::Metrics;
 use wedge_runtime::engine::{self, Node};
+use wedge_runtime::ticker::{Clock, Ticker};
 use wedge_runtime::units;
 use wedge_trigger::pipeline::Pipeline;
 use wedge_trigger::table::{self, Table};
@@ -45,6 +47,9 @@ struct LimitArgs {
     /// Wall-clock time a request may run (504 after it)
     #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
     timeout: Option<Duration>,
+    /// On-CPU time of a request's guest code, e.g. 50ms (503 beyond)
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
+    cpu_time: Option<Duration>,
     /// Linear memory per instance, e.g. 16MiB
     #[arg(long, value_name = "SIZE", value_parser = units::parse_size)]
     max_memory: Option<u64>,
@@ -191,6 +196,7 @@ impl AppArgs {
         let l = &self.limits;
         let cli = LimitOverrides {
             timeout: l.timeout,
+            cpu_time: l.cpu_time,
             max_memory: l.max_memory,
             fuel: l.fuel,
             max_concurrency: l.max_concurrency,
@@ -228,7 +234,14 @@ pub fn check(args: AppArgs, global: &Global) -> Result<i32> {
     let app = args.load()?;
     let (engine, _node) = engine_for(&app, 0, true)?;
     let metrics = Arc::new(Metrics::default());
-    let table = Table::load(&app, &engine, global.cache().as_ref(), &metrics)?;
+    let cache = global.cache();
+    let loader = Loader {
+        engine: &engine,
+        cache: cache.as_ref(),
+        metrics: &metrics,
+        clock: &Clock::none(),
+    };
+    let table = Table::load(&app, loader)?;
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
@@ -308,7 +321,15 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
     }
     let metrics = Arc::new(metrics);
     let cache = global.cache();
-    let table = Table::load(&app, &engine, cache.as_ref(), &metrics)?;
+    // Parked until a guest runs: an idle server does not tick.
+    let ticker = Ticker::start(engine.clone()).context("starting the epoch thread")?;
+    let loader = Loader {
+        engine: &engine,
+        cache: cache.as_ref(),
+        metrics: &metrics,
+        clock: &ticker.clock(),
+    };
+    let table = Table::load(&app, loader)?;
     let listen = args
         .listen
         .or(app.server.listen)
@@ -413,6 +434,7 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
         let reloader = Arc::new(Reloader::new(
             Box::new(load_app),
             engine.clone(),
+            ticker.clock(),
             node,
             cache,
             metrics.clone(),
@@ -465,7 +487,6 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
             handler.table.clone(),
             args.anomaly_window,
         ));
-        let _ticker = EpochTicker::start(engine.clone());
         if args.watch {
             if app.manifest.is_none() {
                 eprintln!("watching the module for changes");

@@ -48,6 +48,8 @@ pub enum Failure {
     Timeout { after: Duration },
     /// The guest used up its fuel budget.
     OutOfFuel { budget: u64 },
+    /// The guest's own code ran on the CPU past its `cpu_time` budget.
+    CpuTime { budget: Duration },
     /// The guest's response could not be understood.
     Malformed { problem: String },
     /// The guest's response body went over `max_response_body`.
@@ -77,6 +79,7 @@ impl Failure {
             | Failure::MemoryLimit { .. }
             | Failure::Timeout { .. }
             | Failure::OutOfFuel { .. }
+            | Failure::CpuTime { .. }
             | Failure::Malformed { .. }
             | Failure::ResponseTooLarge { .. }
             | Failure::GuestExit { .. } => Class::Guest,
@@ -99,6 +102,7 @@ impl Failure {
             Failure::MemoryLimit { .. } => "memory",
             Failure::Timeout { .. } => "timeout",
             Failure::OutOfFuel { .. } => "fuel",
+            Failure::CpuTime { .. } => "cpu-time",
             Failure::Malformed { .. } => "malformed",
             Failure::ResponseTooLarge { .. } => "response-too-large",
             Failure::GuestExit { .. } => "exit",
@@ -152,6 +156,10 @@ impl Failure {
             Failure::OutOfFuel { budget } => {
                 format!("guest used up its fuel budget of {budget}")
             }
+            Failure::CpuTime { budget } => format!(
+                "guest used up its CPU-time budget of {} ms",
+                budget.as_millis()
+            ),
             Failure::Malformed { problem } => format!("malformed guest response: {problem}"),
             Failure::ResponseTooLarge { limit } => {
                 format!("guest response body is larger than the limit of {limit} bytes")

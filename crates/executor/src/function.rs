@@ -55,14 +55,24 @@ pub struct Loaded {
 pub type Shared =
     std::collections::HashMap<std::path::PathBuf, (wedge_runtime::load::Loaded, [u8; 32])>;
 
+/// What loading functions needs from the node.
+#[derive(Clone, Copy)]
+pub struct Loader<'a> {
+    pub engine: &'a Engine,
+    pub cache: Option<&'a Cache>,
+    pub metrics: &'a Arc<Metrics>,
+    /// The epoch clock the functions' stores keep ticking.
+    pub clock: &'a wedge_runtime::ticker::Clock,
+}
+
 /// Compiles (through the cache) and prepares one function.
-pub fn load(
-    engine: &Engine,
-    f: &Function,
-    cache: Option<&Cache>,
-    registry: &Arc<Metrics>,
-    shared: &mut Shared,
-) -> Result<Loaded> {
+pub fn load(loader: Loader<'_>, f: &Function, shared: &mut Shared) -> Result<Loaded> {
+    let Loader {
+        engine,
+        cache,
+        metrics: registry,
+        clock,
+    } = loader;
     let (loaded, sha256) = match shared.get(&f.source) {
         Some(done) => done.clone(),
         None => {
@@ -102,6 +112,7 @@ pub fn load(
         allow_authorization: f.allow_authorization,
         methods: f.methods.clone(),
         instance_reuse: f.instance_reuse,
+        clock: clock.clone(),
     });
     let (executor, abi) = match (&loaded.program, f.abi) {
         (Program::Module(_), _) if f.instance_reuse > 1 => bail!(

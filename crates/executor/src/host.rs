@@ -25,6 +25,8 @@ pub struct RequestSlot {
     pub(crate) tracer: Option<Arc<Tracer>>,
     /// The serving instance's peak linear memory, once it has the request.
     pub(crate) peak: OnceLock<Arc<AtomicU64>>,
+    /// The serving instance's CPU meter, when its function has a budget.
+    pub(crate) cpu: OnceLock<wedge_runtime::cpu::CpuMeter>,
 }
 
 /// Store data of one component instance.
@@ -39,6 +41,10 @@ pub struct HttpHost {
     pub request_id: String,
     /// The request being served, to report how the instance ended.
     pub slot: Option<Arc<RequestSlot>>,
+    /// Meters the guest's on-CPU time, when its function has a budget.
+    pub cpu: Option<wedge_runtime::cpu::CpuMeter>,
+    /// The epoch ticks while this store lives.
+    pub active: wedge_runtime::ticker::Active,
 }
 
 impl WasiView for HttpHost {

@@ -9,6 +9,7 @@
 
 pub mod body;
 pub mod capture;
+pub mod epochs;
 pub mod failure;
 pub mod function;
 pub mod host;

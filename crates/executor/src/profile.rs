@@ -4,8 +4,8 @@
 //! profiler document) and into folded stacks for flamegraph tools.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wasmtime::component::Component;
 use wasmtime::{AsContext, Engine, GuestProfiler, Module, WasmBacktrace};
@@ -47,23 +47,6 @@ pub struct Profile {
     /// `frame;frame;frame count` lines, root first.
     pub folded: String,
     pub samples: u64,
-}
-
-/// Sets a request store's epoch policy: each tick the guest yields to the
-/// scheduler, so a busy loop cannot starve other requests (the request's
-/// timeout then drops it); while a profile is being taken, each tick also
-/// takes a sample of the guest's stack.
-pub fn arm_epochs<T: Send + 'static>(store: &mut wasmtime::Store<T>, profiling: &Arc<Profiling>) {
-    if profiling.is_active() {
-        let profiling = profiling.clone();
-        store.epoch_deadline_callback(move |ctx| {
-            profiling.sample(&ctx);
-            Ok(wasmtime::UpdateDeadline::Yield(1))
-        });
-    } else {
-        store.epoch_deadline_async_yield_and_update(1);
-    }
-    store.set_epoch_deadline(1);
 }
 
 impl Profiling {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 use wedge_manifest::{FileMount, Limits, OutboundRule};
 use wedge_observe::metrics::FunctionMetrics;
+use wedge_runtime::cpu::CpuTimeExceeded;
 use wedge_runtime::limits::{MemoryGrowFailed, MemoryLimitExceeded};
 
 /// What a request needs to know about its function.
@@ -23,6 +24,8 @@ pub struct Spec {
     pub instance_reuse: u32,
     pub metrics: Arc<FunctionMetrics>,
     pub profiling: Arc<crate::profile::Profiling>,
+    /// Marks this function's stores active, so the epoch ticks while they live.
+    pub clock: wedge_runtime::ticker::Clock,
 }
 
 /// Preopens the function's granted directories.
@@ -58,6 +61,11 @@ pub fn classify(err: &wasmtime::Error, spec: &Spec, grow_failures: u64) -> Failu
         if cause.is::<crate::capture::OutputTooLarge>() {
             return Failure::ResponseTooLarge {
                 limit: spec.limits.max_response_body,
+            };
+        }
+        if cause.is::<CpuTimeExceeded>() {
+            return Failure::CpuTime {
+                budget: spec.limits.cpu_time.unwrap_or_default(),
             };
         }
         if cause.is::<MemoryLimitExceeded>()

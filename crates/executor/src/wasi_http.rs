@@ -130,6 +130,7 @@ impl HttpFunction {
             trace,
             tracer,
             peak: OnceLock::new(),
+            cpu: OnceLock::new(),
         });
         let result = self.respond(slot.clone(), request, rx).await;
         let stats = GuestStats {
@@ -137,6 +138,7 @@ impl HttpFunction {
             // The instance's peak memory up to the response (the body may
             // still be streaming).
             peak_memory: slot.peak.get().map(|p| p.load(Ordering::Relaxed)),
+            cpu: slot.cpu.get().map(|m| m.counted()),
             ..GuestStats::default()
         };
         let spec = &self.handler.state().spec;
@@ -217,10 +219,12 @@ impl HandlerState for State {
             stderr,
             request_id: String::new(),
             slot: None,
+            cpu: None,
+            active: spec.clock.active(),
         };
         let mut store = Store::new(&self.engine, host);
         store.limiter(|h| &mut h.limits);
-        crate::profile::arm_epochs(&mut store, &spec.profiling);
+        store.data_mut().cpu = crate::epochs::arm(&mut store, spec);
         if self.metered {
             store.set_fuel(spec.limits.fuel.unwrap_or(u64::MAX))?;
         }
@@ -283,6 +287,9 @@ impl WorkerState for Worker {
         store.data_mut().outbound.tracer = slot.tracer.clone();
         store.data_mut().request_id = slot.id.clone();
         let _ = slot.peak.set(store.data_mut().limits.share_peak());
+        if let Some(m) = &store.data().cpu {
+            let _ = slot.cpu.set(m.clone());
+        }
         store.data_mut().slot = Some(slot);
         Box::pin(tokio::time::sleep(self.spec.limits.timeout))
     }

@@ -25,7 +25,6 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -35,39 +34,8 @@ use wedge_executor::body::Body;
 use wedge_manifest::Connections;
 use wedge_telemetry::metric::{Counter, Family, Gauge};
 
-/// How often the epoch advances: the granularity at which a busy guest
-/// yields to other requests.
-pub const EPOCH_TICK: Duration = Duration::from_millis(1);
-
-/// Advances the engine's epoch from one thread until dropped.
-pub struct EpochTicker {
-    stop: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl EpochTicker {
-    pub fn start(engine: wasmtime::Engine) -> Self {
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = stop.clone();
-        std::thread::Builder::new()
-            .name("wedge-epoch".into())
-            .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
-                    engine.increment_epoch();
-                }
-            })
-            .expect("spawn the epoch thread");
-        EpochTicker { stop }
-    }
-}
-
-impl Drop for EpochTicker {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
 pub use wedge_executor::invocation::Peer;
+pub use wedge_runtime::ticker::EPOCH_TICK;
 
 /// What a listener serves: one response per request, never an error.
 pub trait App: Send + Sync + 'static {

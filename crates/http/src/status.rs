@@ -16,9 +16,10 @@ pub fn of(failure: &Failure) -> StatusCode {
         Failure::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
         Failure::BadRequest { .. } => StatusCode::BAD_REQUEST,
         Failure::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-        Failure::QueueFull | Failure::QueueTimeout { .. } | Failure::ShuttingDown => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        Failure::QueueFull
+        | Failure::QueueTimeout { .. }
+        | Failure::ShuttingDown
+        | Failure::CpuTime { .. } => StatusCode::SERVICE_UNAVAILABLE,
         Failure::Trap { .. }
         | Failure::MemoryLimit { .. }
         | Failure::OutOfFuel { .. }

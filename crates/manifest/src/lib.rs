@@ -33,6 +33,8 @@ pub const DEFAULT_HEALTH_PREFIX: &str = "/.well-known/wedge";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     pub timeout: Duration,
+    /// On-CPU time of the guest's own code per request, when budgeted.
+    pub cpu_time: Option<Duration>,
     pub max_memory: u64,
     pub fuel: Option<u64>,
     pub max_concurrency: u32,
@@ -46,6 +48,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             timeout: Duration::from_secs(30),
+            cpu_time: None,
             max_memory: 128 << 20,
             fuel: None,
             max_concurrency: 64,
@@ -61,6 +64,7 @@ impl Default for Limits {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LimitOverrides {
     pub timeout: Option<Duration>,
+    pub cpu_time: Option<Duration>,
     pub max_memory: Option<u64>,
     pub fuel: Option<u64>,
     pub max_concurrency: Option<u32>,
@@ -87,6 +91,9 @@ impl Limits {
         if o.fuel.is_some() {
             self.fuel = o.fuel;
         }
+        if o.cpu_time.is_some() {
+            self.cpu_time = o.cpu_time;
+        }
     }
 }
 
@@ -94,6 +101,7 @@ impl From<&RawFunction> for LimitOverrides {
     fn from(f: &RawFunction) -> Self {
         LimitOverrides {
             timeout: f.timeout.map(|d| d.0),
+            cpu_time: f.cpu_time.map(|d| d.0),
             max_memory: f.max_memory.map(|s| s.0),
             fuel: f.fuel,
             max_concurrency: f.max_concurrency,
@@ -628,6 +636,18 @@ pub fn parse(file: &Path, text: &str, cli: &LimitOverrides) -> Result<App, Manif
                 Some(table.clone()),
                 format!(
                     "function `{}`: timeout must be more than zero",
+                    name.get_ref()
+                ),
+            ));
+        }
+        if let Some(cpu) = limits.cpu_time
+            && cpu < std::time::Duration::from_millis(1)
+        {
+            return Err(at(
+                Some(table.clone()),
+                format!(
+                    "function `{}`: cpu_time must be at least 1ms (the budget is checked every \
+                     millisecond of the guest's running)",
                     name.get_ref()
                 ),
             ));

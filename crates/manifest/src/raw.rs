@@ -99,6 +99,7 @@ pub struct RawFunction {
     pub abi: Option<Abi>,
     pub methods: Option<Vec<Spanned<String>>>,
     pub timeout: Option<Dur>,
+    pub cpu_time: Option<Dur>,
     pub max_memory: Option<Size>,
     pub fuel: Option<u64>,
     pub max_concurrency: Option<u32>,

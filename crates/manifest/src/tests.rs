@@ -26,6 +26,7 @@ fn good_manifest_resolves_with_defaults_and_overrides() {
         hello.limits,
         Limits {
             timeout: Duration::from_millis(500),
+            cpu_time: Some(Duration::from_millis(20)),
             max_memory: 2 << 20,
             fuel: Some(1_000_000_000),
             max_concurrency: 4,

@@ -12,6 +12,9 @@ pub struct GuestStats {
     pub instantiate: Option<std::time::Duration>,
     /// Fuel consumed, when metering is on.
     pub fuel: Option<u64>,
+    /// On-CPU time of the guest's own code, when its function has a
+    /// `cpu_time` budget (only then is it metered).
+    pub cpu: Option<std::time::Duration>,
 }
 
 impl GuestStats {
@@ -31,6 +34,9 @@ impl GuestStats {
         }
         if let Some(f) = self.fuel {
             parts.push(format!("fuel={f}"));
+        }
+        if let Some(c) = self.cpu {
+            parts.push(format!("cpu={}us", c.as_micros()));
         }
         parts.join(";")
     }

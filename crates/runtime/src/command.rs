@@ -146,6 +146,7 @@ pub fn run(engine: &Engine, loaded: &Loaded, mut cfg: RunConfig) -> wasmtime::Re
         compile_us: 0,
         instantiate_us: 0,
         run_us: 0,
+        cpu_us: 0,
         fuel_limit: cfg.fuel,
         fuel_consumed: None,
         memory_limit_bytes: cfg.max_memory,
@@ -160,6 +161,7 @@ pub fn run(engine: &Engine, loaded: &Loaded, mut cfg: RunConfig) -> wasmtime::Re
     let builder = wasi_builder(&cfg)?;
     let watchdog_timeout = cfg.timeout;
     let on_stuck = cfg.on_stuck.take();
+    let meter = crate::cpu::CpuMeter::default();
     let (result, times, limits, fuel_left) = match &loaded.program {
         Program::Module(module) => {
             let mut builder = builder;
@@ -170,6 +172,7 @@ pub fn run(engine: &Engine, loaded: &Loaded, mut cfg: RunConfig) -> wasmtime::Re
             let mut store = Store::new(engine, host);
             store.limiter(|h| &mut h.limits);
             prepare_store(&mut store, &cfg, metered)?;
+            meter.attach(&mut store);
             let mut linker = wasmtime::Linker::new(engine);
             wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |h: &mut ModuleHost| &mut h.wasi)?;
             let t0 = Instant::now();
@@ -203,6 +206,7 @@ pub fn run(engine: &Engine, loaded: &Loaded, mut cfg: RunConfig) -> wasmtime::Re
             let mut store = Store::new(engine, host);
             store.limiter(|h| &mut h.limits);
             prepare_store(&mut store, &cfg, metered)?;
+            meter.attach(&mut store);
             let mut linker = wasmtime::component::Linker::new(engine);
             wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
             let t0 = Instant::now();
@@ -239,6 +243,7 @@ pub fn run(engine: &Engine, loaded: &Loaded, mut cfg: RunConfig) -> wasmtime::Re
         }
     };
     stats.set_times(loaded.load_time, times.0, times.1);
+    stats.cpu_us = meter.counted().as_micros().try_into().unwrap_or(u64::MAX);
     if let (Some(left), true) = (fuel_left, metered) {
         let budget = cfg.fuel.unwrap_or(u64::MAX);
         stats.fuel_consumed = Some(budget - left);

@@ -7,10 +7,12 @@
 pub mod artifact;
 pub mod cache;
 pub mod command;
+pub mod cpu;
 pub mod dirs;
 pub mod engine;
 pub mod limits;
 pub mod load;
 pub mod outcome;
 pub mod stats;
+pub mod ticker;
 pub mod units;

@@ -22,6 +22,8 @@ pub struct Stats {
     pub instantiate_us: u64,
     /// Running the guest's entry point.
     pub run_us: u64,
+    /// On-CPU time of the guest's own code (host calls not included).
+    pub cpu_us: u64,
     pub fuel_limit: Option<u64>,
     pub fuel_consumed: Option<u64>,
     pub memory_limit_bytes: Option<u64>,
@@ -61,6 +63,7 @@ impl Stats {
         rows.push(("compile/load", us(self.compile_us)));
         rows.push(("instantiate", us(self.instantiate_us)));
         rows.push(("run", us(self.run_us)));
+        rows.push(("guest cpu", us(self.cpu_us)));
         if let Some(fuel) = self.fuel_consumed {
             let limit = self
                 .fuel_limit

@@ -7,11 +7,8 @@ use crate::split::Split;
 use anyhow::Result;
 use arc_swap::ArcSwap;
 use std::sync::Arc;
-use wasmtime::Engine;
-use wedge_executor::function::{self, Loaded};
+use wedge_executor::function::{self, Loaded, Loader};
 use wedge_manifest::{App, Function, Router, Traffic};
-use wedge_observe::metrics::Metrics;
-use wedge_runtime::cache::Cache;
 
 pub struct Table {
     pub router: Router,
@@ -107,13 +104,8 @@ impl std::fmt::Display for Changes {
 
 impl Table {
     /// Compiles (through the cache) and links every function of `app`.
-    pub fn load(
-        app: &App,
-        engine: &Engine,
-        cache: Option<&Cache>,
-        metrics: &Arc<Metrics>,
-    ) -> Result<Table> {
-        Ok(Table::reload(app, None, engine, cache, metrics)?.0)
+    pub fn load(app: &App, loader: Loader<'_>) -> Result<Table> {
+        Ok(Table::reload(app, None, loader)?.0)
     }
 
     /// Builds the table for `app`, keeping from `previous` every version
@@ -123,10 +115,9 @@ impl Table {
     pub fn reload(
         app: &App,
         previous: Option<&Table>,
-        engine: &Engine,
-        cache: Option<&Cache>,
-        metrics: &Arc<Metrics>,
+        loader: Loader<'_>,
     ) -> Result<(Table, Changes)> {
+        let cache = loader.cache;
         let mut shared = function::Shared::new();
         let mut changes = Changes::default();
         let mut functions = Vec::with_capacity(app.functions.len());
@@ -143,7 +134,7 @@ impl Table {
                     Some(v) => versions.push(v.clone()),
                     None => {
                         fresh = true;
-                        let loaded = function::load(engine, &config, cache, metrics, &mut shared)?;
+                        let loaded = function::load(loader, &config, &mut shared)?;
                         versions.push(Arc::new(Version::new(loaded)));
                     }
                 }

@@ -9,10 +9,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use wedge_executor::failure::{Class, Failure};
+use wedge_executor::function::Loader;
 use wedge_executor::invocation::{Invocation, Peer, Route};
 use wedge_manifest::LimitOverrides;
 use wedge_observe::metrics::Metrics;
 use wedge_runtime::engine::{self, EngineOptions};
+use wedge_runtime::ticker::Clock;
 use wedge_trigger::pipeline::{Ending, Pipeline, Record};
 use wedge_trigger::table::{Table, Version};
 
@@ -32,7 +34,13 @@ fn table(metrics: &Arc<Metrics>) -> Table {
     let app = wedge_manifest::parse(Path::new("wedge.toml"), &text, &LimitOverrides::default())
         .expect("manifest");
     let engine = engine::build(EngineOptions { fuel: false }).expect("engine");
-    Table::load(&app, &engine, None, metrics).expect("table")
+    let loader = Loader {
+        engine: &engine,
+        cache: None,
+        metrics,
+        clock: &Clock::none(),
+    };
+    Table::load(&app, loader).expect("table")
 }
 
 /// A message as a trigger hands it over: CloudEvents binary mode.

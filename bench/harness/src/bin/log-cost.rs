@@ -88,6 +88,7 @@ fn child(variant: &str, lines: u64) {
         peak_memory: Some(131_072),
         instantiate: None,
         fuel: None,
+        cpu: None,
     };
     let json = variant.ends_with("json");
     let (line, dropped): (LogOne, Count) = if variant.starts_with("hand") {

@@ -7,6 +7,7 @@ mod client;
 mod conformance;
 mod control;
 mod errors;
+mod governance;
 mod hostile;
 mod inspect;
 mod limits;

@@ -197,3 +197,34 @@ fn component_commands_run_too() {
     // WASI 0.2 `exit` carries only success or failure, so 3 arrives as 1.
     sb.run(&["run", s(&comp), "x"]).expect(1);
 }
+
+#[test]
+fn stats_count_the_guests_cpu_apart_from_its_waiting() {
+    let sb = Sandbox::new();
+    // Sleeping 300 ms: long to run, next to nothing on the CPU.
+    let slow = guest("c/wagi/slow.wasm");
+    let r = sb.run(&[
+        "run",
+        "--stats-json",
+        "-",
+        "--env",
+        "QUERY_STRING=nap&300",
+        s(&slow),
+    ]);
+    r.expect(0);
+    let v = r.stats();
+    assert!(v["run_us"].as_u64().unwrap() >= 300_000, "{v}");
+    assert!(v["cpu_us"].as_u64().unwrap() < 50_000, "{v}");
+    // Spinning until stopped at 200 ms: on the CPU nearly all along.
+    let r = sb.run(&[
+        "run",
+        "--stats-json",
+        "-",
+        "--timeout",
+        "200ms",
+        s(&guest("wat/spin.wat")),
+    ]);
+    let v = r.stats();
+    assert_eq!(v["outcome"], "timeout");
+    assert!(v["cpu_us"].as_u64().unwrap() >= 100_000, "{v}");
+}

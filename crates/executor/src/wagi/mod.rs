@@ -24,6 +24,8 @@ const STDERR_LIMIT: usize = 64 << 10;
 struct WagiHost {
     wasi: WasiP1Ctx,
     limits: Limits,
+    /// The epoch ticks while this store lives.
+    _active: wedge_runtime::ticker::Active,
 }
 
 /// A preview1 module, linked once.
@@ -66,6 +68,7 @@ impl Wagi {
             WagiHost {
                 wasi,
                 limits: Limits::new(Some(self.spec.limits.max_memory), false),
+                _active: self.spec.clock.active(),
             },
         );
         store.limiter(|h| &mut h.limits);
@@ -131,7 +134,7 @@ impl Wagi {
             .map_err(|e| Failure::Internal {
                 message: e.to_string(),
             })?;
-        crate::profile::arm_epochs(&mut store, &spec.profiling);
+        let meter = crate::epochs::arm(&mut store, spec);
         let mut instantiated = None;
         let run = async {
             let t0 = std::time::Instant::now();
@@ -154,6 +157,7 @@ impl Wagi {
                 spec.metrics.fuel.observe(f as f64);
             }
         }
+        stats.cpu = meter.map(|m| m.counted());
         let grow_failures = store.data().limits.grow_failures();
         let peak = store.data().limits.peak_memory();
         drop(store);

@@ -194,6 +194,9 @@ fn access_text(out: &mut String, a: &Access<'_>) {
         if let Some(m) = g.peak_memory {
             let _ = write!(out, " mem={m}");
         }
+        if let Some(c) = g.cpu {
+            let _ = write!(out, " cpu={}us", c.as_micros());
+        }
     }
     if let Some(t) = a.trace_id {
         let _ = write!(out, " trace={t}");
@@ -235,6 +238,13 @@ fn access_json(out: &mut String, a: &Access<'_>) {
     match a.guest.and_then(|g| g.peak_memory) {
         Some(m) => {
             let _ = write!(out, "{m}");
+        }
+        None => out.push_str("null"),
+    }
+    out.push_str(",\"cpu_us\":");
+    match a.guest.and_then(|g| g.cpu) {
+        Some(c) => {
+            let _ = write!(out, "{}", c.as_micros());
         }
         None => out.push_str("null"),
     }
@@ -319,6 +329,7 @@ mod tests {
             peak_memory: Some(65536),
             instantiate: None,
             fuel: None,
+            cpu: Some(Duration::from_micros(23)),
         };
         let mut out = String::new();
         access_text(&mut out, &sample(Some(&g)));
@@ -326,7 +337,7 @@ mod tests {
         assert!(stamp.parse::<f64>().is_ok(), "{stamp}");
         assert_eq!(
             rest,
-            "info [r-1] -: GET /a\"b\n\u{1} 200 57us guest=41us mem=65536 \
+            "info [r-1] -: GET /a\"b\n\u{1} 200 57us guest=41us mem=65536 cpu=23us \
              trace=4bf92f3577b34da6a3ce929d0e0e4736 ok\n"
         );
     }
@@ -342,6 +353,7 @@ mod tests {
         assert_eq!(v["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(v["guest_us"], serde_json::Value::Null);
         assert_eq!(v["peak_memory_bytes"], serde_json::Value::Null);
+        assert_eq!(v["cpu_us"], serde_json::Value::Null);
         assert_eq!(v["duration_us"], 57);
         assert!(v["time"].as_f64().is_some());
     }
