@@ -36,6 +36,11 @@ pub enum Failure {
     BadRequest { problem: String },
     /// The request headers are over the server's limit.
     HeadersTooLarge { limit: usize },
+    /// A rate limit has no token left; one will be there after `retry_after`.
+    RateLimited {
+        policy: &'static str,
+        retry_after: Duration,
+    },
     /// Every slot busy and the queue full.
     QueueFull,
     /// Waited in the queue past `queue_timeout`.
@@ -72,9 +77,10 @@ impl Failure {
             | Failure::BodyTimeout { .. }
             | Failure::BadRequest { .. }
             | Failure::HeadersTooLarge { .. } => Class::Refused,
-            Failure::QueueFull | Failure::QueueTimeout { .. } | Failure::ShuttingDown => {
-                Class::Busy
-            }
+            Failure::QueueFull
+            | Failure::QueueTimeout { .. }
+            | Failure::ShuttingDown
+            | Failure::RateLimited { .. } => Class::Busy,
             Failure::Trap { .. }
             | Failure::MemoryLimit { .. }
             | Failure::Timeout { .. }
@@ -97,6 +103,7 @@ impl Failure {
             Failure::BadRequest { .. } => "bad-request",
             Failure::HeadersTooLarge { .. } => "headers-too-large",
             Failure::QueueFull => "queue-full",
+            Failure::RateLimited { .. } => "rate-limited",
             Failure::QueueTimeout { .. } => "queue-timeout",
             Failure::Trap { .. } => "trap",
             Failure::MemoryLimit { .. } => "memory",
@@ -144,6 +151,13 @@ impl Failure {
             Failure::QueueFull => {
                 "function is at its concurrency limit and its queue is full".into()
             }
+            Failure::RateLimited {
+                policy,
+                retry_after,
+            } => format!(
+                "rate limit ({policy}) reached; try again in {} ms",
+                retry_after.as_millis().max(1)
+            ),
             Failure::QueueTimeout { waited } => format!(
                 "function is at its concurrency limit; waited {} ms in the queue",
                 waited.as_millis()
@@ -176,6 +190,10 @@ impl Failure {
     pub fn retry_after(&self) -> Option<u64> {
         match self {
             Failure::QueueFull | Failure::QueueTimeout { .. } => Some(1),
+            // Whole seconds, rounded up: never before a token is there.
+            Failure::RateLimited { retry_after, .. } => {
+                Some(retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0))
+            }
             Failure::ShuttingDown => Some(5),
             _ => None,
         }

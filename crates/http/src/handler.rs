@@ -19,11 +19,13 @@ use std::time::{Duration, Instant};
 use wedge_executor::body::{self, Body};
 use wedge_executor::failure::Failure;
 use wedge_executor::invocation::{Invocation, Route};
+use wedge_manifest::rate::RateKey;
 use wedge_observe::log;
 use wedge_observe::traces::{TRACEPARENT, TRACESTATE};
 use wedge_telemetry::metric::Gauge;
 use wedge_telemetry::trace::{self, Context};
 use wedge_trigger::pipeline::{Ending, Pipeline, Record};
+use wedge_trigger::rate::{self, Bucket, Left};
 use wedge_trigger::request_id;
 use wedge_trigger::table::Shared;
 
@@ -101,13 +103,14 @@ impl Handler {
         });
         let mut seen = Record::default();
         let mut route_seen = None;
+        let mut rate = RateHeaders::default();
         let result = self
             .dispatch(
                 req,
                 &path,
                 peer,
                 &id,
-                (&mut seen, &mut route_seen),
+                (&mut seen, &mut route_seen, &mut rate),
                 span.as_ref(),
             )
             .await;
@@ -132,6 +135,7 @@ impl Handler {
         if let Ok(v) = HeaderValue::from_str(&id) {
             response.headers_mut().insert("x-request-id", v);
         }
+        rate.insert(response.headers_mut());
         if seen.versions > 1
             && let Some(v) = &seen.version
             && let Ok(v) = HeaderValue::from_str(v)
@@ -202,7 +206,7 @@ impl Handler {
         path: &str,
         peer: Peer,
         id: &str,
-        (seen, route_seen): (&mut Record, &mut Option<Arc<str>>),
+        (seen, route_seen, rate): (&mut Record, &mut Option<Arc<str>>, &mut RateHeaders),
         span: Option<&Context>,
     ) -> Result<Response<Body>, Failure> {
         let header_bytes: usize = req
@@ -226,6 +230,9 @@ impl Handler {
             }
         }
         let table = self.table.load_full();
+        if let Some(node) = &table.node_rate {
+            rate.take(node, b"")?;
+        }
         let Some(routed) = table.router.route(path) else {
             return Err(Failure::NoRoute);
         };
@@ -240,6 +247,24 @@ impl Handler {
             return Err(Failure::MethodNotAllowed {
                 allowed: methods.clone(),
             });
+        }
+        for bucket in &served.rate {
+            let client;
+            let key: &[u8] = match &bucket.config.key {
+                RateKey::Function => b"",
+                RateKey::Client => {
+                    client = ip_octets(peer.remote.ip());
+                    &client
+                }
+                RateKey::Header(name) => req.headers().get(name).map_or(&[], |v| v.as_bytes()),
+                RateKey::Param(name) => routed
+                    .found
+                    .params
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map_or(&[], |(_, v)| v.as_bytes()),
+            };
+            rate.take(bucket, key)?;
         }
         let limit = f.spec.limits.max_request_body;
         let declared = req
@@ -295,6 +320,61 @@ impl Handler {
             }),
             Ok(Ok(collected)) => Ok(collected.to_bytes()),
         }
+    }
+}
+
+/// The rate limits a request passed (or the one that turned it away), as
+/// the IETF `RateLimit-Policy` and `RateLimit` fields
+/// (draft-ietf-httpapi-ratelimit-headers).
+#[derive(Default)]
+struct RateHeaders {
+    policy: Vec<String>,
+    state: Vec<String>,
+}
+
+impl RateHeaders {
+    /// Takes a token from `bucket`; turned away, the failure to answer.
+    fn take(&mut self, bucket: &Bucket, key: &[u8]) -> Result<(), Failure> {
+        self.policy.push(rate::policy_item(bucket));
+        match bucket.take(key) {
+            Ok(left) => {
+                self.state.push(rate::state_item(bucket, left));
+                Ok(())
+            }
+            Err(limited) => {
+                let reset = limited.retry_after;
+                let left = Left {
+                    remaining: 0,
+                    reset_secs: reset.as_secs() + u64::from(reset.subsec_nanos() > 0),
+                };
+                self.state.push(rate::state_item(bucket, left));
+                Err(Failure::RateLimited {
+                    policy: limited.policy,
+                    retry_after: limited.retry_after,
+                })
+            }
+        }
+    }
+
+    fn insert(&self, headers: &mut http::HeaderMap) {
+        for (name, items) in [
+            ("ratelimit-policy", &self.policy),
+            ("ratelimit", &self.state),
+        ] {
+            if !items.is_empty()
+                && let Ok(v) = HeaderValue::from_str(&items.join(", "))
+            {
+                headers.insert(name, v);
+            }
+        }
+    }
+}
+
+/// An IP address's bytes, as a rate-limit key.
+fn ip_octets(ip: std::net::IpAddr) -> Vec<u8> {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.octets().to_vec(),
+        std::net::IpAddr::V6(v6) => v6.octets().to_vec(),
     }
 }
 

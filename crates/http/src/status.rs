@@ -15,6 +15,7 @@ pub fn of(failure: &Failure) -> StatusCode {
         Failure::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         Failure::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
         Failure::BadRequest { .. } => StatusCode::BAD_REQUEST,
+        Failure::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         Failure::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         Failure::QueueFull
         | Failure::QueueTimeout { .. }

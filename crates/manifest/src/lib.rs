@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod outbound;
+pub mod rate;
 pub mod raw;
 pub mod routes;
 pub mod traffic;
@@ -142,6 +143,8 @@ pub struct Function {
     pub version: Option<String>,
     /// Other versions in traffic and how requests are split.
     pub traffic: Traffic,
+    /// Token buckets every request of the function passes (all versions).
+    pub rate_limits: Vec<rate::RateLimit>,
 }
 
 /// Server settings, resolved.
@@ -155,6 +158,8 @@ pub struct Server {
     pub tls: Option<TlsFiles>,
     /// How the node's engine is sized; fixed for the life of the process.
     pub engine: EngineSettings,
+    /// One token bucket for every request the node serves.
+    pub rate_limit: Option<rate::RateLimit>,
 }
 
 /// The engine is built once per process and outlives every version of every
@@ -180,6 +185,7 @@ impl Default for Server {
             connections: Connections::default(),
             tls: None,
             engine: EngineSettings::default(),
+            rate_limit: None,
         }
     }
 }
@@ -369,6 +375,7 @@ pub fn single(module: &Path, cli: &LimitOverrides) -> App {
             instance_reuse: 1,
             version: None,
             traffic: Traffic::default(),
+            rate_limits: Vec::new(),
         }],
         router: Router::new(vec![(route, 0)]).expect("one route cannot conflict"),
         manifest: None,
@@ -435,6 +442,9 @@ pub fn parse(file: &Path, text: &str, cli: &LimitOverrides) -> Result<App, Manif
             None,
             "[server] max_instance_memory must be at least 64KiB (one page)".into(),
         ));
+    }
+    if let Some(r) = &rs.rate_limit {
+        server.rate_limit = Some(rate::resolve(r, false).map_err(|(span, e)| at(Some(span), e))?);
     }
     let manifest_limits = ConnectionOverrides {
         max_connections: rs.max_connections,
@@ -715,6 +725,30 @@ pub fn parse(file: &Path, text: &str, cli: &LimitOverrides) -> Result<App, Manif
             });
         }
         let (version, traffic) = resolve_traffic(f, defaults, &base, &env, &at)?;
+        let mut rate_limits = Vec::new();
+        let rules = f
+            .rate_limit
+            .as_ref()
+            .or(defaults.and_then(|d| d.get_ref().rate_limit.as_ref()));
+        for r in rules.into_iter().flatten() {
+            let limit = rate::resolve(r, true).map_err(|(span, e)| at(Some(span), e))?;
+            if rate_limits
+                .iter()
+                .any(|l: &rate::RateLimit| l.key == limit.key)
+            {
+                return Err(at(
+                    Some(r.rate.span()),
+                    format!(
+                        "function `{}` has two rate limits with the same key: merge them",
+                        name.get_ref()
+                    ),
+                ));
+            }
+            rate_limits.push(limit);
+        }
+        // Per-key buckets first: a client over its own limit does not use
+        // up the function's.
+        rate_limits.sort_by_key(|l| l.key == rate::RateKey::Function);
         let mut outbound = Vec::new();
         let rules = f
             .allowed_outbound_hosts
@@ -740,6 +774,7 @@ pub fn parse(file: &Path, text: &str, cli: &LimitOverrides) -> Result<App, Manif
             instance_reuse,
             version,
             traffic,
+            rate_limits,
         });
     }
 

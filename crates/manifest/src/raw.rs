@@ -67,6 +67,8 @@ pub struct RawServer {
     pub max_instance_memory: Option<Size>,
     /// Compile fuel metering in, so functions may set `fuel`.
     pub fuel_metering: Option<bool>,
+    /// One token bucket for every request of the node.
+    pub rate_limit: Option<crate::rate::RawRate>,
 }
 
 /// How a function is called.
@@ -110,6 +112,8 @@ pub struct RawFunction {
     pub env: Option<BTreeMap<String, String>>,
     pub files: Option<Vec<Spanned<RawFile>>>,
     pub allowed_outbound_hosts: Option<Vec<Spanned<String>>>,
+    /// Token buckets (`[[function.rate_limit]]`), one per key at most.
+    pub rate_limit: Option<Vec<crate::rate::RawRate>>,
     /// Pass the Authorization header to WAGI guests (off: CGI hides it).
     pub allow_authorization: Option<bool>,
     /// Requests one instance of a WASI 0.3 service may serve, one after

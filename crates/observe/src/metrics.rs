@@ -42,6 +42,8 @@ pub struct Metrics {
     pub reloads: Family<Counter>,
     pub rollout_decisions: Family<Counter>,
     pub reload_last_successful: Family<Gauge>,
+    pub rate_limit: Family<Counter>,
+    pub rate_limit_keys: Family<Gauge>,
 }
 
 const F: &[&str] = &["function"];
@@ -107,6 +109,12 @@ impl Default for Metrics {
                 &[],
                 Gauge::default,
             ),
+            rate_limit: Family::new(
+                n::WEDGE_RATE_LIMIT,
+                &["function", "policy", "decision"],
+                Counter::default,
+            ),
+            rate_limit_keys: Family::new(n::WEDGE_RATE_LIMIT_KEYS, F, Gauge::default),
         }
     }
 }
@@ -152,6 +160,8 @@ impl Metrics {
         e.family(&self.reloads);
         e.family(&self.rollout_decisions);
         e.family(&self.reload_last_successful);
+        e.family(&self.rate_limit);
+        e.family(&self.rate_limit_keys);
         let p = |d: n::Desc| (d.name, d.help, d.kind);
         if let Some(rss) = process::resident_bytes() {
             let (name, help, kind) = p(n::PROCESS_RESIDENT_MEMORY);

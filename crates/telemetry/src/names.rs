@@ -244,6 +244,18 @@ desc!(
     "Decisions of progressive rollouts (decision: advance, wait, promote, rollback, freeze)."
 );
 desc!(
+    WEDGE_RATE_LIMIT,
+    "wedge_rate_limit",
+    Counter,
+    "Requests a rate limit let through or turned away (decision: allowed, limited; policy: function, key, node)."
+);
+desc!(
+    WEDGE_RATE_LIMIT_KEYS,
+    "wedge_rate_limit_keys",
+    Gauge,
+    "Client keys a function's keyed rate limit holds state for (bounded by max_keys)."
+);
+desc!(
     WEDGE_BUILD_INFO,
     "wedge_build_info",
     Gauge,
@@ -280,7 +292,7 @@ pub const SIZE_BUCKETS: [f64; 11] = [
 
 /// Every exported name, for checks that dashboards and rules only use
 /// metrics that exist.
-pub const ALL: [Desc; 37] = [
+pub const ALL: [Desc; 39] = [
     HTTP_SERVER_REQUEST_DURATION,
     HTTP_SERVER_ACTIVE_REQUESTS,
     HTTP_SERVER_REQUEST_BODY_SIZE,
@@ -317,6 +329,8 @@ pub const ALL: [Desc; 37] = [
     WEDGE_RELOADS,
     WEDGE_RELOAD_LAST_SUCCESSFUL,
     WEDGE_ROLLOUT_DECISIONS,
+    WEDGE_RATE_LIMIT,
+    WEDGE_RATE_LIMIT_KEYS,
     WEDGE_BUILD_INFO,
 ];
 

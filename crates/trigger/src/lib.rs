@@ -9,6 +9,7 @@
 
 pub mod gate;
 pub mod pipeline;
+pub mod rate;
 pub mod request_id;
 pub mod spans;
 pub mod split;

@@ -122,6 +122,9 @@ impl Pipeline {
             Ending::Answered(status) => status >= 500,
             Ending::Failed { failure, answer } => {
                 let class = failure.class();
+                // A client over its rate limit is neither the function's
+                // error nor news for the log: the metrics count it.
+                let limited = matches!(failure, Failure::RateLimited { .. });
                 if let Some(f) = &record.function {
                     match (class, failure) {
                         (Class::Refused | Class::Busy, _) => f.rejected(failure.kind()),
@@ -132,7 +135,7 @@ impl Pipeline {
                         _ => f.error(failure.kind()),
                     }
                 }
-                if class != Class::Refused {
+                if class != Class::Refused && !limited {
                     let function = record.function_name();
                     log::line(
                         "warn",
@@ -141,7 +144,7 @@ impl Pipeline {
                         &format!("{answer} {}", failure.reason()),
                     );
                 }
-                class != Class::Refused
+                class != Class::Refused && !limited
             }
         };
         if let Some(f) = &record.function {

@@ -3,6 +3,7 @@
 //! replace it atomically while requests keep using the one they started with.
 
 use crate::gate::Gate;
+use crate::rate::Bucket;
 use crate::split::Split;
 use anyhow::Result;
 use arc_swap::ArcSwap;
@@ -14,6 +15,8 @@ pub struct Table {
     pub router: Router,
     /// By the router's target index.
     pub functions: Vec<Arc<Served>>,
+    /// The node-wide rate limit, if any.
+    pub node_rate: Option<Arc<Bucket>>,
 }
 
 /// One version of a function as served: its loaded code and the gate that
@@ -50,6 +53,8 @@ pub struct Served {
     pub names: Vec<Arc<str>>,
     pub split: Split,
     pub traffic: Traffic,
+    /// Rate limits every request of the function passes, keyed ones first.
+    pub rate: Vec<Arc<Bucket>>,
 }
 
 impl Served {
@@ -162,7 +167,20 @@ impl Table {
                 }
                 Some(_) => changes.unchanged += 1,
             }
+            // Buckets survive a reload that keeps their limit: a reload is
+            // no way around a rate limit.
+            let rate = match old {
+                Some(o) if o.rate.iter().map(|b| &b.config).eq(f.rate_limits.iter()) => {
+                    o.rate.clone()
+                }
+                _ => f
+                    .rate_limits
+                    .iter()
+                    .map(|l| Arc::new(Bucket::new(l, loader.metrics, &f.name)))
+                    .collect(),
+            };
             functions.push(Arc::new(Served {
+                rate,
                 name: f.name.clone(),
                 split: Split::new(&f.name, &f.traffic),
                 traffic: f.traffic.clone(),
@@ -177,10 +195,19 @@ impl Table {
                 }
             }
         }
+        let node_rate = match (
+            &app.server.rate_limit,
+            previous.and_then(|t| t.node_rate.as_ref()),
+        ) {
+            (None, _) => None,
+            (Some(l), Some(old)) if old.config == *l => Some(old.clone()),
+            (Some(l), _) => Some(Arc::new(Bucket::new(l, loader.metrics, ""))),
+        };
         Ok((
             Table {
                 router: app.router.clone(),
                 functions,
+                node_rate,
             },
             changes,
         ))

@@ -97,3 +97,216 @@ fn a_cpu_budget_stops_a_spinning_guest_but_not_a_sleeping_one() {
         assert!(cpu_of(&r) > Duration::ZERO, "{path}");
     }
 }
+
+/// One keep-alive HTTP/1.1 connection, for load without a port per request.
+struct KeepAlive {
+    stream: std::io::BufReader<std::net::TcpStream>,
+}
+
+impl KeepAlive {
+    fn connect(addr: std::net::SocketAddr) -> KeepAlive {
+        let s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.set_nodelay(true).unwrap();
+        KeepAlive {
+            stream: std::io::BufReader::new(s),
+        }
+    }
+
+    /// Sends a GET and reads the response: its status and headers.
+    fn get(&mut self, path: &str, headers: &[(&str, &str)]) -> (u16, Vec<(String, String)>) {
+        use std::io::{BufRead, Read, Write};
+        let mut head = format!("GET {path} HTTP/1.1\r\nHost: wedge\r\n");
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        self.stream.get_mut().write_all(head.as_bytes()).unwrap();
+        let mut line = String::new();
+        self.stream.read_line(&mut line).unwrap();
+        let status: u16 = line.split(' ').nth(1).unwrap().parse().unwrap();
+        let mut fields = Vec::new();
+        loop {
+            line.clear();
+            self.stream.read_line(&mut line).unwrap();
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            let (k, v) = l.split_once(':').unwrap();
+            fields.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+        let len: usize = fields
+            .iter()
+            .find(|(k, _)| k == "content-length")
+            .map_or(0, |(_, v)| v.parse().unwrap());
+        let mut body = vec![0; len];
+        self.stream.read_exact(&mut body).unwrap();
+        (status, fields)
+    }
+}
+
+fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    fields
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Sends requests back to back for `run`; counts those let through (200).
+fn hammer(
+    addr: std::net::SocketAddr,
+    path: &'static str,
+    key: &'static str,
+    run: Duration,
+) -> std::thread::JoinHandle<(u64, Duration)> {
+    std::thread::spawn(move || {
+        let mut c = KeepAlive::connect(addr);
+        let start = std::time::Instant::now();
+        let mut admitted = 0;
+        while start.elapsed() < run {
+            let (status, _) = c.get(path, &[("x-api-key", key)]);
+            assert!(status == 200 || status == 429, "{status}");
+            admitted += u64::from(status == 200);
+        }
+        (admitted, start.elapsed())
+    })
+}
+
+/// The value of the series `name` (labels included) in `/metrics`.
+fn metric(srv: &Server, name: &str) -> f64 {
+    let text = srv.admin_request("GET", "/metrics", b"").text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn rate_limits_admit_the_rate_per_key_and_node_wide() {
+    let sb = Sandbox::new();
+    let keyed = Server::start(
+        &sb.cache_dir(),
+        &[
+            "-f",
+            &sb.manifest(&function(
+                "keyed",
+                "wat/wagi/hello.wat",
+                "[[function.rate_limit]]\nrate = \"100/s\"\nburst = 20\nkey = \"header:x-api-key\"",
+            )),
+        ],
+    );
+    let node_dir = Sandbox::new();
+    let node = Server::start(
+        &node_dir.cache_dir(),
+        &[
+            "-f",
+            &node_dir.manifest(&format!(
+                "[server]\nrate_limit = {{ rate = \"100/s\", burst = 20 }}\n{}{}",
+                function("one", "wat/wagi/hello.wat", ""),
+                function("two", "wat/wagi/hello.wat", ""),
+            )),
+        ],
+    );
+
+    // The first request over a key's burst: 429 with the IETF fields.
+    let mut c = KeepAlive::connect(keyed.addr);
+    let mut first_429 = None;
+    let mut probe_admitted = 0;
+    for _ in 0..100 {
+        let (status, fields) = c.get("/keyed", &[("x-api-key", "probe")]);
+        if status == 429 {
+            first_429 = Some(fields);
+            break;
+        }
+        probe_admitted += 1;
+        assert_eq!(
+            field(&fields, "ratelimit-policy"),
+            Some("\"key\";q=100;w=1")
+        );
+    }
+    let fields = first_429.expect("the burst runs out");
+    assert_eq!(field(&fields, "retry-after"), Some("1"));
+    assert_eq!(
+        field(&fields, "ratelimit-policy"),
+        Some("\"key\";q=100;w=1")
+    );
+    assert_eq!(field(&fields, "ratelimit"), Some("\"key\";r=0;t=1"));
+
+    let run = Duration::from_secs(10);
+    let streams = [
+        hammer(keyed.addr, "/keyed", "alpha", run),
+        hammer(keyed.addr, "/keyed", "beta", run),
+        hammer(node.addr, "/one", "-", run),
+        hammer(node.addr, "/two", "-", run),
+    ];
+    let results: Vec<(u64, Duration)> = streams.into_iter().map(|h| h.join().unwrap()).collect();
+    let expect = |t: Duration| 20.0 + 100.0 * t.as_secs_f64();
+    eprintln!("admitted (count, seconds) per stream: {results:?}");
+    // Per key: each key has its own 100/s.
+    for (admitted, t) in &results[..2] {
+        let want = expect(*t);
+        let got = *admitted as f64;
+        assert!(
+            (got - want).abs() <= want * 0.05,
+            "a key got {got}, expected {want:.0}"
+        );
+    }
+    // Node-wide: both functions together share one 100/s.
+    let (t, got) = (
+        results[2].1.max(results[3].1),
+        (results[2].0 + results[3].0) as f64,
+    );
+    let want = expect(t);
+    assert!(
+        (got - want).abs() <= want * 0.05,
+        "the node let {got} through, expected {want:.0}"
+    );
+
+    let allowed = metric(
+        &keyed,
+        "wedge_rate_limit_total{function=\"keyed\",policy=\"key\",decision=\"allowed\"}",
+    );
+    assert!(probe_admitted >= 20, "{probe_admitted}");
+    assert_eq!(allowed as u64, results[0].0 + results[1].0 + probe_admitted);
+    let node_allowed = metric(
+        &node,
+        "wedge_rate_limit_total{function=\"\",policy=\"node\",decision=\"allowed\"}",
+    );
+    assert_eq!(node_allowed as u64, results[2].0 + results[3].0);
+}
+
+#[test]
+fn a_client_rotating_keys_cannot_grow_the_key_table() {
+    let sb = Sandbox::new();
+    let srv = Server::start(
+        &sb.cache_dir(),
+        &[
+            "-f",
+            &sb.manifest(&function(
+                "keyed",
+                "wat/wagi/hello.wat",
+                "[[function.rate_limit]]\nrate = \"1/h\"\nburst = 1\nkey = \"header:x-api-key\"\n\
+                 max_keys = 500",
+            )),
+        ],
+    );
+    let mut c = KeepAlive::connect(srv.addr);
+    let mut limited_late = 0;
+    for i in 0..3000 {
+        let key = format!("k{i}");
+        let (status, _) = c.get("/keyed", &[("x-api-key", &key)]);
+        if i >= 2000 {
+            limited_late += u32::from(status == 429);
+        }
+    }
+    let keys = metric(&srv, "wedge_rate_limit_keys{function=\"keyed\"}");
+    assert!((500.0..=564.0).contains(&keys), "{keys} keys held");
+    // Once the table is full, new keys share the overflow buckets (one
+    // token an hour each): nearly all of them are turned away.
+    assert!(
+        limited_late >= 900,
+        "{limited_late} of the last 1000 limited"
+    );
+}
