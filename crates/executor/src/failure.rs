@@ -41,6 +41,9 @@ pub enum Failure {
         policy: &'static str,
         retry_after: Duration,
     },
+    /// The function's circuit breaker is open: it has been failing, and
+    /// requests are shed until a probe succeeds.
+    CircuitOpen { retry_after: Duration },
     /// Every slot busy and the queue full.
     QueueFull,
     /// Waited in the queue past `queue_timeout`.
@@ -80,7 +83,8 @@ impl Failure {
             Failure::QueueFull
             | Failure::QueueTimeout { .. }
             | Failure::ShuttingDown
-            | Failure::RateLimited { .. } => Class::Busy,
+            | Failure::RateLimited { .. }
+            | Failure::CircuitOpen { .. } => Class::Busy,
             Failure::Trap { .. }
             | Failure::MemoryLimit { .. }
             | Failure::Timeout { .. }
@@ -104,6 +108,7 @@ impl Failure {
             Failure::HeadersTooLarge { .. } => "headers-too-large",
             Failure::QueueFull => "queue-full",
             Failure::RateLimited { .. } => "rate-limited",
+            Failure::CircuitOpen { .. } => "circuit-open",
             Failure::QueueTimeout { .. } => "queue-timeout",
             Failure::Trap { .. } => "trap",
             Failure::MemoryLimit { .. } => "memory",
@@ -151,6 +156,9 @@ impl Failure {
             Failure::QueueFull => {
                 "function is at its concurrency limit and its queue is full".into()
             }
+            Failure::CircuitOpen { .. } => {
+                "function is failing and its circuit breaker is open; requests are shed".into()
+            }
             Failure::RateLimited {
                 policy,
                 retry_after,
@@ -191,7 +199,7 @@ impl Failure {
         match self {
             Failure::QueueFull | Failure::QueueTimeout { .. } => Some(1),
             // Whole seconds, rounded up: never before a token is there.
-            Failure::RateLimited { retry_after, .. } => {
+            Failure::RateLimited { retry_after, .. } | Failure::CircuitOpen { retry_after } => {
                 Some(retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0))
             }
             Failure::ShuttingDown => Some(5),

@@ -101,7 +101,7 @@ pub fn load(loader: Loader<'_>, f: &Function, shared: &mut Shared) -> Result<Loa
         None => short_digest(&sha256).into(),
     };
     let spec = Arc::new(Spec {
-        name,
+        name: name.clone(),
         version,
         metrics,
         profiling: Arc::default(),
@@ -112,6 +112,10 @@ pub fn load(loader: Loader<'_>, f: &Function, shared: &mut Shared) -> Result<Loa
         allow_authorization: f.allow_authorization,
         methods: f.methods.clone(),
         instance_reuse: f.instance_reuse,
+        upstreams: f
+            .outbound_breaker
+            .as_ref()
+            .map(|b| Arc::new(crate::breaker::Upstreams::new(b, registry, &name))),
         clock: clock.clone(),
     });
     let (executor, abi) = match (&loaded.program, f.abi) {

@@ -74,6 +74,8 @@ pub struct Outbound {
     /// The current request's span; outbound calls become its children.
     pub trace: Option<Context>,
     pub tracer: Option<Arc<Tracer>>,
+    /// Per-upstream circuit breakers, when the function has them.
+    pub breakers: Option<Arc<crate::breaker::Upstreams>>,
 }
 
 type SendFuture = Box<
@@ -115,6 +117,28 @@ impl WasiHttpHooks for Outbound {
             );
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
+        let mut options = options;
+        let mut ticket = None;
+        if let Some(upstreams) = &self.breakers {
+            if let Some(t) = upstreams.config.timeout {
+                let mut o = options.unwrap_or_default();
+                o.connect_timeout = Some(o.connect_timeout.map_or(t, |c| c.min(t)));
+                o.first_byte_timeout = Some(o.first_byte_timeout.map_or(t, |c| c.min(t)));
+                options = Some(o);
+            }
+            if let Some(b) = upstreams.of(&format!("{host}:{port}")) {
+                match b.admit() {
+                    Ok(t) => ticket = Some(t),
+                    // Open: the guest learns at once that the upstream is
+                    // unavailable (the transition was logged).
+                    Err(_) => {
+                        return Box::new(async {
+                            Err(wasmtime_wasi_http::Error::DestinationUnavailable)
+                        });
+                    }
+                }
+            }
+        }
         let mut request = request;
         let client = self.trace.as_ref().map(Context::child);
         if let Some(c) = &client
@@ -144,6 +168,11 @@ impl WasiHttpHooks for Outbound {
             use http_body_util::BodyExt;
             let start = trace::now_nanos();
             let result = wasmtime_wasi_http::default_send_request(request, options).await;
+            if let Some(t) = ticket {
+                // An upstream that answers 5xx is failing as much as one
+                // that does not answer.
+                t.done(matches!(&result, Ok((r, _)) if r.status().as_u16() < 500));
+            }
             if let (Some(t), Some(c)) = (tracer, client)
                 && c.sampled
             {

@@ -8,6 +8,7 @@
 //! function's settings from [`spec::Spec`].
 
 pub mod body;
+pub mod breaker;
 pub mod capture;
 pub mod epochs;
 pub mod failure;

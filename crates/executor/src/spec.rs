@@ -24,6 +24,8 @@ pub struct Spec {
     pub instance_reuse: u32,
     pub metrics: Arc<FunctionMetrics>,
     pub profiling: Arc<crate::profile::Profiling>,
+    /// Breakers of the function's outbound calls, per upstream (opt-in).
+    pub upstreams: Option<Arc<crate::breaker::Upstreams>>,
     /// Marks this function's stores active, so the epoch ticks while they live.
     pub clock: wedge_runtime::ticker::Clock,
 }

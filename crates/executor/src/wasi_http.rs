@@ -213,6 +213,7 @@ impl HandlerState for State {
                 request_id: String::new(),
                 trace: None,
                 tracer: None,
+                breakers: spec.upstreams.clone(),
             },
             limits: Limits::new(Some(spec.limits.max_memory), false),
             stdout,

@@ -20,6 +20,7 @@ pub fn of(failure: &Failure) -> StatusCode {
         Failure::QueueFull
         | Failure::QueueTimeout { .. }
         | Failure::ShuttingDown
+        | Failure::CircuitOpen { .. }
         | Failure::CpuTime { .. } => StatusCode::SERVICE_UNAVAILABLE,
         Failure::Trap { .. }
         | Failure::MemoryLimit { .. }

@@ -4,6 +4,7 @@
 //! kept) → [`App`] (validated and resolved). The runtime never sees raw
 //! configuration. Every error names file, line and column.
 
+pub mod breaker;
 pub mod error;
 pub mod outbound;
 pub mod rate;
@@ -145,6 +146,10 @@ pub struct Function {
     pub traffic: Traffic,
     /// Token buckets every request of the function passes (all versions).
     pub rate_limits: Vec<rate::RateLimit>,
+    /// Sheds requests while the function fails (opt-in).
+    pub circuit_breaker: Option<breaker::Breaker>,
+    /// Fails fast the calls to an upstream that keeps failing (opt-in).
+    pub outbound_breaker: Option<breaker::Breaker>,
 }
 
 /// Server settings, resolved.
@@ -376,6 +381,8 @@ pub fn single(module: &Path, cli: &LimitOverrides) -> App {
             version: None,
             traffic: Traffic::default(),
             rate_limits: Vec::new(),
+            circuit_breaker: None,
+            outbound_breaker: None,
         }],
         router: Router::new(vec![(route, 0)]).expect("one route cannot conflict"),
         manifest: None,
@@ -749,6 +756,34 @@ pub fn parse(file: &Path, text: &str, cli: &LimitOverrides) -> Result<App, Manif
         // Per-key buckets first: a client over its own limit does not use
         // up the function's.
         rate_limits.sort_by_key(|l| l.key == rate::RateKey::Function);
+        let breaker_of = |raw: Option<&Spanned<breaker::RawBreaker>>, outbound: bool| {
+            raw.map(|b| {
+                breaker::resolve(b, outbound).map_err(|e| {
+                    let table = if outbound {
+                        "outbound_breaker"
+                    } else {
+                        "circuit_breaker"
+                    };
+                    at(
+                        Some(b.span()),
+                        format!("function `{}`: {table}: {e}", name.get_ref()),
+                    )
+                })
+            })
+            .transpose()
+        };
+        let circuit_breaker = breaker_of(
+            f.circuit_breaker
+                .as_ref()
+                .or(defaults.and_then(|d| d.get_ref().circuit_breaker.as_ref())),
+            false,
+        )?;
+        let outbound_breaker = breaker_of(
+            f.outbound_breaker
+                .as_ref()
+                .or(defaults.and_then(|d| d.get_ref().outbound_breaker.as_ref())),
+            true,
+        )?;
         let mut outbound = Vec::new();
         let rules = f
             .allowed_outbound_hosts
@@ -775,6 +810,8 @@ pub fn parse(file: &Path, text: &str, cli: &LimitOverrides) -> Result<App, Manif
             version,
             traffic,
             rate_limits,
+            circuit_breaker,
+            outbound_breaker,
         });
     }
 

@@ -114,6 +114,10 @@ pub struct RawFunction {
     pub allowed_outbound_hosts: Option<Vec<Spanned<String>>>,
     /// Token buckets (`[[function.rate_limit]]`), one per key at most.
     pub rate_limit: Option<Vec<crate::rate::RawRate>>,
+    /// Sheds requests while the function fails.
+    pub circuit_breaker: Option<Spanned<crate::breaker::RawBreaker>>,
+    /// Fails fast calls to an upstream that keeps failing.
+    pub outbound_breaker: Option<Spanned<crate::breaker::RawBreaker>>,
     /// Pass the Authorization header to WAGI guests (off: CGI hides it).
     pub allow_authorization: Option<bool>,
     /// Requests one instance of a WASI 0.3 service may serve, one after

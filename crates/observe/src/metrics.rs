@@ -44,6 +44,8 @@ pub struct Metrics {
     pub reload_last_successful: Family<Gauge>,
     pub rate_limit: Family<Counter>,
     pub rate_limit_keys: Family<Gauge>,
+    pub circuit_state: Family<Gauge>,
+    pub circuit_transitions: Family<Counter>,
 }
 
 const F: &[&str] = &["function"];
@@ -115,6 +117,16 @@ impl Default for Metrics {
                 Counter::default,
             ),
             rate_limit_keys: Family::new(n::WEDGE_RATE_LIMIT_KEYS, F, Gauge::default),
+            circuit_state: Family::new(
+                n::WEDGE_CIRCUIT_STATE,
+                &["function", "target"],
+                Gauge::default,
+            ),
+            circuit_transitions: Family::new(
+                n::WEDGE_CIRCUIT_TRANSITIONS,
+                &["function", "target", "to"],
+                Counter::default,
+            ),
         }
     }
 }
@@ -162,6 +174,8 @@ impl Metrics {
         e.family(&self.reload_last_successful);
         e.family(&self.rate_limit);
         e.family(&self.rate_limit_keys);
+        e.family(&self.circuit_state);
+        e.family(&self.circuit_transitions);
         let p = |d: n::Desc| (d.name, d.help, d.kind);
         if let Some(rss) = process::resident_bytes() {
             let (name, help, kind) = p(n::PROCESS_RESIDENT_MEMORY);

@@ -256,6 +256,18 @@ desc!(
     "Client keys a function's keyed rate limit holds state for (bounded by max_keys)."
 );
 desc!(
+    WEDGE_CIRCUIT_STATE,
+    "wedge_circuit_state",
+    Gauge,
+    "Circuit breakers' state: 0 closed, 1 open, 2 half-open (target: inbound, or an upstream host:port)."
+);
+desc!(
+    WEDGE_CIRCUIT_TRANSITIONS,
+    "wedge_circuit_transitions",
+    Counter,
+    "Circuit breakers' changes of state (to: open, half-open, closed)."
+);
+desc!(
     WEDGE_BUILD_INFO,
     "wedge_build_info",
     Gauge,
@@ -292,7 +304,7 @@ pub const SIZE_BUCKETS: [f64; 11] = [
 
 /// Every exported name, for checks that dashboards and rules only use
 /// metrics that exist.
-pub const ALL: [Desc; 39] = [
+pub const ALL: [Desc; 41] = [
     HTTP_SERVER_REQUEST_DURATION,
     HTTP_SERVER_ACTIVE_REQUESTS,
     HTTP_SERVER_REQUEST_BODY_SIZE,
@@ -331,6 +343,8 @@ pub const ALL: [Desc; 39] = [
     WEDGE_ROLLOUT_DECISIONS,
     WEDGE_RATE_LIMIT,
     WEDGE_RATE_LIMIT_KEYS,
+    WEDGE_CIRCUIT_STATE,
+    WEDGE_CIRCUIT_TRANSITIONS,
     WEDGE_BUILD_INFO,
 ];
 

@@ -87,8 +87,25 @@ impl Pipeline {
         record: &mut Record,
     ) -> Result<http::Response<Body>, Failure> {
         let m = &version.spec.metrics;
+        let ticket = match &version.breaker {
+            Some(b) => Some(
+                b.admit()
+                    .map_err(|retry_after| Failure::CircuitOpen { retry_after })?
+                    .neutral_if_dropped(),
+            ),
+            None => None,
+        };
         let queue_start = trace::now_nanos();
-        let slot = version.gate.enter().await?;
+        let slot = match version.gate.enter().await {
+            Ok(slot) => slot,
+            Err(busy) => {
+                // Turned away before the guest ran: no verdict on it.
+                if let Some(t) = ticket {
+                    t.forget();
+                }
+                return Err(busy);
+            }
+        };
         m.queue_wait.observe(slot.queued.as_secs_f64());
         record.queued = Some((queue_start, slot.queued));
         m.request_body.observe(inv.body.len() as f64);
@@ -101,6 +118,12 @@ impl Pipeline {
             .call(inv, version.spec.allow_authorization)
             .await;
         record.guest = Some(outcome.stats);
+        if let Some(t) = ticket {
+            t.done(match &outcome.result {
+                Ok(r) => r.status().as_u16() < 500,
+                Err(f) => !matches!(f.class(), Class::Guest | Class::Internal),
+            });
+        }
         let response = limit_response(
             outcome.result?,
             version.spec.limits.max_response_body,
@@ -123,8 +146,11 @@ impl Pipeline {
             Ending::Failed { failure, answer } => {
                 let class = failure.class();
                 // A client over its rate limit is neither the function's
-                // error nor news for the log: the metrics count it.
+                // error nor news for the log: the metrics count it. Shed by
+                // an open breaker, it is an error but no news either (the
+                // breaker logged when it opened).
                 let limited = matches!(failure, Failure::RateLimited { .. });
+                let quiet = limited || matches!(failure, Failure::CircuitOpen { .. });
                 if let Some(f) = &record.function {
                     match (class, failure) {
                         (Class::Refused | Class::Busy, _) => f.rejected(failure.kind()),
@@ -135,7 +161,7 @@ impl Pipeline {
                         _ => f.error(failure.kind()),
                     }
                 }
-                if class != Class::Refused && !limited {
+                if class != Class::Refused && !quiet {
                     let function = record.function_name();
                     log::line(
                         "warn",

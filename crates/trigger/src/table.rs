@@ -8,8 +8,10 @@ use crate::split::Split;
 use anyhow::Result;
 use arc_swap::ArcSwap;
 use std::sync::Arc;
+use wedge_executor::breaker::Breaker;
 use wedge_executor::function::{self, Loaded, Loader};
 use wedge_manifest::{App, Function, Router, Traffic};
+use wedge_observe::metrics::Metrics;
 
 pub struct Table {
     pub router: Router,
@@ -25,13 +27,24 @@ pub struct Table {
 pub struct Version {
     pub loaded: Loaded,
     pub gate: Gate,
+    /// Sheds requests while the version fails, when it has one.
+    pub breaker: Option<Arc<Breaker>>,
 }
 
 impl Version {
-    pub fn new(loaded: Loaded) -> Self {
+    pub fn new(loaded: Loaded, metrics: &Metrics) -> Self {
         let l = &loaded.config.limits;
         let gate = Gate::new(l.max_concurrency, l.queue, l.queue_timeout);
-        Version { loaded, gate }
+        let breaker = loaded
+            .config
+            .circuit_breaker
+            .as_ref()
+            .map(|b| Arc::new(Breaker::new(b, metrics, &loaded.spec.name, "inbound")));
+        Version {
+            loaded,
+            gate,
+            breaker,
+        }
     }
 }
 
@@ -140,7 +153,7 @@ impl Table {
                     None => {
                         fresh = true;
                         let loaded = function::load(loader, &config, &mut shared)?;
-                        versions.push(Arc::new(Version::new(loaded)));
+                        versions.push(Arc::new(Version::new(loaded, loader.metrics)));
                     }
                 }
             }

@@ -1,8 +1,10 @@
 //! Governance on real sockets: CPU-time budgets (the guest's own on-CPU
 //! time, not the wall clock), rate limits and circuit breakers.
 
-use crate::client::{Response, Server, request};
+use crate::client::{Response, Server, read_request, request};
 use crate::support::{Sandbox, example, guest, s};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 fn function(name: &str, source: &str, extra: &str) -> String {
@@ -309,4 +311,144 @@ fn a_client_rotating_keys_cannot_grow_the_key_table() {
         limited_late >= 900,
         "{limited_late} of the last 1000 limited"
     );
+}
+
+/// An upstream that holds every connection without answering until told
+/// to answer `200 ok`; it counts the connections it accepts.
+struct Upstream {
+    addr: std::net::SocketAddr,
+    answer: Arc<AtomicBool>,
+    accepted: Arc<AtomicUsize>,
+}
+
+impl Upstream {
+    fn start() -> Upstream {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let answer = Arc::new(AtomicBool::new(false));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (a, n) = (answer.clone(), accepted.clone());
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for conn in listener.incoming() {
+                let Ok(mut c) = conn else { continue };
+                n.fetch_add(1, Ordering::SeqCst);
+                if a.load(Ordering::SeqCst) {
+                    read_request(
+                        &mut c,
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n",
+                    );
+                } else {
+                    held.push(c);
+                }
+            }
+        });
+        Upstream {
+            addr,
+            answer,
+            accepted,
+        }
+    }
+}
+
+#[test]
+fn an_outbound_breaker_fails_fast_while_the_upstream_hangs_and_recovers() {
+    let up = Upstream::start();
+    let sb = Sandbox::new();
+    let toml = format!(
+        "[[function]]\nname = \"demo\"\nsource = \"{}\"\nroutes = [\"/c/...\"]\n\
+         allowed_outbound_hosts = [\"http://127.0.0.1:*\"]\n\
+         [function.outbound_breaker]\nfailures = 3\ntimeout = \"300ms\"\nopen_for = \"500ms\"\n",
+        s(&example("c-http/demo.component.wasm"))
+    );
+    let srv = Server::start(&sb.cache_dir(), &["-f", &sb.manifest(&toml)]);
+    let path = format!("/c/outbound?{}/x", up.addr);
+    let timed = |path: &str| {
+        let t = std::time::Instant::now();
+        let r = crate::client::get(srv.addr, path);
+        (r, t.elapsed())
+    };
+    // Three calls wait out the 300 ms timeout; then the circuit opens.
+    let mut slow = Vec::new();
+    for _ in 0..3 {
+        let (r, took) = timed(&path);
+        assert!(r.text().contains("outbound request failed"), "{}", r.text());
+        slow.push(took);
+    }
+    let target = format!("target=\"{}\"", up.addr);
+    let state = format!("wedge_circuit_state{{function=\"demo\",{target}}}");
+    assert_eq!(metric(&srv, &state), 1.0, "open after 3 failures");
+    let before = up.accepted.load(Ordering::SeqCst);
+    let (r, fast) = timed(&path);
+    assert!(r.text().contains("outbound request failed"), "{}", r.text());
+    assert_eq!(
+        up.accepted.load(Ordering::SeqCst),
+        before,
+        "an open circuit makes no connection"
+    );
+    eprintln!("outbound call latency: {slow:?} while the upstream hangs, {fast:?} once open");
+    assert!(fast < slow[0] / 3, "{fast:?} vs {slow:?}");
+    srv.wait_for_log(&format!("circuit {} open", up.addr));
+
+    // The upstream recovers: after open_for, one probe goes through and
+    // closes the circuit.
+    up.answer.store(true, Ordering::SeqCst);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = crate::client::get(srv.addr, &path);
+        if r.status == 200 {
+            assert_eq!(r.text(), "ok\n");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never recovered");
+    }
+    assert_eq!(metric(&srv, &state), 0.0, "closed again");
+    let to_closed =
+        format!("wedge_circuit_transitions_total{{function=\"demo\",{target},to=\"closed\"}}");
+    assert_eq!(metric(&srv, &to_closed), 1.0);
+}
+
+#[test]
+fn an_inbound_breaker_sheds_a_failing_function_and_lets_it_recover() {
+    let sb = Sandbox::new();
+    let data = sb.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let toml = function(
+        "files",
+        "c/files.wasm",
+        &format!(
+            "files = [{{ host = \"{}\", guest = \"/data\" }}]\n\
+             [function.circuit_breaker]\nfailures = 3\nopen_for = \"300ms\"\nprobes = 2",
+            s(&data)
+        ),
+    );
+    let srv = Server::start(&sb.cache_dir(), &["-f", &sb.manifest(&toml)]);
+    let a = srv.addr;
+    // The page is missing: the guest exits 1 without a response.
+    for _ in 0..3 {
+        assert_eq!(crate::client::get(a, "/files?read+/data/page").status, 500);
+    }
+    let r = crate::client::get(a, "/files?read+/data/page");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.text().contains("circuit breaker is open"), "{}", r.text());
+    assert_eq!(r.header("retry-after"), Some("1"));
+    srv.wait_for_log("circuit inbound open: 3 failures in a row");
+    let state = "wedge_circuit_state{function=\"files\",target=\"inbound\"}";
+    assert_eq!(metric(&srv, state), 1.0);
+
+    // It is fixed: probes trickle through after open_for, two good ones
+    // close the circuit.
+    std::fs::write(data.join("page"), "Content-Type: text/plain\n\nback\n").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut served = 0;
+    while served < 3 {
+        let r = crate::client::get(a, "/files?read+/data/page");
+        match r.status {
+            200 => served += 1,
+            503 => assert!(std::time::Instant::now() < deadline, "never recovered"),
+            other => panic!("{other}: {}", r.text()),
+        }
+    }
+    assert_eq!(metric(&srv, state), 0.0);
+    srv.wait_for_log("circuit inbound closed: probes succeeded");
 }
