@@ -9,7 +9,11 @@
 #
 # Usage: bench/ab.sh A_BINARY B_BINARY [SECONDS_PER_RUN] [ROUNDS] [CONNECTIONS]
 # AB_LOG_LEVEL (default warn) is the servers' --log-level; `info` adds the
-# access line to every request. Needs Debian `wrk` and `curl`.
+# access line to every request. AB_EXTRA_A and AB_EXTRA_B are TOML lines
+# added to the function's table for A and B (same binary twice with
+# AB_EXTRA_B='[[function.rate_limit]]...' measures what a setting costs);
+# each module is then served from a one-function manifest. Needs Debian
+# `wrk` and `curl`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 a=$1 b=$2 secs=${3:-10} rounds=${4:-3} conns=${5:-64}
@@ -25,8 +29,16 @@ cpu_ticks() { # utime + stime of a process, in clock ticks
 }
 
 run() { # label binary module path
-  local label=$1 bin=$2 module=$3 path=$4 out
-  "$bin" serve "$module" --listen 127.0.0.1:$port --admin-listen 127.0.0.1:0 \
+  local label=$1 bin=$2 module=$3 path=$4 out target=$3 extra
+  if [ "$label" = A ]; then extra=${AB_EXTRA_A:-}; else extra=${AB_EXTRA_B:-}; fi
+  if [ -n "${AB_EXTRA_A:-}${AB_EXTRA_B:-}" ]; then
+    target=$(mktemp -d)
+    printf '[[function]]\nname = "hello"\nsource = "%s"\nroutes = ["/..."]\n%b\n' \
+      "$PWD/$module" "$extra" > "$target/wedge.toml"
+    target="-f $target"
+  fi
+  # shellcheck disable=SC2086
+  "$bin" serve $target --listen 127.0.0.1:$port --admin-listen 127.0.0.1:0 \
     --log-level "$level" > /tmp/ab-server.log 2>&1 &
   local pid=$!
   for _ in $(seq 1 200); do
