@@ -37,6 +37,13 @@ pub struct AppArgs {
     manifest: Option<PathBuf>,
     #[command(flatten)]
     limits: LimitArgs,
+    /// Requests the whole node serves, e.g. 5000/s (also N/min, N/h); 429
+    /// beyond. Wins over `[server] rate_limit`
+    #[arg(long, value_name = "RATE", value_parser = wedge_manifest::rate::parse_rate)]
+    rate_limit: Option<(u32, Duration)>,
+    /// Requests `--rate-limit` lets through at once [default: its count]
+    #[arg(long, value_name = "N", requires = "rate_limit")]
+    rate_burst: Option<std::num::NonZeroU32>,
 }
 
 /// Per-function limits; each sets the default for every function
@@ -205,11 +212,21 @@ impl AppArgs {
             max_request_body: l.max_request_body,
             max_response_body: l.max_response_body,
         };
-        match (&self.manifest, &self.module) {
-            (Some(m), _) => Ok(wedge_manifest::load(m, &cli)?),
-            (None, Some(module)) => Ok(wedge_manifest::single(module, &cli)),
+        let mut app = match (&self.manifest, &self.module) {
+            (Some(m), _) => wedge_manifest::load(m, &cli)?,
+            (None, Some(module)) => wedge_manifest::single(module, &cli),
             (None, None) => anyhow::bail!("give a MODULE or -f wedge.toml"),
+        };
+        if let Some((count, period)) = self.rate_limit {
+            app.server.rate_limit = Some(wedge_manifest::rate::RateLimit {
+                count,
+                period,
+                burst: self.rate_burst.map_or(count, |b| b.get()),
+                key: wedge_manifest::rate::RateKey::Function,
+                max_keys: wedge_manifest::rate::DEFAULT_MAX_KEYS,
+            });
         }
+        Ok(app)
     }
 }
 

@@ -452,3 +452,34 @@ fn an_inbound_breaker_sheds_a_failing_function_and_lets_it_recover() {
     assert_eq!(metric(&srv, state), 0.0);
     srv.wait_for_log("circuit inbound closed: probes succeeded");
 }
+
+#[test]
+fn a_bare_module_is_limited_from_the_command_line() {
+    let sb = Sandbox::new();
+    let hello = guest("wat/wagi/hello.wat");
+    let srv = Server::start(
+        &sb.cache_dir(),
+        &[s(&hello), "--rate-limit", "1/h", "--rate-burst", "2"],
+    );
+    let mut c = KeepAlive::connect(srv.addr);
+    for left in ["1", "0"] {
+        let (status, fields) = c.get("/anything", &[]);
+        assert_eq!(status, 200);
+        assert_eq!(
+            field(&fields, "ratelimit-policy"),
+            Some("\"node\";q=1;w=3600")
+        );
+        let state = field(&fields, "ratelimit").unwrap();
+        assert!(
+            state.starts_with(&format!("\"node\";r={left};t=")),
+            "{state}"
+        );
+    }
+    let (status, fields) = c.get("/anything", &[]);
+    assert_eq!(status, 429);
+    let wait: u64 = field(&fields, "retry-after").unwrap().parse().unwrap();
+    assert!(
+        (3500..=3600).contains(&wait),
+        "a token in an hour, not {wait} s"
+    );
+}
