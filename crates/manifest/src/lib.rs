@@ -739,6 +739,20 @@ pub fn parse(file: &Path, text: &str, cli: &LimitOverrides) -> Result<App, Manif
             .or(defaults.and_then(|d| d.get_ref().rate_limit.as_ref()));
         for r in rules.into_iter().flatten() {
             let limit = rate::resolve(r, true).map_err(|(span, e)| at(Some(span), e))?;
+            if let rate::RateKey::Param(p) = &limit.key
+                && let Some(route) = parsed_routes.iter().find(|r: &&Route| !r.has_param(p))
+            {
+                let span = r.key.as_ref().map(|k| k.span());
+                return Err(at(
+                    span,
+                    format!(
+                        "function `{}`: rate-limit key `param:{p}` names no parameter of route \
+                         `{}`: use a route like \"/users/:{p}\", or key by \"client\" or a header",
+                        name.get_ref(),
+                        route.template()
+                    ),
+                ));
+            }
             if rate_limits
                 .iter()
                 .any(|l: &rate::RateLimit| l.key == limit.key)

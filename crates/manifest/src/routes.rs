@@ -85,6 +85,13 @@ impl Route {
         })
     }
 
+    /// Whether the route has a parameter segment `:name`.
+    pub fn has_param(&self, name: &str) -> bool {
+        self.segments
+            .iter()
+            .any(|s| matches!(s, Segment::Param(p) if p == name))
+    }
+
     pub fn template(&self) -> &str {
         &self.template
     }
