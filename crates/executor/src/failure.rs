@@ -200,12 +200,17 @@ impl Failure {
             Failure::QueueFull | Failure::QueueTimeout { .. } => Some(1),
             // Whole seconds, rounded up: never before a token is there.
             Failure::RateLimited { retry_after, .. } | Failure::CircuitOpen { retry_after } => {
-                Some(retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0))
+                Some(ceil_secs(*retry_after))
             }
             Failure::ShuttingDown => Some(5),
             _ => None,
         }
     }
+}
+
+/// Whole seconds, rounded up: a wait told in seconds never ends early.
+pub fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
 #[cfg(test)]

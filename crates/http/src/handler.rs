@@ -25,7 +25,7 @@ use wedge_observe::traces::{TRACEPARENT, TRACESTATE};
 use wedge_telemetry::metric::Gauge;
 use wedge_telemetry::trace::{self, Context};
 use wedge_trigger::pipeline::{Ending, Pipeline, Record};
-use wedge_trigger::rate::{self, Bucket, Left};
+use wedge_trigger::rate::{self, Bucket};
 use wedge_trigger::request_id;
 use wedge_trigger::table::Shared;
 
@@ -114,23 +114,20 @@ impl Handler {
                 span.as_ref(),
             )
             .await;
-        let (mut response, outcome) = match result {
-            Ok(r) => (r, "ok"),
-            Err(failure) => {
-                let response = status::response(&failure, &id, debug);
-                let answer = response.status();
-                let ending = Ending::Failed {
-                    failure: &failure,
-                    answer: answer.as_str(),
-                };
-                self.pipeline.finish(&seen, &id, ending, start.elapsed());
-                (response, failure.kind())
-            }
+        let (mut response, failure) = match result {
+            Ok(r) => (r, None),
+            Err(f) => (status::response(&f, &id, debug), Some(f)),
         };
-        if outcome == "ok" {
-            let ending = Ending::Answered(response.status().as_u16());
-            self.pipeline.finish(&seen, &id, ending, start.elapsed());
-        }
+        let answer = response.status();
+        let ending = match &failure {
+            None => Ending::Answered(answer.as_u16()),
+            Some(failure) => Ending::Failed {
+                failure,
+                answer: answer.as_str(),
+            },
+        };
+        self.pipeline.finish(&seen, &id, ending, start.elapsed());
+        let outcome = failure.as_ref().map_or("ok", Failure::kind);
         let function = seen.function_name();
         if let Ok(v) = HeaderValue::from_str(&id) {
             response.headers_mut().insert("x-request-id", v);
@@ -254,7 +251,7 @@ impl Handler {
                 RateKey::Function => b"",
                 RateKey::Client => {
                     client = ip_octets(peer.remote.ip());
-                    &client
+                    &client.0[..client.1]
                 }
                 RateKey::Header(name) => req.headers().get(name).map_or(&[], |v| v.as_bytes()),
                 RateKey::Param(name) => routed
@@ -342,12 +339,7 @@ impl RateHeaders {
                 Ok(())
             }
             Err(limited) => {
-                let reset = limited.retry_after;
-                let left = Left {
-                    remaining: 0,
-                    reset_secs: reset.as_secs() + u64::from(reset.subsec_nanos() > 0),
-                };
-                self.state.push(rate::state_item(bucket, left));
+                self.state.push(rate::state_item(bucket, limited.left()));
                 Err(Failure::RateLimited {
                     policy: limited.policy,
                     retry_after: limited.retry_after,
@@ -370,11 +362,16 @@ impl RateHeaders {
     }
 }
 
-/// An IP address's bytes, as a rate-limit key.
-fn ip_octets(ip: std::net::IpAddr) -> Vec<u8> {
+/// An IP address's bytes (and how many there are), as a rate-limit key,
+/// without an allocation per request.
+fn ip_octets(ip: std::net::IpAddr) -> ([u8; 16], usize) {
+    let mut out = [0; 16];
     match ip {
-        std::net::IpAddr::V4(v4) => v4.octets().to_vec(),
-        std::net::IpAddr::V6(v6) => v6.octets().to_vec(),
+        std::net::IpAddr::V4(v4) => {
+            out[..4].copy_from_slice(&v4.octets());
+            (out, 4)
+        }
+        std::net::IpAddr::V6(v6) => (v6.octets(), 16),
     }
 }
 

@@ -17,6 +17,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use wedge_executor::failure::ceil_secs;
 use wedge_manifest::rate::{RateKey, RateLimit};
 use wedge_observe::metrics::Metrics;
 use wedge_telemetry::metric::{Counter, Gauge};
@@ -63,6 +64,16 @@ pub struct Left {
 pub struct Limited {
     pub policy: &'static str,
     pub retry_after: Duration,
+}
+
+impl Limited {
+    /// The bucket's state for the `RateLimit` header: empty until then.
+    pub fn left(&self) -> Left {
+        Left {
+            remaining: 0,
+            reset_secs: ceil_secs(self.retry_after),
+        }
+    }
 }
 
 impl Bucket {
@@ -122,12 +133,15 @@ impl Bucket {
                 let reset = per_token * used;
                 Ok(Left {
                     remaining,
-                    reset_secs: reset.as_secs() + u64::from(reset.subsec_nanos() > 0),
+                    reset_secs: ceil_secs(reset),
                 })
             }
             Err(not_until) => {
                 self.limited.inc();
-                let now = DefaultClock::default().now();
+                let now = match &self.kind {
+                    Kind::One(l) => l.clock().now(),
+                    Kind::Keyed(l) => l.clock().now(),
+                };
                 Err(Limited {
                     policy: self.policy(),
                     retry_after: not_until.wait_time_from(now),
@@ -176,13 +190,6 @@ impl Bucket {
         match &self.kind {
             Kind::One(_) => 0,
             Kind::Keyed(l) => l.len(),
-        }
-    }
-
-    /// Updates the keys gauge.
-    pub fn report(&self) {
-        if let Some(g) = &self.keys {
-            g.set(self.keys() as i64);
         }
     }
 }
