@@ -6,6 +6,7 @@
 
 pub mod breaker;
 pub mod error;
+pub mod mqtt;
 pub mod outbound;
 pub mod rate;
 pub mod raw;
@@ -333,6 +334,14 @@ pub struct App {
     pub router: Router,
     /// The manifest it came from, if any.
     pub manifest: Option<PathBuf>,
+    /// Triggers besides the HTTP routes.
+    pub triggers: Triggers,
+}
+
+/// The triggers that invoke functions besides HTTP routes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Triggers {
+    pub mqtt: Vec<mqtt::MqttTrigger>,
 }
 
 /// Finds the manifest: a file, or `wedge.toml` inside a directory.
@@ -387,6 +396,7 @@ pub fn single(module: &Path, cli: &LimitOverrides) -> App {
         router: Router::new(vec![(route, 0)]).expect("one route cannot conflict"),
         manifest: None,
         telemetry: Telemetry::default(),
+        triggers: Triggers::default(),
     }
 }
 
@@ -577,7 +587,15 @@ pub fn parse(file: &Path, text: &str, cli: &LimitOverrides) -> Result<App, Manif
                 ),
             ));
         }
-        let routes = f.routes.as_ref().filter(|r| !r.is_empty()).ok_or_else(|| {
+        let triggered = raw.trigger.mqtt.iter().any(|t| {
+            t.get_ref()
+                .function
+                .as_ref()
+                .is_some_and(|n| n.get_ref() == name.get_ref())
+        });
+        let no_routes = Vec::new();
+        let routes = f.routes.as_ref().filter(|r| !r.is_empty() || triggered);
+        let routes = routes.or(if triggered { Some(&no_routes) } else { None }).ok_or_else(|| {
             at(
                 Some(table.clone()),
                 format!(
@@ -889,12 +907,33 @@ pub fn parse(file: &Path, text: &str, cli: &LimitOverrides) -> Result<App, Manif
         }
         telemetry.sampler_ratio = Some(*r.get_ref());
     }
+    let names: Vec<&str> = functions.iter().map(|f| f.name.as_str()).collect();
+    let mut triggers = Triggers::default();
+    for t in &raw.trigger.mqtt {
+        let resolved = mqtt::resolve(t, &base, &names).map_err(|(span, e)| at(Some(span), e))?;
+        if triggers
+            .mqtt
+            .iter()
+            .any(|o| o.client_id == resolved.client_id && o.broker == resolved.broker)
+        {
+            return Err(at(
+                Some(t.span()),
+                format!(
+                    "two triggers connect to {} as client `{}`: a broker allows one connection per client id; \
+                     give each trigger its own client_id",
+                    resolved.broker, resolved.client_id
+                ),
+            ));
+        }
+        triggers.mqtt.push(resolved);
+    }
     Ok(App {
         server,
         functions,
         router,
         manifest: Some(file.to_path_buf()),
         telemetry,
+        triggers,
     })
 }
 

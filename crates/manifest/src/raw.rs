@@ -17,6 +17,8 @@ pub struct RawManifest {
     pub functions: Vec<Spanned<RawFunction>>,
     #[serde(default)]
     pub telemetry: RawTelemetry,
+    #[serde(default)]
+    pub trigger: crate::mqtt::RawTriggers,
 }
 
 /// `[telemetry]`: trace export; the standard `OTEL_*` variables override it.

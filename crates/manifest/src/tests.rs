@@ -140,3 +140,48 @@ fn canaries_resolve_with_weights_header_and_sticky_cookie() {
         vec![("A".to_string(), "1".to_string()), ("B".into(), "3".into())]
     );
 }
+
+#[test]
+fn an_mqtt_trigger_resolves_with_defaults_and_its_function_needs_no_routes() {
+    let dir = testdata().join("bad");
+    let text = r#"
+[[function]]
+name = "thumbnail"
+source = "hello.wasm"
+
+[[trigger.mqtt]]
+broker = "mqtt://127.0.0.1:1884"
+client_id = "edge-01-thumbnails"
+topics = ["sensors/+/image"]
+function = "thumbnail"
+max_in_flight = 8
+retry = { attempts = 5, backoff = "linear", delay = "50ms", max_delay = "1s" }
+dead_letter_topic = "dlq/thumbnails"
+reply_topic = "results/thumbnails"
+username = "edge"
+password_env = "WEDGE_TEST_MQTT_PASSWORD"
+"#;
+    let app = parse(&dir.join("wedge.toml"), text, &LimitOverrides::default()).unwrap();
+    assert!(app.functions[0].routes.is_empty());
+    let t = &app.triggers.mqtt[0];
+    assert_eq!(t.broker.to_string(), "mqtt://127.0.0.1:1884");
+    assert_eq!((t.qos, t.max_in_flight), (1, 8));
+    assert_eq!(t.retry.attempts, 5);
+    assert_eq!(t.retry.delay_before(3), Duration::from_millis(100));
+    assert_eq!(t.dead_letter_topic.as_deref(), Some("dlq/thumbnails"));
+    assert_eq!(t.content_type, "application/octet-stream");
+    assert_eq!(t.max_message_size, 1 << 20);
+    assert_eq!(
+        t.password,
+        Some(mqtt::Secret::Env("WEDGE_TEST_MQTT_PASSWORD".into()))
+    );
+    // Without a trigger naming it, a function still needs routes.
+    let routeless = text.split("[[trigger.mqtt]]").next().unwrap();
+    let err = parse(
+        &dir.join("wedge.toml"),
+        routeless,
+        &LimitOverrides::default(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("has no `routes`"), "{err}");
+}
