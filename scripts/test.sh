@@ -8,9 +8,10 @@ cd "$(dirname "$0")/.."
 say() { printf '\n== %s\n' "$*"; }
 
 # Debian packages the tests use, installed when missing. Every guest is
-# committed prebuilt; these are the real servers and tools tests run, and the
+# committed prebuilt; these are the real servers and tools tests run (the
+# MQTT trigger tests start their own mosquitto brokers), and the
 # font the benchmark plots (and their unit test) draw text with.
-debs=(prometheus fonts-dejavu-core openssl curl)
+debs=(prometheus mosquitto mosquitto-clients fonts-dejavu-core openssl curl)
 missing=()
 for pkg in "${debs[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

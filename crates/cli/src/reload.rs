@@ -30,6 +30,8 @@ pub struct Reloader {
     pub table: table::Shared,
     /// The server settings in force, which a reload cannot change.
     pub server: Server,
+    /// The triggers in force, which a reload does not restart.
+    pub triggers: wedge_manifest::Triggers,
     /// The manifest, if the app has one.
     pub manifest: Option<PathBuf>,
     /// Every module the manifest named when it was last read.
@@ -83,6 +85,7 @@ impl Reloader {
             metrics,
             table,
             server: app.server.clone(),
+            triggers: app.triggers.clone(),
             manifest: app.manifest.clone(),
             sources: std::sync::Mutex::new(sources_of(app)),
             lock: tokio::sync::Mutex::new(()),
@@ -150,7 +153,7 @@ impl Reloader {
                 .admit(&f.name, &f.limits)
                 .map_err(anyhow::Error::msg)?;
         }
-        self.warn_unapplied(&app.server);
+        self.warn_unapplied(&app.server, &app.triggers);
         let sources = sources_of(&app);
         let before: Vec<Stamp> = sources.iter().map(stamp).collect();
         let previous = self.table.load_full();
@@ -202,8 +205,16 @@ impl Reloader {
     }
 
     /// Server settings are read once at start; say so when they change.
-    fn warn_unapplied(&self, new: &Server) {
+    fn warn_unapplied(&self, new: &Server, triggers: &wedge_manifest::Triggers) {
         let mut changed = Vec::new();
+        if *triggers != self.triggers {
+            wedge_observe::log::line(
+                "warn",
+                "-",
+                "-",
+                "[[trigger.mqtt]] changed in the manifest: applied at the next restart, not by a reload",
+            );
+        }
         if new.listen.is_some() && new.listen != self.server.listen {
             changed.push("listen");
         }

@@ -408,7 +408,10 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
             .with_context(|| format!("cannot listen on {listen}"))?;
         let bound = listener.local_addr()?;
         for (served, spec) in table.functions.iter().zip(&app.functions) {
-            let routes: Vec<&str> = spec.routes.iter().map(|r| r.template()).collect();
+            let mut routes: Vec<&str> = spec.routes.iter().map(|r| r.template()).collect();
+            if routes.is_empty() {
+                routes.push("(no routes: invoked by its triggers)");
+            }
             let f = served.stable();
             eprintln!(
                 "function {} ({}, aot cache {}): {}",
@@ -480,6 +483,20 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
             &metrics.connections_open,
             &metrics.connections_closed,
         );
+        for t in &app.triggers.mqtt {
+            eprintln!(
+                "trigger mqtt {} as {}: {} -> function {}{}",
+                t.broker,
+                t.client_id,
+                t.topics.join(" "),
+                t.function,
+                t.dead_letter_topic
+                    .as_ref()
+                    .map(|d| format!(" (dead letters to {d})"))
+                    .unwrap_or_default()
+            );
+            wedge_events::mqtt::start(t.clone(), shared.clone(), pipeline.clone());
+        }
         let mut handler = Handler::new(shared.clone(), app.server.health_prefix.clone(), pipeline);
         let admin_app = Arc::new(Admin {
             metrics,

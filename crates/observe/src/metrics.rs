@@ -46,6 +46,57 @@ pub struct Metrics {
     pub rate_limit_keys: Family<Gauge>,
     pub circuit_state: Family<Gauge>,
     pub circuit_transitions: Family<Counter>,
+    pub messaging: Messaging,
+}
+
+/// The families of message triggers; `trigger` is the trigger's client id.
+pub struct Messaging {
+    pub consumed: Family<Counter>,
+    pub process_duration: Family<Histogram>,
+    pub deliveries: Family<Counter>,
+    pub dead_letters: Family<Counter>,
+    pub in_flight: Family<Gauge>,
+    pub connected: Family<Gauge>,
+    pub connections: Family<Counter>,
+}
+
+impl Default for Messaging {
+    fn default() -> Self {
+        const T: &[&str] = &["messaging_system", "trigger", "function"];
+        Messaging {
+            consumed: Family::new(
+                n::MESSAGING_CONSUMED,
+                &["messaging_system", "trigger", "function", "redelivered"],
+                Counter::default,
+            ),
+            process_duration: Family::new(
+                n::MESSAGING_PROCESS_DURATION,
+                &["messaging_system", "trigger", "function", "outcome"],
+                || Histogram::new(&DURATION_BUCKETS),
+            ),
+            deliveries: Family::new(
+                n::WEDGE_MESSAGING_DELIVERIES,
+                &["messaging_system", "trigger", "function", "result"],
+                Counter::default,
+            ),
+            dead_letters: Family::new(
+                n::WEDGE_MESSAGING_DEAD_LETTERS,
+                &["messaging_system", "trigger", "function", "reason"],
+                Counter::default,
+            ),
+            in_flight: Family::new(n::WEDGE_MESSAGING_IN_FLIGHT, T, Gauge::default),
+            connected: Family::new(
+                n::WEDGE_MESSAGING_CONNECTED,
+                &["messaging_system", "trigger", "broker"],
+                Gauge::default,
+            ),
+            connections: Family::new(
+                n::WEDGE_MESSAGING_CONNECTIONS,
+                &["messaging_system", "trigger", "connection", "result"],
+                Counter::default,
+            ),
+        }
+    }
 }
 
 const F: &[&str] = &["function"];
@@ -127,6 +178,7 @@ impl Default for Metrics {
                 &["function", "target", "to"],
                 Counter::default,
             ),
+            messaging: Messaging::default(),
         }
     }
 }
@@ -176,6 +228,14 @@ impl Metrics {
         e.family(&self.rate_limit_keys);
         e.family(&self.circuit_state);
         e.family(&self.circuit_transitions);
+        let m = &self.messaging;
+        e.family(&m.consumed);
+        e.family(&m.process_duration);
+        e.family(&m.deliveries);
+        e.family(&m.dead_letters);
+        e.family(&m.in_flight);
+        e.family(&m.connected);
+        e.family(&m.connections);
         let p = |d: n::Desc| (d.name, d.help, d.kind);
         if let Some(rss) = process::resident_bytes() {
             let (name, help, kind) = p(n::PROCESS_RESIDENT_MEMORY);

@@ -262,6 +262,48 @@ desc!(
     "Circuit breakers' state: 0 closed, 1 open, 2 half-open (target: inbound, or an upstream host:port)."
 );
 desc!(
+    MESSAGING_CONSUMED,
+    "messaging_client_consumed_messages",
+    Counter,
+    "Messages a trigger received from its broker (redelivered: true when the broker sent it again)."
+);
+desc!(
+    MESSAGING_PROCESS_DURATION,
+    "messaging_process_duration_seconds",
+    Histogram,
+    "Time from a message's arrival to its end (outcome: done, dead-lettered, dropped), retries included."
+);
+desc!(
+    WEDGE_MESSAGING_DELIVERIES,
+    "wedge_messaging_deliveries",
+    Counter,
+    "Deliveries of messages to functions (result: done, retry, permanent)."
+);
+desc!(
+    WEDGE_MESSAGING_DEAD_LETTERS,
+    "wedge_messaging_dead_letters",
+    Counter,
+    "Messages published to the dead-letter topic, or dropped when there is none (reason: a failure kind or status)."
+);
+desc!(
+    WEDGE_MESSAGING_IN_FLIGHT,
+    "wedge_messaging_in_flight",
+    Gauge,
+    "Messages a trigger is handling or holding for their in-order acknowledgement."
+);
+desc!(
+    WEDGE_MESSAGING_CONNECTED,
+    "wedge_messaging_connected",
+    Gauge,
+    "1 while a trigger is connected to its broker, 0 while it is reconnecting."
+);
+desc!(
+    WEDGE_MESSAGING_CONNECTIONS,
+    "wedge_messaging_connections",
+    Counter,
+    "A trigger's connection attempts to its broker (result: ok, failed) and losses (result: lost); connection: in (consuming), out (publishing)."
+);
+desc!(
     WEDGE_CIRCUIT_TRANSITIONS,
     "wedge_circuit_transitions",
     Counter,
@@ -304,7 +346,7 @@ pub const SIZE_BUCKETS: [f64; 11] = [
 
 /// Every exported name, for checks that dashboards and rules only use
 /// metrics that exist.
-pub const ALL: [Desc; 41] = [
+pub const ALL: [Desc; 48] = [
     HTTP_SERVER_REQUEST_DURATION,
     HTTP_SERVER_ACTIVE_REQUESTS,
     HTTP_SERVER_REQUEST_BODY_SIZE,
@@ -345,6 +387,13 @@ pub const ALL: [Desc; 41] = [
     WEDGE_RATE_LIMIT_KEYS,
     WEDGE_CIRCUIT_STATE,
     WEDGE_CIRCUIT_TRANSITIONS,
+    MESSAGING_CONSUMED,
+    MESSAGING_PROCESS_DURATION,
+    WEDGE_MESSAGING_DELIVERIES,
+    WEDGE_MESSAGING_DEAD_LETTERS,
+    WEDGE_MESSAGING_IN_FLIGHT,
+    WEDGE_MESSAGING_CONNECTED,
+    WEDGE_MESSAGING_CONNECTIONS,
     WEDGE_BUILD_INFO,
 ];
 
@@ -373,6 +422,7 @@ mod tests {
             "wedge_",
             "process_",
             "wasmtime_",
+            "messaging_",
         ];
         let mut out = Vec::new();
         let bytes = text.as_bytes();

@@ -20,7 +20,8 @@ use wedge_observe::stats::GuestStats;
 use wedge_observe::traces::Tracer;
 use wedge_telemetry::trace;
 
-/// Shared by every trigger of a server.
+/// Shared by every trigger of a server (clones share the metrics and tracer).
+#[derive(Clone)]
 pub struct Pipeline {
     pub metrics: Arc<Metrics>,
     /// The trace exporter, when tracing is configured.

@@ -11,6 +11,7 @@ mod governance;
 mod hostile;
 mod inspect;
 mod limits;
+mod mqtt;
 mod observe;
 mod prometheus;
 mod reload;

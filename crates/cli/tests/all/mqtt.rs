@@ -1,0 +1,538 @@
+//! MQTT triggers against a real broker (Debian's `mosquitto`, installed by
+//! scripts/test.sh), with mosquitto's own clients (`mosquitto_pub`,
+//! `mosquitto_sub`) publishing the messages and reading the replies and
+//! dead letters: every delivery rule end to end, a broker restart, and
+//! `kill -9` of wedge while messages flow.
+
+use crate::client::{Server, get};
+use crate::support::{Sandbox, guest, s};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// A mosquitto broker on a port of its own, with persistence, so sessions
+/// and their queued messages survive its restart. Killed on drop.
+pub struct Broker {
+    child: Child,
+    pub port: u16,
+    dir: PathBuf,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Broker {
+    pub fn start(dir: &Path) -> Broker {
+        Broker::start_on(dir, free_port())
+    }
+
+    fn start_on(dir: &Path, port: u16) -> Broker {
+        let bin = "/usr/sbin/mosquitto";
+        assert!(
+            Path::new(bin).exists(),
+            "Debian's mosquitto is needed for this test: run scripts/test.sh, which installs it"
+        );
+        let data = dir.join("mosquitto");
+        std::fs::create_dir_all(&data).unwrap();
+        let config = data.join("mosquitto.conf");
+        // Started as root, mosquitto switches to the user `user` names: keep
+        // whoever runs the test, who can write the persistence folder.
+        let me = Command::new("id").arg("-un").output().unwrap().stdout;
+        let me = String::from_utf8(me).unwrap();
+        std::fs::write(
+            &config,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
+                 persistence_location {}/\nmax_queued_messages 200000\nlog_dest stderr\n\
+                 user {}\n",
+                s(&data),
+                me.trim()
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(bin)
+            .args(["-c", s(&config)])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start mosquitto");
+        // Ready when it says so.
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            assert!(!line.contains("Error"), "mosquitto: {line}");
+            if line.contains(" running") {
+                break;
+            }
+        }
+        std::thread::spawn(move || lines.for_each(drop));
+        Broker {
+            child,
+            port,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the broker cleanly (it saves its sessions) and starts it again
+    /// on the same port.
+    fn restart(mut self) -> Broker {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").arg(&pid).status().unwrap().success());
+        self.child.wait().unwrap();
+        let (dir, port) = (self.dir.clone(), self.port);
+        std::mem::forget(self);
+        Broker::start_on(&dir, port)
+    }
+
+    fn args(&self) -> Vec<String> {
+        client_args(self.port)
+    }
+
+    /// Publishes each line as one QoS 1 message to `topic`.
+    pub fn publish(&self, topic: &str, lines: &[String]) {
+        publish(self.port, topic, lines)
+    }
+
+    /// Makes a persistent session `id` subscribed to `topics`, so messages
+    /// published from now on wait for [`Broker::read`].
+    pub fn subscribe(&self, id: &str, topics: &[&str]) {
+        let ok = Command::new("mosquitto_sub")
+            .args(self.args())
+            .args(self.session(id, topics))
+            .arg("-E")
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mosquitto_sub -E failed");
+    }
+
+    fn session(&self, id: &str, topics: &[&str]) -> Vec<String> {
+        let mut a: Vec<String> = ["-c", "-i", id, "-x", "3600", "-q", "1"]
+            .map(String::from)
+            .to_vec();
+        for t in topics {
+            a.extend(["-t".to_string(), t.to_string()]);
+        }
+        a
+    }
+
+    /// Streams the messages of session `id` as they come, one per item.
+    pub fn stream(&self, id: &str, topics: &[&str]) -> (Reader, mpsc::Receiver<Received>) {
+        let mut child = Command::new("mosquitto_sub")
+            .args(self.args())
+            .args(self.session(id, topics))
+            // Topic, user properties, payload; fields split by tabs.
+            .args(["-F", "%t\t%P\t%p"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("mosquitto_sub");
+        let out = BufReader::new(child.stdout.take().unwrap());
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in out.lines().map_while(Result::ok) {
+                if line.is_empty() {
+                    continue;
+                }
+                let mut f = line.splitn(3, '\t');
+                let topic = f.next().unwrap_or_default().to_string();
+                let props = f.next().unwrap_or_default();
+                let payload = f.next().unwrap_or_default().to_string();
+                let properties = props
+                    .split(' ')
+                    .filter_map(|kv| kv.split_once(':'))
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+                if tx
+                    .send(Received {
+                        topic,
+                        properties,
+                        payload,
+                    })
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        (Reader(child), rx)
+    }
+
+    /// Reads `count` messages of session `id` (or fails after `within`).
+    pub fn read(&self, id: &str, topics: &[&str], count: usize, within: Duration) -> Vec<Received> {
+        let (_reader, rx) = self.stream(id, topics);
+        let deadline = Instant::now() + within;
+        let mut got = Vec::new();
+        while got.len() < count {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(m) => got.push(m),
+                Err(_) => panic!(
+                    "{} of {count} messages within {within:?}: {got:?}",
+                    got.len()
+                ),
+            }
+        }
+        got
+    }
+}
+
+fn client_args(port: u16) -> Vec<String> {
+    ["-V", "mqttv5", "-h", "127.0.0.1", "-p", &port.to_string()]
+        .map(String::from)
+        .to_vec()
+}
+
+/// Publishes each line as one QoS 1 message to `topic` with `mosquitto_pub`.
+fn publish(port: u16, topic: &str, lines: &[String]) {
+    let mut p = Command::new("mosquitto_pub")
+        .args(client_args(port))
+        .args(["-q", "1", "-t", topic, "-l"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_pub");
+    let mut stdin = p.stdin.take().unwrap();
+    for l in lines {
+        writeln!(stdin, "{l}").unwrap();
+    }
+    drop(stdin);
+    assert!(p.wait().unwrap().success(), "mosquitto_pub failed");
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running `mosquitto_sub`; killed on drop.
+pub struct Reader(Child);
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub topic: String,
+    pub properties: HashMap<String, String>,
+    pub payload: String,
+}
+
+impl Received {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.payload).unwrap_or_else(|e| panic!("{e}: {}", self.payload))
+    }
+}
+
+/// A manifest: the event guest as function `name` (with EVENT_FAIL =
+/// `fail`), triggered by `topics` on `broker`, with `extra` trigger keys.
+fn trigger(name: &str, fail: &str, broker: &Broker, topics: &str, extra: &str) -> String {
+    format!(
+        "[[function]]\nname = \"{name}\"\nsource = \"{}\"\nenv = {{ EVENT_FAIL = \"{fail}\" }}\n\
+         max_concurrency = 8\nqueue = 64\n\n\
+         [[trigger.mqtt]]\nbroker = \"{}\"\nclient_id = \"wedge-test-{name}\"\ntopics = [{topics}]\n\
+         function = \"{name}\"\n{extra}\n",
+        s(&guest("c/wagi/event.wasm")),
+        broker.url()
+    )
+}
+
+/// The value of a `/metrics` series (labels included), 0 when absent.
+fn metric(srv: &Server, series: &str) -> f64 {
+    let text = get(srv.admin, "/metrics").text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+        .map_or(0.0, |v| v.parse().unwrap())
+}
+
+/// Waits until a `/metrics` series has `value`.
+fn wait_for_metric(srv: &Server, series: &str, value: f64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(srv, series) != value {
+        assert!(Instant::now() < deadline, "{series} never became {value}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn numbered(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+#[test]
+fn mqtt_messages_reach_the_function_as_cloudevents_and_its_answers_are_published() {
+    let sb = Sandbox::new();
+    let broker = Broker::start(sb.path());
+    broker.subscribe("reader", &["results/#", "dlq/#"]);
+    let toml = trigger(
+        "event",
+        "",
+        &broker,
+        "\"sensors/+/reading\"",
+        "reply_topic = \"results/event\"\ndead_letter_topic = \"dlq/event\"\nmax_in_flight = 4",
+    );
+    let srv = Server::start(&sb.cache_dir(), &["-f", &sb.manifest(&toml)]);
+    srv.wait_for_log("subscribed to sensors/+/reading");
+    let sent = numbered("reading", 200);
+    broker.publish("sensors/7/reading", &sent);
+    let got = broker.read(
+        "reader",
+        &["results/#", "dlq/#"],
+        sent.len(),
+        Duration::from_secs(60),
+    );
+    let mut payloads: Vec<String> = Vec::new();
+    for m in &got {
+        assert_eq!(m.topic, "results/event", "{m:?}");
+        // The function's answer, with its status and CloudEvents attributes.
+        assert_eq!(m.properties["status"], "200");
+        assert_eq!(m.properties["type"], "dev.wedge.test.result");
+        let event = m.json();
+        assert_eq!(event["subject"], "sensors/7/reading");
+        assert_eq!(event["type"], "dev.wedge.mqtt.message");
+        assert_eq!(
+            event["source"],
+            format!("{}/sensors/7/reading", broker.url()).as_str()
+        );
+        assert_eq!(event["id"], m.properties["wedgeevent"].as_str());
+        payloads.push(event["payload"].as_str().unwrap().to_string());
+    }
+    payloads.sort();
+    let mut want = sent.clone();
+    want.sort();
+    assert_eq!(payloads, want, "every message answered once");
+    let labels = "messaging_system=\"mqtt\",trigger=\"wedge-test-event\",function=\"event\"";
+    assert_eq!(
+        metric(
+            &srv,
+            &format!("wedge_messaging_deliveries_total{{{labels},result=\"done\"}}")
+        ),
+        200.0
+    );
+    assert_eq!(
+        metric(
+            &srv,
+            &format!("messaging_client_consumed_messages_total{{{labels},redelivered=\"false\"}}")
+        ),
+        200.0
+    );
+    // The last reply can reach the reader before its PUBACK reaches wedge.
+    wait_for_metric(&srv, &format!("wedge_messaging_in_flight{{{labels}}}"), 0.0);
+    let connected = format!(
+        "wedge_messaging_connected{{messaging_system=\"mqtt\",trigger=\"wedge-test-event\",broker=\"{}\"}}",
+        broker.url()
+    );
+    assert_eq!(metric(&srv, &connected), 1.0);
+}
+
+#[test]
+fn mqtt_a_400_is_dead_lettered_at_once_and_a_trap_after_its_retries() {
+    let sb = Sandbox::new();
+    let broker = Broker::start(sb.path());
+    broker.subscribe("reader", &["results/#", "dlq/#"]);
+    let retry = "retry = { attempts = 3, backoff = \"exponential\", delay = \"5ms\", max_delay = \"20ms\" }";
+    let toml = format!(
+        "{}\n{}",
+        trigger(
+            "reject",
+            "400",
+            &broker,
+            "\"in/reject\"",
+            &format!(
+                "dead_letter_topic = \"dlq/reject\"\nreply_topic = \"results/reject\"\n{retry}"
+            ),
+        ),
+        trigger(
+            "crash",
+            "trap",
+            &broker,
+            "\"in/crash\"",
+            &format!("dead_letter_topic = \"dlq/crash\"\n{retry}")
+        ),
+    );
+    let srv = Server::start(&sb.cache_dir(), &["-f", &sb.manifest(&toml)]);
+    srv.wait_for_log("subscribed to in/reject");
+    srv.wait_for_log("subscribed to in/crash");
+    let (rejects, crashes) = (numbered("r", 30), numbered("c", 10));
+    broker.publish("in/reject", &rejects);
+    broker.publish("in/crash", &crashes);
+    let got = broker.read(
+        "reader",
+        &["results/#", "dlq/#"],
+        40,
+        Duration::from_secs(60),
+    );
+    let mut by_topic: HashMap<&str, Vec<&Received>> = HashMap::new();
+    for m in &got {
+        by_topic.entry(m.topic.as_str()).or_default().push(m);
+    }
+    assert_eq!(
+        by_topic.keys().len(),
+        2,
+        "only dead letters: {:?}",
+        by_topic.keys()
+    );
+    // A 400 is permanent: dead-lettered after one attempt, with the original
+    // payload, its attributes and the reason.
+    let dead = &by_topic["dlq/reject"];
+    assert_eq!(dead.len(), 30);
+    let mut payloads: Vec<&str> = dead.iter().map(|m| m.payload.as_str()).collect();
+    payloads.sort();
+    let mut want: Vec<&str> = rejects.iter().map(String::as_str).collect();
+    want.sort();
+    assert_eq!(payloads, want);
+    for m in dead {
+        assert_eq!(m.properties["wedgeerror"], "status-400");
+        assert_eq!(m.properties["wedgeattempts"], "1");
+        assert_eq!(m.properties["wedgetopic"], "in/reject");
+        assert_eq!(m.properties["specversion"], "1.0");
+        assert_eq!(m.properties["subject"], "in/reject");
+    }
+    // A trap may pass: retried to the limit, then dead-lettered.
+    let dead = &by_topic["dlq/crash"];
+    assert_eq!(dead.len(), 10);
+    for m in dead {
+        assert_eq!(m.properties["wedgeerror"], "trap");
+        assert_eq!(m.properties["wedgeattempts"], "3");
+    }
+    let series = |f: &str, result: &str| {
+        format!(
+            "wedge_messaging_deliveries_total{{messaging_system=\"mqtt\",trigger=\"wedge-test-{f}\",function=\"{f}\",result=\"{result}\"}}"
+        )
+    };
+    assert_eq!(metric(&srv, &series("reject", "permanent")), 30.0);
+    assert_eq!(
+        metric(&srv, &series("reject", "retry")),
+        0.0,
+        "a 400 is never retried"
+    );
+    assert_eq!(
+        metric(&srv, &series("crash", "retry")),
+        30.0,
+        "3 attempts each"
+    );
+    let dl = "wedge_messaging_dead_letters_total{messaging_system=\"mqtt\",trigger=\"wedge-test-reject\",function=\"reject\",reason=\"status-400\"}";
+    assert_eq!(metric(&srv, dl), 30.0);
+}
+
+#[test]
+fn mqtt_a_broker_restart_loses_nothing_and_the_trigger_reconnects_on_its_own() {
+    let sb = Sandbox::new();
+    let broker = Broker::start(sb.path());
+    broker.subscribe("reader", &["results/#"]);
+    let toml = trigger(
+        "event",
+        "",
+        &broker,
+        "\"s/#\"",
+        "reply_topic = \"results/event\"",
+    );
+    let srv = Server::start(&sb.cache_dir(), &["-f", &sb.manifest(&toml)]);
+    srv.wait_for_log("subscribed to s/#");
+    broker.publish("s/1", &numbered("before", 50));
+    let before = broker.read("reader", &["results/#"], 50, Duration::from_secs(60));
+    assert_eq!(before.len(), 50);
+
+    let broker = broker.restart();
+    srv.wait_for_log("(session resumed)");
+    let lost = "wedge_messaging_connections_total{messaging_system=\"mqtt\",trigger=\"wedge-test-event\",connection=\"in\",result=\"lost\"}";
+    assert!(metric(&srv, lost) >= 1.0, "the outage is counted");
+    // The subscription lived on in the broker's saved session.
+    broker.publish("s/2", &numbered("after", 50));
+    let after = broker.read("reader", &["results/#"], 50, Duration::from_secs(60));
+    let mut payloads: Vec<String> = after
+        .iter()
+        .map(|m| m.json()["payload"].as_str().unwrap().to_string())
+        .collect();
+    payloads.sort();
+    let mut want = numbered("after", 50);
+    want.sort();
+    assert_eq!(payloads, want);
+}
+
+#[test]
+fn mqtt_kill_9_three_times_while_10000_messages_flow_loses_none() {
+    let sb = Sandbox::new();
+    let broker = Broker::start(sb.path());
+    broker.subscribe("reader", &["results/#", "dlq/#"]);
+    // Fails one call in ten: ten attempts leave a message a 1e-10 chance.
+    let toml = trigger(
+        "flaky",
+        "random",
+        &broker,
+        "\"load/#\"",
+        "reply_topic = \"results/flaky\"\ndead_letter_topic = \"dlq/flaky\"\nmax_in_flight = 32\n\
+         retry = { attempts = 10, backoff = \"exponential\", delay = \"1ms\", max_delay = \"20ms\" }",
+    );
+    let manifest = sb.manifest(&toml);
+    let start = || {
+        let srv = Server::start(&sb.cache_dir(), &["-f", &manifest]);
+        srv.wait_for_log("mqtt trigger connected");
+        srv
+    };
+    let mut srv = start();
+    srv.wait_for_log("subscribed to load/#");
+    let total = 10_000;
+    let sent = numbered("m", total);
+    let (_reader, rx) = broker.stream("reader", &["results/#", "dlq/#"]);
+    let publisher = {
+        let (port, sent) = (broker.port, sent.clone());
+        std::thread::spawn(move || {
+            for chunk in sent.chunks(1000) {
+                publish(port, "load/x", chunk);
+            }
+        })
+    };
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut dead = Vec::new();
+    let mut kills = 0;
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while seen.len() < total {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let m = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("{} of {total} answered in time", seen.len()));
+        if m.topic.starts_with("dlq/") {
+            dead.push(m);
+            continue;
+        }
+        let payload = m.json()["payload"].as_str().unwrap().to_string();
+        *seen.entry(payload).or_default() += 1;
+        // Kill wedge at a quarter, half and three quarters of the way.
+        if kills < 3 && seen.len() >= total * (kills + 1) / 4 {
+            srv.signal("KILL");
+            let _ = srv.child.wait();
+            kills += 1;
+            srv = start();
+        }
+    }
+    publisher.join().unwrap();
+    assert_eq!(kills, 3);
+    assert!(
+        dead.is_empty(),
+        "nothing a retry could save is dead-lettered: {dead:?}"
+    );
+    let duplicates: usize = seen.values().map(|n| n - 1).sum();
+    for m in &sent {
+        assert!(seen.contains_key(m), "{m} was lost");
+    }
+    // Debian's mosquitto 2.0.11 sends past the Receive Maximum (fixed in
+    // 2.0.13), so many messages are handled but not yet acknowledged when
+    // wedge is killed: each comes again and is answered again.
+    eprintln!("10000 messages, 3 kills: 0 lost, {duplicates} answered more than once");
+}

@@ -1,0 +1,299 @@
+//! One message, start to end: delivered to the function through the shared
+//! pipeline, retried with backoff while a retry may help, then either done
+//! (its reply published) or dead-lettered. Only then is it acknowledged.
+
+use crate::event::{self, Message, Verdict, Why};
+use crate::mqtt::Context;
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::PublishProperties;
+use std::time::{Duration, Instant};
+use wedge_executor::failure::Failure;
+use wedge_executor::invocation::{Invocation, Route};
+use wedge_observe::log;
+use wedge_trigger::pipeline::{Ending, Record};
+
+/// How a message ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    Done,
+    DeadLettered,
+    /// Failed every attempt and the trigger has no dead-letter topic.
+    Dropped,
+}
+
+impl End {
+    pub fn name(self) -> &'static str {
+        match self {
+            End::Done => "done",
+            End::DeadLettered => "dead-lettered",
+            End::Dropped => "dropped",
+        }
+    }
+}
+
+/// What the function answered, for the reply topic.
+struct Answer {
+    status: u16,
+    headers: http::HeaderMap,
+    body: Bytes,
+}
+
+pub async fn deliver(ctx: &Context, msg: &Message) -> End {
+    let t = &ctx.trigger;
+    let id = wedge_trigger::request_id::generate();
+    let attrs = event::attributes(msg, t, &id);
+    let mut last = Verdict::Done;
+    let mut attempts = 0;
+    for attempt in 1..=t.retry.attempts {
+        if attempt > 1 {
+            let wait = t.retry.delay_before(attempt);
+            // Up to a fifth less, so failed messages do not retry in step.
+            let jitter = wait.mul_f64(fastrand::f64() * 0.2);
+            tokio::time::sleep(wait - jitter).await;
+        }
+        attempts = attempt;
+        let call_id = if attempt == 1 {
+            id.clone()
+        } else {
+            format!("{id}.{attempt}")
+        };
+        let (verdict, answer) = attempt_once(ctx, msg, &attrs, &call_id).await;
+        ctx.series.deliveries(verdict.name()).inc();
+        match verdict {
+            Verdict::Done => {
+                if let Some(answer) = answer {
+                    reply(ctx, msg, &attrs, answer).await;
+                }
+                return End::Done;
+            }
+            Verdict::Permanent(_) => {
+                last = verdict;
+                break;
+            }
+            Verdict::Retry(_) => last = verdict,
+        }
+    }
+    let (Verdict::Retry(why) | Verdict::Permanent(why)) = last else {
+        unreachable!("a done message returned above")
+    };
+    ctx.series.dead_letter(&why.reason).inc();
+    let reason = &why.detail;
+    let Some(topic) = &t.dead_letter_topic else {
+        log::line(
+            "error",
+            &id,
+            &t.function,
+            &format!(
+                "message on {} dropped after {attempts} attempt(s): {reason} (the trigger has no dead_letter_topic)",
+                msg.topic
+            ),
+        );
+        return End::Dropped;
+    };
+    log::line(
+        "warn",
+        &id,
+        &t.function,
+        &format!(
+            "message on {} dead-lettered to {topic} after {attempts} attempt(s): {reason}",
+            msg.topic
+        ),
+    );
+    let mut user_properties = attrs.clone();
+    for (k, v) in &msg.user_properties {
+        if !user_properties.iter().any(|(a, _)| a == k) {
+            user_properties.push((k.clone(), v.clone()));
+        }
+    }
+    user_properties.extend([
+        ("wedgeerror".to_string(), why.reason.clone()),
+        ("wedgeerrordetail".to_string(), truncate(&why.detail, 1024)),
+        ("wedgeattempts".to_string(), attempts.to_string()),
+        ("wedgetopic".to_string(), msg.topic.clone()),
+    ]);
+    let properties = PublishProperties {
+        content_type: msg.content_type.clone(),
+        correlation_data: msg.correlation_data.clone(),
+        user_properties,
+        ..Default::default()
+    };
+    publish_until_confirmed(
+        ctx,
+        &id,
+        topic,
+        QoS::AtLeastOnce,
+        msg.payload.clone(),
+        properties,
+    )
+    .await;
+    End::DeadLettered
+}
+
+/// One delivery to the function.
+async fn attempt_once(
+    ctx: &Context,
+    msg: &Message,
+    attrs: &[(String, String)],
+    call_id: &str,
+) -> (Verdict, Option<Answer>) {
+    let t = &ctx.trigger;
+    let table = ctx.table.load_full();
+    let Some(served) = table.functions.iter().find(|f| f.name == t.function) else {
+        let why = Why {
+            reason: "unserved".into(),
+            detail: format!("function {} is not being served", t.function),
+        };
+        return (Verdict::Retry(why), None);
+    };
+    let head = event::request(msg, attrs, &t.content_type);
+    let version = served.pick(&head.headers);
+    let mut record = Record::default();
+    record.chose(version, served.versions.len());
+    let start = Instant::now();
+    let limit = version.spec.limits.max_request_body;
+    let result = if msg.payload.len() as u64 > limit {
+        Err(Failure::BodyTooLarge { limit })
+    } else {
+        let inv = Invocation {
+            id: call_id,
+            head,
+            body: msg.payload.clone(),
+            peer: ctx.peer,
+            route: Route {
+                template: "/",
+                script_name: "",
+                path_info: "/",
+                params: &[],
+            },
+            trace: None,
+            tracer: None,
+        };
+        match ctx.pipeline.invoke(version, inv, &mut record).await {
+            Ok(response) => {
+                let (parts, body) = response.into_parts();
+                match body.collect().await {
+                    Ok(b) => Ok((parts, b.to_bytes())),
+                    Err(_) => Err(Failure::ResponseTooLarge {
+                        limit: version.spec.limits.max_response_body,
+                    }),
+                }
+            }
+            Err(f) => Err(f),
+        }
+    };
+    match result {
+        Ok((parts, body)) => {
+            let status = parts.status.as_u16();
+            ctx.pipeline
+                .finish(&record, call_id, Ending::Answered(status), start.elapsed());
+            let verdict = Verdict::of_status(status);
+            let answer = Answer {
+                status,
+                headers: parts.headers,
+                body,
+            };
+            (verdict, Some(answer))
+        }
+        Err(failure) => {
+            let verdict = Verdict::of_failure(&failure);
+            let ending = Ending::Failed {
+                failure: &failure,
+                answer: verdict.name(),
+            };
+            ctx.pipeline
+                .finish(&record, call_id, ending, start.elapsed());
+            (verdict, None)
+        }
+    }
+}
+
+/// Publishes the function's answer to the message's MQTT 5 Response Topic,
+/// or else the trigger's `reply_topic`; `ce-*` response headers become user
+/// properties (binary mode), with the status and the event's id.
+async fn reply(ctx: &Context, msg: &Message, attrs: &[(String, String)], answer: Answer) {
+    let t = &ctx.trigger;
+    let asked = msg
+        .response_topic
+        .as_deref()
+        .filter(|r| !r.is_empty() && !r.contains(['+', '#']));
+    let Some(topic) = asked.or(t.reply_topic.as_deref()) else {
+        return;
+    };
+    let mut user_properties = vec![("status".to_string(), answer.status.to_string())];
+    if let Some((_, id)) = attrs.iter().find(|(k, _)| k == "id") {
+        user_properties.push(("wedgeevent".to_string(), id.clone()));
+    }
+    for (name, value) in &answer.headers {
+        if let (Some(attr), Ok(v)) = (name.as_str().strip_prefix("ce-"), value.to_str()) {
+            user_properties.push((attr.to_string(), v.to_string()));
+        }
+    }
+    let content_type = answer
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let properties = PublishProperties {
+        content_type,
+        correlation_data: msg.correlation_data.clone(),
+        user_properties,
+        ..Default::default()
+    };
+    let qos = if t.qos == 0 {
+        QoS::AtMostOnce
+    } else {
+        QoS::AtLeastOnce
+    };
+    let id = attrs
+        .iter()
+        .find(|(k, _)| k == "id")
+        .map_or("-", |(_, v)| v.as_str());
+    publish_until_confirmed(ctx, id, topic, qos, answer.body, properties).await;
+}
+
+/// Publishes until the broker confirms: the message it belongs to is not
+/// acknowledged before, so a broker outage holds it rather than losing it.
+async fn publish_until_confirmed(
+    ctx: &Context,
+    id: &str,
+    topic: &str,
+    qos: QoS,
+    payload: Bytes,
+    properties: PublishProperties,
+) {
+    let mut wait = Duration::from_millis(100);
+    let mut failures = 0u32;
+    loop {
+        match ctx
+            .publisher
+            .publish(topic, qos, payload.clone(), properties.clone())
+            .await
+        {
+            Ok(()) => return,
+            Err(e) => {
+                failures += 1;
+                if failures.is_power_of_two() {
+                    log::line(
+                        "warn",
+                        id,
+                        &ctx.trigger.function,
+                        &format!("publishing to {topic} failed ({failures}x), trying again: {e}"),
+                    );
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// At most `max` bytes of `s`, cut at a character boundary.
+fn truncate(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
