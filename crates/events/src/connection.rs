@@ -4,7 +4,8 @@
 //! replaced whole after any failure, so that no publish it held is silently
 //! dropped: see [`confirm`](crate::confirm)).
 
-use crate::mqtt::{Context, dispatch};
+use crate::context::Context;
+use crate::dispatch::dispatch;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Filter, Packet, RetainForwardRule, SubscribeReasonCode};
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};

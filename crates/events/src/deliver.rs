@@ -2,8 +2,8 @@
 //! pipeline, retried with backoff while a retry may help, then either done
 //! (its reply published) or dead-lettered. Only then is it acknowledged.
 
-use crate::event::{self, Message, Verdict, Why};
-use crate::mqtt::Context;
+use crate::context::Context;
+use crate::event::{self, End, Message, Verdict, Why};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use rumqttc::v5::mqttbytes::QoS;
@@ -13,25 +13,6 @@ use wedge_executor::failure::Failure;
 use wedge_executor::invocation::{Invocation, Route};
 use wedge_observe::log;
 use wedge_trigger::pipeline::{Ending, Record};
-
-/// How a message ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum End {
-    Done,
-    DeadLettered,
-    /// Failed every attempt and the trigger has no dead-letter topic.
-    Dropped,
-}
-
-impl End {
-    pub fn name(self) -> &'static str {
-        match self {
-            End::Done => "done",
-            End::DeadLettered => "dead-lettered",
-            End::Dropped => "dropped",
-        }
-    }
-}
 
 /// What the function answered, for the reply topic.
 struct Answer {

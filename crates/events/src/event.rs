@@ -159,6 +159,25 @@ impl Verdict {
     }
 }
 
+/// How a message ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    Done,
+    DeadLettered,
+    /// Failed every attempt and the trigger has no dead-letter topic.
+    Dropped,
+}
+
+impl End {
+    pub fn name(self) -> &'static str {
+        match self {
+            End::Done => "done",
+            End::DeadLettered => "dead-lettered",
+            End::Dropped => "dropped",
+        }
+    }
+}
+
 /// `2026-11-30T15:04:05.123Z`.
 pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()

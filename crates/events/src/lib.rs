@@ -5,9 +5,11 @@
 
 pub mod confirm;
 mod connection;
+pub mod context;
 mod deliver;
+mod dispatch;
 pub mod event;
 pub mod mqtt;
 pub mod order;
 
-pub use deliver::End;
+pub use event::End;

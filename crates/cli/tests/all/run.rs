@@ -214,7 +214,8 @@ fn stats_count_the_guests_cpu_apart_from_its_waiting() {
     r.expect(0);
     let v = r.stats();
     assert!(v["run_us"].as_u64().unwrap() >= 300_000, "{v}");
-    assert!(v["cpu_us"].as_u64().unwrap() < 50_000, "{v}");
+    let sleeper_cpu = v["cpu_us"].as_u64().unwrap();
+    assert!(sleeper_cpu < 50_000, "{v}");
     // Spinning until stopped at 200 ms: on the CPU nearly all along.
     let r = sb.run(&[
         "run",
@@ -226,5 +227,11 @@ fn stats_count_the_guests_cpu_apart_from_its_waiting() {
     ]);
     let v = r.stats();
     assert_eq!(v["outcome"], "timeout");
-    assert!(v["cpu_us"].as_u64().unwrap() >= 100_000, "{v}");
+    // On the CPU as much as the machine lets it: with other tests running
+    // on two cores, that can be a quarter of the time, never a sleeper's.
+    let spinner_cpu = v["cpu_us"].as_u64().unwrap();
+    assert!(
+        spinner_cpu >= 20_000 && spinner_cpu >= 10 * sleeper_cpu,
+        "{v}"
+    );
 }

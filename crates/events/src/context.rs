@@ -1,0 +1,106 @@
+//! What every message of one trigger shares: its configuration, the served
+//! table and pipeline, both connections' clients, the arrival order, the
+//! slots that bound concurrency, and its metric series.
+
+use crate::confirm::Publisher;
+use crate::event::End;
+use crate::order::Order;
+use rumqttc::v5::AsyncClient;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use wedge_executor::invocation::Peer;
+use wedge_manifest::mqtt::MqttTrigger;
+use wedge_observe::metrics::Metrics;
+use wedge_telemetry::metric::{Counter, Gauge};
+use wedge_trigger::pipeline::Pipeline;
+use wedge_trigger::table::Shared;
+
+/// What every message of one trigger shares.
+pub struct Context {
+    pub trigger: MqttTrigger,
+    pub table: Shared,
+    pub pipeline: Pipeline,
+    pub publisher: Publisher,
+    /// The consuming connection's client, for acknowledgements.
+    pub(crate) consumer: Mutex<Option<AsyncClient>>,
+    pub(crate) order: Mutex<Order>,
+    /// Messages being handled at most (`max_in_flight`).
+    pub(crate) slots: Arc<tokio::sync::Semaphore>,
+    /// Signalled when acknowledgements leave the arrival order.
+    pub(crate) room: tokio::sync::Notify,
+    /// Whether the broker was seen ignoring the Receive Maximum.
+    pub(crate) flooded: AtomicBool,
+    /// The broker's end, as functions see the caller.
+    pub peer: Peer,
+    pub series: Series,
+    /// Whether the consuming connection is up, for health.
+    pub connected: AtomicBool,
+}
+
+/// A trigger's metric series, resolved once.
+pub struct Series {
+    metrics: Arc<Metrics>,
+    labels: [String; 2],
+    pub(crate) consumed: Arc<Counter>,
+    pub(crate) redelivered: Arc<Counter>,
+    pub(crate) in_flight: Arc<Gauge>,
+    pub(crate) connected: Arc<Gauge>,
+}
+
+impl Series {
+    pub(crate) fn new(metrics: Arc<Metrics>, t: &MqttTrigger) -> Series {
+        let m = &metrics.messaging;
+        let (id, f) = (t.client_id.as_str(), t.function.as_str());
+        let broker = t.broker.to_string();
+        Series {
+            consumed: m.consumed.with(&["mqtt", id, f, "false"]),
+            redelivered: m.consumed.with(&["mqtt", id, f, "true"]),
+            in_flight: m.in_flight.with(&["mqtt", id, f]),
+            connected: m.connected.with(&["mqtt", id, &broker]),
+            labels: [t.client_id.clone(), t.function.clone()],
+            metrics,
+        }
+    }
+
+    pub fn deliveries(&self, result: &str) -> Arc<Counter> {
+        let [id, f] = &self.labels;
+        self.metrics
+            .messaging
+            .deliveries
+            .with(&["mqtt", id, f, result])
+    }
+
+    pub fn dead_letter(&self, reason: &str) -> Arc<Counter> {
+        let [id, f] = &self.labels;
+        self.metrics
+            .messaging
+            .dead_letters
+            .with(&["mqtt", id, f, reason])
+    }
+
+    /// Connection attempts and losses; `connection` is `in` or `out`.
+    pub(crate) fn connections(&self, connection: &str, result: &str) -> Arc<Counter> {
+        let [id, _] = &self.labels;
+        self.metrics
+            .messaging
+            .connections
+            .with(&["mqtt", id, connection, result])
+    }
+
+    pub(crate) fn ended(&self, end: End, took: Duration) {
+        let [id, f] = &self.labels;
+        self.metrics
+            .messaging
+            .process_duration
+            .with(&["mqtt", id, f, end.name()])
+            .observe(took.as_secs_f64());
+    }
+}
+
+impl Context {
+    /// The consuming connection's client.
+    pub(crate) fn consumer(&self) -> Option<AsyncClient> {
+        self.consumer.lock().expect("consumer lock").clone()
+    }
+}
