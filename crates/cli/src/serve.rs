@@ -483,6 +483,7 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
             &metrics.connections_open,
             &metrics.connections_closed,
         );
+        let mut triggers: Vec<Arc<dyn wedge_trigger::status::Status>> = Vec::new();
         for t in &app.triggers.mqtt {
             eprintln!(
                 "trigger mqtt {} as {}: {} -> function {}{}",
@@ -495,7 +496,8 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
                     .map(|d| format!(" (dead letters to {d})"))
                     .unwrap_or_default()
             );
-            wedge_events::mqtt::start(t.clone(), shared.clone(), pipeline.clone());
+            let handle = wedge_events::mqtt::start(t.clone(), shared.clone(), pipeline.clone());
+            triggers.push(handle.context);
         }
         let mut handler = Handler::new(shared.clone(), app.server.health_prefix.clone(), pipeline);
         let admin_app = Arc::new(Admin {
@@ -505,6 +507,7 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
             control,
             token,
             ready: handler.ready.clone(),
+            triggers,
         });
         tokio::spawn(server::serve(
             admin,

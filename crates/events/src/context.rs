@@ -104,3 +104,35 @@ impl Context {
         self.consumer.lock().expect("consumer lock").clone()
     }
 }
+
+impl wedge_trigger::status::Status for Context {
+    fn json(&self) -> String {
+        use std::sync::atomic::Ordering;
+        let t = &self.trigger;
+        let m = &self.pipeline.metrics.messaging;
+        // Label 1 of every messaging family is the trigger's client id.
+        let sum = |f: &wedge_telemetry::metric::Family<Counter>| -> u64 {
+            f.snapshot()
+                .iter()
+                .filter(|(labels, _)| labels.get(1) == Some(&t.client_id))
+                .map(|(_, c)| c.get())
+                .sum()
+        };
+        serde_json::json!({
+            "kind": "mqtt",
+            "client_id": t.client_id,
+            "broker": t.broker.to_string(),
+            "topics": t.topics,
+            "function": t.function,
+            "connected": self.connected.load(Ordering::Relaxed),
+            "in_flight": self.series.in_flight.get(),
+            "unacknowledged": self.order.lock().expect("order lock").len(),
+            "consumed": self.series.consumed.get() + self.series.redelivered.get(),
+            "redelivered": self.series.redelivered.get(),
+            "dead_letters": sum(&m.dead_letters),
+            "dead_letter_topic": t.dead_letter_topic,
+            "reply_topic": t.reply_topic,
+        })
+        .to_string()
+    }
+}

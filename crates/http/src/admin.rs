@@ -1,8 +1,9 @@
 //! The admin listener, separate from the data plane: `GET /metrics`
 //! (Prometheus text, or OpenMetrics on request), `GET /live`, `GET /ready`,
 //! and, with `Authorization: Bearer TOKEN` only, `GET /log-level`,
-//! `PUT /log-level` (body: error, warn, info or debug) and
-//! `POST /profile?function=NAME&seconds=N[&format=folded]`.
+//! `PUT /log-level` (body: error, warn, info or debug),
+//! `POST /profile?function=NAME&seconds=N[&format=folded]` and
+//! `GET /triggers` (the state of every message trigger, as JSON).
 
 use crate::server::{App, EPOCH_TICK, Peer};
 use http::header::{self, HeaderValue};
@@ -47,6 +48,8 @@ pub struct Admin {
     pub token: Token,
     /// The data plane's readiness (cleared when it starts draining).
     pub ready: Arc<AtomicBool>,
+    /// The triggers besides HTTP, for `GET /triggers`.
+    pub triggers: Vec<Arc<dyn wedge_trigger::status::Status>>,
 }
 
 /// The pooling allocator's occupancy, as `wasmtime.pool.*` gauges.
@@ -287,6 +290,10 @@ impl Admin {
         match (req.method(), req.uri().path()) {
             (&Method::POST, "/profile") => {
                 profile(req.uri().query().unwrap_or(""), &self.table).await
+            }
+            (&Method::GET, "/triggers") => {
+                let items: Vec<String> = self.triggers.iter().map(|t| t.json()).collect();
+                reply(StatusCode::OK, JSON, format!("[{}]\n", items.join(",")))
             }
             (&Method::GET, "/log-level") => {
                 reply(StatusCode::OK, PLAIN, format!("{}\n", log::level()))

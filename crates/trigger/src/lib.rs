@@ -13,4 +13,5 @@ pub mod rate;
 pub mod request_id;
 pub mod spans;
 pub mod split;
+pub mod status;
 pub mod table;

@@ -333,6 +333,15 @@ fn mqtt_messages_reach_the_function_as_cloudevents_and_its_answers_are_published
     );
     // The last reply can reach the reader before its PUBACK reaches wedge.
     wait_for_metric(&srv, &format!("wedge_messaging_in_flight{{{labels}}}"), 0.0);
+    // The admin listener shows the trigger's state.
+    let t: serde_json::Value =
+        serde_json::from_str(&srv.admin_request("GET", "/triggers", b"").text()).unwrap();
+    assert_eq!(t[0]["kind"], "mqtt");
+    assert_eq!(t[0]["client_id"], "wedge-test-event");
+    assert_eq!(t[0]["connected"], true);
+    assert_eq!(t[0]["consumed"], 200);
+    assert_eq!(t[0]["dead_letters"], 0);
+    assert_eq!(t[0]["topics"][0], "sensors/+/reading");
     let connected = format!(
         "wedge_messaging_connected{{messaging_system=\"mqtt\",trigger=\"wedge-test-event\",broker=\"{}\"}}",
         broker.url()
