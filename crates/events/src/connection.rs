@@ -1,35 +1,17 @@
-//! The trigger's two connections to its broker, each kept up with
-//! reconnects and backoff: the consuming one (persistent session, manual
-//! acknowledgements, subscriptions) and the publishing one (clean session,
-//! replaced whole after any failure, so that no publish it held is silently
-//! dropped: see [`confirm`](crate::confirm)).
+//! The publishing connection (rumqttc; a clean session, replaced whole after
+//! any failure, so that no publish it held is silently dropped: see
+//! [`confirm`](crate::confirm)), and what both connections share: options,
+//! TLS, reconnect backoff and the logging of failures. The consuming
+//! connection is in [`consumer`](crate::consumer).
 
 use crate::context::Context;
-use crate::dispatch::dispatch;
-use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::{Filter, Packet, RetainForwardRule, SubscribeReasonCode};
+use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use rumqttc::{Outgoing, TlsConfiguration, Transport};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 use wedge_manifest::mqtt::MqttTrigger;
 use wedge_observe::log;
-
-/// The consuming connection: MQTT 5, a persistent session that outlives
-/// wedge by `session_expiry`, manual acks, Receive Maximum and Maximum
-/// Packet Size from the trigger.
-fn consumer_options(t: &MqttTrigger) -> Result<MqttOptions, String> {
-    let mut o = common(t, &t.client_id)?;
-    let expiry = t.session_expiry.as_secs().min(u64::from(u32::MAX - 1)) as u32;
-    o.set_clean_start(false)
-        .set_session_expiry_interval(Some(expiry))
-        .set_receive_maximum(Some(t.max_in_flight))
-        // The message plus room for its topic and properties.
-        .set_max_packet_size(Some(t.max_message_size.saturating_add(64 << 10)))
-        .set_manual_acks(true);
-    Ok(o)
-}
 
 /// The publishing connection: a clean session of its own.
 fn publisher_options(t: &MqttTrigger) -> Result<MqttOptions, String> {
@@ -59,7 +41,7 @@ fn common(t: &MqttTrigger, client_id: &str) -> Result<MqttOptions, String> {
 }
 
 /// TLS with rustls (ring): the system's roots, or only `ca_file`'s.
-fn tls(t: &MqttTrigger) -> Result<Arc<rustls::ClientConfig>, String> {
+pub(crate) fn tls(t: &MqttTrigger) -> Result<Arc<rustls::ClientConfig>, String> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
@@ -89,7 +71,7 @@ fn tls(t: &MqttTrigger) -> Result<Arc<rustls::ClientConfig>, String> {
 }
 
 /// Reconnect waits: 100 ms doubling to 30 s, less up to a fifth of jitter.
-fn backoff(failures: u32) -> Duration {
+pub(crate) fn backoff(failures: u32) -> Duration {
     let base = Duration::from_millis(100) * (1 << (failures.clamp(1, 10) - 1));
     let base = base.min(Duration::from_secs(30));
     base - base.mul_f64(fastrand::f64() * 0.2)
@@ -97,7 +79,7 @@ fn backoff(failures: u32) -> Duration {
 
 /// Logs a connection failure: every loss, and the 1st, 2nd, 4th, 8th...
 /// failed attempt in a row, so an outage does not flood the log.
-fn failed(
+pub(crate) fn failed(
     ctx: &Context,
     which: &str,
     client_id: &str,
@@ -122,105 +104,6 @@ fn failed(
             );
             log::line("warn", "-", &t.function, &msg);
         }
-    }
-}
-
-/// Keeps the consuming connection up and hands its messages to [`dispatch`].
-pub async fn consuming(ctx: Arc<Context>) {
-    let t = &ctx.trigger;
-    // Only a password or CA file can fail here: say so, and read them again
-    // in a while, as an operator fixes them.
-    let options = loop {
-        match consumer_options(t) {
-            Ok(o) => break o,
-            Err(e) => {
-                let msg = format!("mqtt trigger {}: {e}", t.client_id);
-                log::line("error", "-", &t.function, &msg);
-                tokio::time::sleep(Duration::from_secs(5)).await;
-            }
-        }
-    };
-    let (client, mut events) = AsyncClient::new(options, usize::from(t.max_in_flight) * 2 + 16);
-    *ctx.consumer.lock().expect("consumer lock") = Some(client.clone());
-    let (mut up, mut failures, mut had_session) = (false, 0u32, false);
-    loop {
-        match events.poll().await {
-            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                (up, failures) = (true, 0);
-                ctx.series.connections("in", "ok").inc();
-                ctx.series.connected.set(1);
-                ctx.connected.store(true, Ordering::Relaxed);
-                let session = if ack.session_present {
-                    "session resumed"
-                } else {
-                    "new session"
-                };
-                let msg = format!(
-                    "mqtt trigger connected to {} as {} ({session})",
-                    t.broker, t.client_id
-                );
-                log::line("info", "-", &t.function, &msg);
-                if had_session && !ack.session_present {
-                    let msg = format!(
-                        "broker {} had lost the session of {}: messages it held for wedge are gone; \
-                         give the broker persistence to keep them across its restarts",
-                        t.broker, t.client_id
-                    );
-                    log::line("warn", "-", &t.function, &msg);
-                }
-                had_session = true;
-                subscribe(&client, t);
-            }
-            Ok(Event::Incoming(Packet::Publish(p))) => dispatch(&ctx, &client, p).await,
-            Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                for (code, filter) in ack.return_codes.iter().zip(&t.topics) {
-                    if matches!(code, SubscribeReasonCode::Success(_)) {
-                        let msg = format!("mqtt trigger {} subscribed to {filter}", t.client_id);
-                        log::line("info", "-", &t.function, &msg);
-                    } else {
-                        let msg = format!(
-                            "broker {} refused the subscription to {filter}: {code:?}",
-                            t.broker
-                        );
-                        log::line("error", "-", &t.function, &msg);
-                    }
-                }
-            }
-            Ok(Event::Incoming(Packet::Disconnect(d))) => {
-                let msg = format!(
-                    "broker {} disconnected {}: {:?}",
-                    t.broker, t.client_id, d.reason_code
-                );
-                log::line("warn", "-", &t.function, &msg);
-            }
-            Ok(_) => {}
-            Err(e) => {
-                ctx.series.connected.set(0);
-                ctx.connected.store(false, Ordering::Relaxed);
-                failures += 1;
-                failed(&ctx, "in", &t.client_id, up, failures, &e);
-                up = false;
-                tokio::time::sleep(backoff(failures)).await;
-            }
-        }
-    }
-}
-
-/// Subscribes to the trigger's topics; retained messages come only with a
-/// new subscription, not again at every reconnect.
-fn subscribe(client: &AsyncClient, t: &MqttTrigger) {
-    let qos = if t.qos == 0 {
-        QoS::AtMostOnce
-    } else {
-        QoS::AtLeastOnce
-    };
-    let filters = t.topics.iter().map(|topic| {
-        let mut f = Filter::new(topic, qos);
-        f.retain_forward_rule = RetainForwardRule::OnNewSubscribe;
-        f
-    });
-    if let Err(e) = client.try_subscribe_many(filters) {
-        log::line("error", "-", &t.function, &format!("cannot subscribe: {e}"));
     }
 }
 

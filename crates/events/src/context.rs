@@ -3,9 +3,9 @@
 //! slots that bound concurrency, and its metric series.
 
 use crate::confirm::Publisher;
+use crate::consumer::Acks;
 use crate::event::End;
 use crate::order::Order;
-use rumqttc::v5::AsyncClient;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,8 +22,8 @@ pub struct Context {
     pub table: Shared,
     pub pipeline: Pipeline,
     pub publisher: Publisher,
-    /// The consuming connection's client, for acknowledgements.
-    pub(crate) consumer: Mutex<Option<AsyncClient>>,
+    /// Where the consuming connection takes acknowledgements, while it is up.
+    pub(crate) acks: Mutex<Option<Acks>>,
     pub(crate) order: Mutex<Order>,
     /// Messages being handled at most (`max_in_flight`).
     pub(crate) slots: Arc<tokio::sync::Semaphore>,
@@ -99,9 +99,9 @@ impl Series {
 }
 
 impl Context {
-    /// The consuming connection's client.
-    pub(crate) fn consumer(&self) -> Option<AsyncClient> {
-        self.consumer.lock().expect("consumer lock").clone()
+    /// The consuming connection's acknowledgements, while it is up.
+    pub(crate) fn acks(&self) -> Option<Acks> {
+        self.acks.lock().expect("acks lock").clone()
     }
 }
 

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use wedge_executor::failure::Failure;
 use wedge_executor::invocation::{Invocation, Route};
 use wedge_observe::log;
+use wedge_observe::traces::{TRACEPARENT, TRACESTATE};
+use wedge_telemetry::trace;
 use wedge_trigger::pipeline::{Ending, Record};
 
 /// What the function answered, for the reply topic.
@@ -25,6 +27,9 @@ pub async fn deliver(ctx: &Context, msg: &Message) -> End {
     let t = &ctx.trigger;
     let id = wedge_trigger::request_id::generate();
     let attrs = event::attributes(msg, t, &id);
+    let parent = trace_parent(msg);
+    let tracer = ctx.pipeline.tracer.clone();
+    let mut span = None;
     let mut last = Verdict::Done;
     let mut attempts = 0;
     for attempt in 1..=t.retry.attempts {
@@ -40,12 +45,40 @@ pub async fn deliver(ctx: &Context, msg: &Message) -> End {
         } else {
             format!("{id}.{attempt}")
         };
-        let (verdict, answer) = attempt_once(ctx, msg, &attrs, &call_id).await;
+        // Each attempt is a CONSUMER span of its own, continuing the
+        // message's trace.
+        span = tracer.as_ref().map(|t| t.server_context(parent.as_ref()));
+        let start = trace::now_nanos();
+        let (verdict, answer, record) =
+            attempt_once(ctx, msg, &attrs, &call_id, span.as_ref()).await;
         ctx.series.deliveries(verdict.name()).inc();
+        if let (Some(tracer), Some(s)) = (&tracer, &span)
+            && s.sampled
+        {
+            tracer.emit(crate::spans::attempt(&crate::spans::Attempt {
+                ctx: s,
+                parent: parent.as_ref().map(|p| p.span_id),
+                topic: &msg.topic,
+                filter: filter_of(&t.topics, &msg.topic),
+                client_id: &t.client_id,
+                message_id: attrs
+                    .iter()
+                    .find(|(k, _)| k == "id")
+                    .map_or("", |(_, v)| v.as_str()),
+                body_size: msg.payload.len(),
+                function: &t.function,
+                call_id: &call_id,
+                attempt,
+                result: verdict.name(),
+                start,
+                end: trace::now_nanos(),
+                record: &record,
+            }));
+        }
         match verdict {
             Verdict::Done => {
                 if let Some(answer) = answer {
-                    reply(ctx, msg, &attrs, answer).await;
+                    reply(ctx, msg, &attrs, answer, span.as_ref()).await;
                 }
                 return End::Done;
             }
@@ -107,6 +140,7 @@ pub async fn deliver(ctx: &Context, msg: &Message) -> End {
         QoS::AtLeastOnce,
         msg.payload.clone(),
         properties,
+        span.as_ref(),
     )
     .await;
     End::DeadLettered
@@ -118,7 +152,8 @@ async fn attempt_once(
     msg: &Message,
     attrs: &[(String, String)],
     call_id: &str,
-) -> (Verdict, Option<Answer>) {
+    span: Option<&trace::Context>,
+) -> (Verdict, Option<Answer>, Record) {
     let t = &ctx.trigger;
     let table = ctx.table.load_full();
     let Some(served) = table.functions.iter().find(|f| f.name == t.function) else {
@@ -126,9 +161,15 @@ async fn attempt_once(
             reason: "unserved".into(),
             detail: format!("function {} is not being served", t.function),
         };
-        return (Verdict::Retry(why), None);
+        return (Verdict::Retry(why), None, Record::default());
     };
-    let head = event::request(msg, attrs, &t.content_type);
+    let mut head = event::request(msg, attrs, &t.content_type);
+    if let Some(s) = span
+        && let Ok(v) = http::HeaderValue::from_bytes(&s.traceparent_bytes())
+    {
+        // The guest sees (and its outbound calls carry) the attempt's span.
+        head.headers.insert(TRACEPARENT, v);
+    }
     let version = served.pick(&head.headers);
     let mut record = Record::default();
     record.chose(version, served.versions.len());
@@ -148,7 +189,7 @@ async fn attempt_once(
                 path_info: "/",
                 params: &[],
             },
-            trace: None,
+            trace: span.cloned(),
             tracer: None,
         };
         match ctx.pipeline.invoke(version, inv, &mut record).await {
@@ -175,7 +216,7 @@ async fn attempt_once(
                 headers: parts.headers,
                 body,
             };
-            (verdict, Some(answer))
+            (verdict, Some(answer), record)
         }
         Err(failure) => {
             let verdict = Verdict::of_failure(&failure);
@@ -185,7 +226,7 @@ async fn attempt_once(
             };
             ctx.pipeline
                 .finish(&record, call_id, ending, start.elapsed());
-            (verdict, None)
+            (verdict, None, record)
         }
     }
 }
@@ -193,7 +234,13 @@ async fn attempt_once(
 /// Publishes the function's answer to the message's MQTT 5 Response Topic,
 /// or else the trigger's `reply_topic`; `ce-*` response headers become user
 /// properties (binary mode), with the status and the event's id.
-async fn reply(ctx: &Context, msg: &Message, attrs: &[(String, String)], answer: Answer) {
+async fn reply(
+    ctx: &Context,
+    msg: &Message,
+    attrs: &[(String, String)],
+    answer: Answer,
+    span: Option<&trace::Context>,
+) {
     let t = &ctx.trigger;
     let asked = msg
         .response_topic
@@ -231,7 +278,7 @@ async fn reply(ctx: &Context, msg: &Message, attrs: &[(String, String)], answer:
         .iter()
         .find(|(k, _)| k == "id")
         .map_or("-", |(_, v)| v.as_str());
-    publish_until_confirmed(ctx, id, topic, qos, answer.body, properties).await;
+    publish_until_confirmed(ctx, id, topic, qos, answer.body, properties, span).await;
 }
 
 /// Publishes until the broker confirms: the message it belongs to is not
@@ -242,8 +289,20 @@ async fn publish_until_confirmed(
     topic: &str,
     qos: QoS,
     payload: Bytes,
-    properties: PublishProperties,
+    mut properties: PublishProperties,
+    span: Option<&trace::Context>,
 ) {
+    // A PRODUCER span, child of the attempt's: the message carries it on.
+    let producer = span.map(trace::Context::child);
+    if let Some(p) = &producer {
+        let u = &mut properties.user_properties;
+        u.retain(|(k, _)| k != "traceparent" && k != "tracestate");
+        u.push(("traceparent".into(), p.traceparent()));
+        if let Some(state) = &p.tracestate {
+            u.push(("tracestate".into(), state.clone()));
+        }
+    }
+    let start = trace::now_nanos();
     let mut wait = Duration::from_millis(100);
     let mut failures = 0u32;
     loop {
@@ -252,7 +311,23 @@ async fn publish_until_confirmed(
             .publish(topic, qos, payload.clone(), properties.clone())
             .await
         {
-            Ok(()) => return,
+            Ok(()) => {
+                if let (Some(t), Some(p), Some(parent)) = (&ctx.pipeline.tracer, &producer, span)
+                    && p.sampled
+                {
+                    let end = trace::now_nanos();
+                    let spans = crate::spans::publish(
+                        p,
+                        parent.span_id,
+                        topic,
+                        &ctx.trigger.client_id,
+                        start,
+                        end,
+                    );
+                    t.emit(spans);
+                }
+                return;
+            }
             Err(e) => {
                 failures += 1;
                 if failures.is_power_of_two() {
@@ -277,4 +352,26 @@ fn truncate(s: &str, max: usize) -> String {
         end -= 1;
     }
     s[..end].to_string()
+}
+
+/// The trace a message carried: `traceparent` (and `tracestate`) among its
+/// user properties, as W3C trace context and the CloudEvents tracing
+/// extension both name them.
+fn trace_parent(msg: &Message) -> Option<trace::Context> {
+    let prop = |name: &str| {
+        msg.user_properties
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    trace::Context::parse(prop(TRACEPARENT.as_str())?, prop(TRACESTATE.as_str()))
+}
+
+/// The trigger's filter that `topic` matched (the first), for span names:
+/// a bounded set, unlike topics.
+fn filter_of<'a>(filters: &'a [String], topic: &'a str) -> &'a str {
+    filters
+        .iter()
+        .find(|f| wedge_manifest::mqtt::matches(f, topic))
+        .map_or(topic, String::as_str)
 }

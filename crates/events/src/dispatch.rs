@@ -1,11 +1,11 @@
 //! From arrival to acknowledgement: each message gets a slot and a task
 //! that runs [`deliver`]; acknowledgements leave in arrival order.
 
+use crate::consumer::Acks;
 use crate::context::Context;
 use crate::deliver::deliver;
 use crate::event::Message;
 use crate::order::Arrival;
-use rumqttc::v5::AsyncClient;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Publish;
 use std::sync::Arc;
@@ -20,7 +20,7 @@ const HELD_PER_SLOT: usize = 16;
 
 /// Hands a message to its own task once a slot is free. Waiting here stops
 /// the consuming connection from reading, which holds the broker back.
-pub(crate) async fn dispatch(ctx: &Arc<Context>, client: &AsyncClient, p: Publish) {
+pub(crate) async fn dispatch(ctx: &Arc<Context>, acks: &Acks, p: Publish) {
     let msg = message(&p);
     if p.dup {
         &ctx.series.redelivered
@@ -36,7 +36,7 @@ pub(crate) async fn dispatch(ctx: &Arc<Context>, client: &AsyncClient, p: Publis
             Arrival::Handle(seq) => Some(seq),
             Arrival::Joined => return,
             Arrival::AckAgain => {
-                let _ = client.ack(&p).await;
+                let _ = acks.send(p.pkid);
                 return;
             }
         }
@@ -72,25 +72,30 @@ pub(crate) async fn dispatch(ctx: &Arc<Context>, client: &AsyncClient, p: Publis
         ctx.series.in_flight.dec();
         drop(permit);
         if let Some(seq) = seq {
-            acknowledge(&ctx, seq).await;
+            acknowledge(&ctx, seq);
         }
     });
 }
 
 /// Marks message `seq` handled and acknowledges every message that is now
 /// first in arrival order.
-async fn acknowledge(ctx: &Context, seq: u64) {
-    let ready = ctx.order.lock().expect("order lock").done(seq);
+fn acknowledge(ctx: &Context, seq: u64) {
+    let acks = ctx.acks();
+    // Sent under the lock, so that two tasks ending at once cannot swap
+    // their acknowledgements.
+    let mut order = ctx.order.lock().expect("order lock");
+    let ready = order.done(seq);
     if ready.is_empty() {
         return;
     }
-    ctx.room.notify_one();
-    if let Some(client) = ctx.consumer() {
+    // On the current connection: the session keeps packet ids.
+    if let Some(acks) = acks {
         for p in &ready {
-            // On the current connection: the session keeps packet ids.
-            let _ = client.ack(p).await;
+            let _ = acks.send(p.pkid);
         }
     }
+    drop(order);
+    ctx.room.notify_one();
 }
 
 fn message(p: &Publish) -> Message {

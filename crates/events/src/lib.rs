@@ -5,11 +5,13 @@
 
 pub mod confirm;
 mod connection;
+mod consumer;
 pub mod context;
 mod deliver;
 mod dispatch;
 pub mod event;
 pub mod mqtt;
 pub mod order;
+mod spans;
 
 pub use event::End;

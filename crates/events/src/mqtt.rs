@@ -55,11 +55,11 @@ pub fn start(trigger: MqttTrigger, table: Shared, pipeline: Pipeline) -> Handle 
         table,
         pipeline,
         publisher: Publisher::default(),
-        consumer: Mutex::new(None),
+        acks: Mutex::new(None),
         order: Mutex::new(Order::default()),
         connected: AtomicBool::new(false),
     });
     tokio::spawn(crate::connection::publishing(context.clone()));
-    let task = tokio::spawn(crate::connection::consuming(context.clone()));
+    let task = tokio::spawn(crate::consumer::consuming(context.clone()));
     Handle { context, task }
 }

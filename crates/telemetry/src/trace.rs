@@ -139,6 +139,8 @@ pub enum SpanKind {
     Internal = 1,
     Server = 2,
     Client = 3,
+    Producer = 4,
+    Consumer = 5,
 }
 
 /// An attribute value, borrowed: spans are encoded where they end, so

@@ -13,18 +13,18 @@ use std::time::Duration;
 
 /// A decoded span: the fields the test looks at.
 #[derive(Debug, Clone, Default)]
-struct Span {
-    trace_id: String,
-    span_id: String,
-    parent: String,
-    name: String,
-    kind: u64,
+pub(crate) struct Span {
+    pub trace_id: String,
+    pub span_id: String,
+    pub parent: String,
+    pub name: String,
+    pub kind: u64,
     /// Attributes, values as text.
-    attrs: Vec<(String, String)>,
+    pub attrs: Vec<(String, String)>,
 }
 
 impl Span {
-    fn attr(&self, key: &str) -> Option<&str> {
+    pub(crate) fn attr(&self, key: &str) -> Option<&str> {
         self.attrs
             .iter()
             .find(|(k, _)| k == key)
@@ -47,7 +47,7 @@ fn text(v: &Option<AnyValue>) -> String {
 /// Decodes an export with opentelemetry-proto's generated types (an
 /// implementation independent of wedge's encoder): its spans, and the
 /// resource's attributes.
-fn decode(export: &[u8]) -> (Vec<Span>, Vec<(String, String)>) {
+pub(crate) fn decode(export: &[u8]) -> (Vec<Span>, Vec<(String, String)>) {
     let export = ExportTraceServiceRequest::decode(export).expect("a valid OTLP export");
     let mut spans = Vec::new();
     let mut resource = Vec::new();
