@@ -30,6 +30,15 @@ if [ ! -d ../shared/conformance/wasi-testsuite-p1 ]; then
   exit 1
 fi
 
+# The CloudEvents Python SDK (PyPI), an independent encoder the CloudEvents
+# ingress tests check wedge against, in a venv beside the build.
+venv="${CARGO_TARGET_DIR:-target}/test-venv"
+if ! "$venv/bin/python3" -c "import cloudevents.conversion" 2>/dev/null; then
+  say "installing the CloudEvents Python SDK into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q "cloudevents==1.12.0"
+fi
+
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy
 
 say "cargo fmt --check"

@@ -163,7 +163,21 @@ async fn attempt_once(
         };
         return (Verdict::Retry(why), None, Record::default());
     };
-    let mut head = event::request(msg, attrs, &t.content_type);
+    // A message in structured mode (the CloudEvents MQTT binding) carries its
+    // event as JSON: the function gets it in binary mode like any other.
+    let (mut head, body, bad_event) = match event::structured(msg) {
+        Some(Ok((parts, body))) => (parts, body, None),
+        Some(Err(problem)) => (
+            event::request(msg, attrs, &t.content_type),
+            Bytes::new(),
+            Some(problem),
+        ),
+        None => (
+            event::request(msg, attrs, &t.content_type),
+            msg.payload.clone(),
+            None,
+        ),
+    };
     if let Some(s) = span
         && let Ok(v) = http::HeaderValue::from_bytes(&s.traceparent_bytes())
     {
@@ -175,13 +189,15 @@ async fn attempt_once(
     record.chose(version, served.versions.len());
     let start = Instant::now();
     let limit = version.spec.limits.max_request_body;
-    let result = if msg.payload.len() as u64 > limit {
+    let result = if let Some(problem) = bad_event {
+        Err(Failure::BadEvent { problem })
+    } else if msg.payload.len() as u64 > limit {
         Err(Failure::BodyTooLarge { limit })
     } else {
         let inv = Invocation {
             id: call_id,
             head,
-            body: msg.payload.clone(),
+            body,
             peer: ctx.peer,
             route: Route {
                 template: "/",

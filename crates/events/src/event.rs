@@ -8,6 +8,7 @@ use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use std::time::SystemTime;
 use wedge_executor::failure::{Class, Failure};
 use wedge_manifest::mqtt::MqttTrigger;
+use wedge_trigger::cloudevents;
 
 /// The CloudEvents attributes a message may carry as MQTT 5 user properties
 /// (the CloudEvents MQTT binding, binary mode) and wedge passes on.
@@ -41,7 +42,7 @@ pub fn attributes(msg: &Message, trigger: &MqttTrigger, fresh_id: &str) -> Vec<(
         return msg
             .user_properties
             .iter()
-            .filter(|(k, _)| is_attribute_name(k))
+            .filter(|(k, _)| cloudevents::is_attribute_name(k))
             .cloned()
             .collect();
     }
@@ -53,14 +54,6 @@ pub fn attributes(msg: &Message, trigger: &MqttTrigger, fresh_id: &str) -> Vec<(
         ("subject".into(), msg.topic.clone()),
         ("time".into(), rfc3339(msg.received)),
     ]
-}
-
-/// CloudEvents attribute names: lower-case letters and digits, at most 20.
-fn is_attribute_name(k: &str) -> bool {
-    !k.is_empty()
-        && k.len() <= 20
-        && k.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
 /// The request a function is invoked with: `POST /`, a `ce-` header per
@@ -96,6 +89,23 @@ pub fn request(
         }
     }
     parts
+}
+
+/// A message in CloudEvents structured mode (content type
+/// `application/cloudevents+json`) as a binary-mode request and its body;
+/// `None` for any other message.
+pub fn structured(msg: &Message) -> Option<Result<(http::request::Parts, Bytes), String>> {
+    let ct = msg.content_type.as_deref()?;
+    let media = ct.split(';').next().unwrap_or("").trim();
+    if !media.eq_ignore_ascii_case(cloudevents::STRUCTURED) {
+        return None;
+    }
+    let (mut parts, ()) = http::Request::post("/")
+        .header(CONTENT_TYPE, cloudevents::STRUCTURED)
+        .body(())
+        .expect("a static request is valid")
+        .into_parts();
+    Some(cloudevents::to_binary(&mut parts, msg.payload.clone()).map(|body| (parts, body)))
 }
 
 /// What an attempt's result means for the message.

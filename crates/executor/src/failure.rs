@@ -34,6 +34,9 @@ pub enum Failure {
     BodyTimeout { after: Duration },
     /// The request could not be read (a broken body, say).
     BadRequest { problem: String },
+    /// A function that takes CloudEvents was sent something that is no
+    /// valid event; `problem` says what, for the client.
+    BadEvent { problem: String },
     /// The request headers are over the server's limit.
     HeadersTooLarge { limit: usize },
     /// A rate limit has no token left; one will be there after `retry_after`.
@@ -79,6 +82,7 @@ impl Failure {
             | Failure::BodyTooLarge { .. }
             | Failure::BodyTimeout { .. }
             | Failure::BadRequest { .. }
+            | Failure::BadEvent { .. }
             | Failure::HeadersTooLarge { .. } => Class::Refused,
             Failure::QueueFull
             | Failure::QueueTimeout { .. }
@@ -105,6 +109,7 @@ impl Failure {
             Failure::BodyTooLarge { .. } => "request-too-large",
             Failure::BodyTimeout { .. } => "body-timeout",
             Failure::BadRequest { .. } => "bad-request",
+            Failure::BadEvent { .. } => "bad-event",
             Failure::HeadersTooLarge { .. } => "headers-too-large",
             Failure::QueueFull => "queue-full",
             Failure::RateLimited { .. } => "rate-limited",
@@ -139,6 +144,7 @@ impl Failure {
     pub fn reason(&self) -> String {
         match self {
             Failure::NoRoute => "no route matches this path".into(),
+            Failure::BadEvent { problem } => problem.clone(),
             Failure::MethodNotAllowed { allowed } => {
                 format!("method not allowed here (allowed: {})", allowed.join(", "))
             }

@@ -24,6 +24,7 @@ use wedge_observe::log;
 use wedge_observe::traces::{TRACEPARENT, TRACESTATE};
 use wedge_telemetry::metric::Gauge;
 use wedge_telemetry::trace::{self, Context};
+use wedge_trigger::cloudevents;
 use wedge_trigger::pipeline::{Ending, Pipeline, Record};
 use wedge_trigger::rate::{self, Bucket};
 use wedge_trigger::request_id;
@@ -282,6 +283,14 @@ impl Handler {
             Bytes::new()
         } else {
             self.read_body(incoming, limit).await?
+        };
+        let (parts, body) = if f.config.cloudevents {
+            let mut parts = parts;
+            let body = cloudevents::to_binary(&mut parts, body)
+                .map_err(|problem| Failure::BadEvent { problem })?;
+            (parts, body)
+        } else {
+            (parts, body)
         };
         let invocation = Invocation {
             id,

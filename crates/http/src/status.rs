@@ -14,7 +14,7 @@ pub fn of(failure: &Failure) -> StatusCode {
         Failure::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
         Failure::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         Failure::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
-        Failure::BadRequest { .. } => StatusCode::BAD_REQUEST,
+        Failure::BadRequest { .. } | Failure::BadEvent { .. } => StatusCode::BAD_REQUEST,
         Failure::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         Failure::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         Failure::QueueFull

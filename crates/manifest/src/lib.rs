@@ -139,6 +139,9 @@ pub struct Function {
     pub files: Vec<FileMount>,
     pub outbound: Vec<OutboundRule>,
     pub allow_authorization: bool,
+    /// Takes CloudEvents: structured mode is turned into binary mode, and
+    /// what is no valid event is refused.
+    pub cloudevents: bool,
     /// Requests one 0.3 service instance may serve in turn (1: fresh each).
     pub instance_reuse: u32,
     /// The name of the version `source` is; `None`: named by its digest.
@@ -386,6 +389,7 @@ pub fn single(module: &Path, cli: &LimitOverrides) -> App {
             files: Vec::new(),
             outbound: Vec::new(),
             allow_authorization: false,
+            cloudevents: false,
             instance_reuse: 1,
             version: None,
             traffic: Traffic::default(),
@@ -837,6 +841,10 @@ pub fn parse(file: &Path, text: &str, cli: &LimitOverrides) -> Result<App, Manif
             allow_authorization: f
                 .allow_authorization
                 .or(defaults.and_then(|d| d.get_ref().allow_authorization))
+                .unwrap_or(false),
+            cloudevents: f
+                .cloudevents
+                .or(defaults.and_then(|d| d.get_ref().cloudevents))
                 .unwrap_or(false),
             instance_reuse,
             version,

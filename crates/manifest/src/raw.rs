@@ -122,6 +122,9 @@ pub struct RawFunction {
     pub outbound_breaker: Option<Spanned<crate::breaker::RawBreaker>>,
     /// Pass the Authorization header to WAGI guests (off: CGI hides it).
     pub allow_authorization: Option<bool>,
+    /// The function takes CloudEvents: structured-mode requests reach it in
+    /// binary mode, and a request that is no valid event is refused (400).
+    pub cloudevents: Option<bool>,
     /// Requests one instance of a WASI 0.3 service may serve, one after
     /// another (1: a fresh instance per request).
     pub instance_reuse: Option<u32>,

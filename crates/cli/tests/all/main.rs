@@ -4,6 +4,7 @@
 mod cache;
 mod canary;
 mod client;
+mod cloudevents;
 mod conformance;
 mod control;
 mod errors;

@@ -640,3 +640,54 @@ fn mqtt_traces_continue_the_message_trace_through_the_function_to_the_reply() {
         "the reply carries the PRODUCER span"
     );
 }
+
+#[test]
+fn mqtt_a_structured_cloudevent_reaches_the_function_in_binary_mode() {
+    let sb = Sandbox::new();
+    let broker = Broker::start(sb.path());
+    broker.subscribe("reader", &["results/#", "dlq/#"]);
+    let toml = trigger(
+        "event",
+        "",
+        &broker,
+        "\"events/#\"",
+        "reply_topic = \"results/event\"\ndead_letter_topic = \"dlq/event\"",
+    );
+    let srv = Server::start(&sb.cache_dir(), &["-f", &sb.manifest(&toml)]);
+    srv.wait_for_log("subscribed to events/#");
+    let ct = [
+        "-D",
+        "publish",
+        "content-type",
+        "application/cloudevents+json",
+    ];
+    let event = r#"{"specversion":"1.0","id":"own-7","source":"/devices/7","type":"reading","data":{"t":3}}"#;
+    publish_with(broker.port, "events/a", &[event.to_string()], &ct);
+    // Not an event at all: refused as such, dead-lettered at once.
+    publish_with(
+        broker.port,
+        "events/b",
+        &["{\"no\":\"event\"}".to_string()],
+        &ct,
+    );
+    let got = broker.read(
+        "reader",
+        &["results/#", "dlq/#"],
+        2,
+        Duration::from_secs(30),
+    );
+    let reply = got
+        .iter()
+        .find(|m| m.topic == "results/event")
+        .expect("a reply");
+    let seen = reply.json();
+    assert_eq!(seen["id"], "own-7", "the event's own attributes");
+    assert_eq!(seen["source"], "/devices/7");
+    assert_eq!(seen["payload"], "{\"t\":3}", "its data is the body");
+    let dead = got
+        .iter()
+        .find(|m| m.topic == "dlq/event")
+        .expect("a dead letter");
+    assert_eq!(dead.properties["wedgeerror"], "bad-event");
+    assert_eq!(dead.properties["wedgeattempts"], "1");
+}
