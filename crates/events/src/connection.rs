@@ -2,7 +2,7 @@
 //! any failure, so that no publish it held is silently dropped: see
 //! [`confirm`](crate::confirm)), and what both connections share: options,
 //! TLS, reconnect backoff and the logging of failures. The consuming
-//! connection is in [`consumer`](crate::consumer).
+//! connection is in `consumer.rs`.
 
 use crate::context::Context;
 use rumqttc::v5::mqttbytes::v5::Packet;

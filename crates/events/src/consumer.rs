@@ -13,7 +13,7 @@
 //! keep-alive pings, whatever the reader is doing.
 
 use crate::connection::{backoff, failed, tls};
-use crate::context::Context;
+use crate::context::{Acks, Context};
 use crate::dispatch::dispatch;
 use bytes::BytesMut;
 use rumqttc::v5::mqttbytes::QoS;
@@ -33,9 +33,6 @@ trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 type Conn = Box<dyn Stream>;
-
-/// Packet ids to acknowledge, in the order they are due.
-pub type Acks = mpsc::UnboundedSender<u16>;
 
 /// Largest packet wedge accepts: the message plus room for its topic and
 /// properties.

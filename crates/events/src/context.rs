@@ -3,7 +3,6 @@
 //! slots that bound concurrency, and its metric series.
 
 use crate::confirm::Publisher;
-use crate::consumer::Acks;
 use crate::event::End;
 use crate::order::Order;
 use std::sync::atomic::AtomicBool;
@@ -15,6 +14,10 @@ use wedge_observe::metrics::Metrics;
 use wedge_telemetry::metric::{Counter, Gauge};
 use wedge_trigger::pipeline::Pipeline;
 use wedge_trigger::table::Shared;
+
+/// Packet ids to acknowledge on the consuming connection, in the order they
+/// are due.
+pub type Acks = tokio::sync::mpsc::UnboundedSender<u16>;
 
 /// What every message of one trigger shares.
 pub struct Context {

@@ -1,8 +1,7 @@
 //! From arrival to acknowledgement: each message gets a slot and a task
 //! that runs [`deliver`]; acknowledgements leave in arrival order.
 
-use crate::consumer::Acks;
-use crate::context::Context;
+use crate::context::{Acks, Context};
 use crate::deliver::deliver;
 use crate::event::Message;
 use crate::order::Arrival;
