@@ -30,8 +30,8 @@ pub struct Reloader {
     pub table: table::Shared,
     /// The server settings in force, which a reload cannot change.
     pub server: Server,
-    /// The triggers in force, which a reload does not restart.
-    pub triggers: wedge_manifest::Triggers,
+    /// The message triggers, which a reload changes to the manifest's.
+    pub events: Option<Arc<wedge_events::mqtt::Triggers>>,
     /// The manifest, if the app has one.
     pub manifest: Option<PathBuf>,
     /// Every module the manifest named when it was last read.
@@ -85,7 +85,7 @@ impl Reloader {
             metrics,
             table,
             server: app.server.clone(),
-            triggers: app.triggers.clone(),
+            events: None,
             manifest: app.manifest.clone(),
             sources: std::sync::Mutex::new(sources_of(app)),
             lock: tokio::sync::Mutex::new(()),
@@ -153,7 +153,7 @@ impl Reloader {
                 .admit(&f.name, &f.limits)
                 .map_err(anyhow::Error::msg)?;
         }
-        self.warn_unapplied(&app.server, &app.triggers);
+        self.warn_unapplied(&app.server);
         let sources = sources_of(&app);
         let before: Vec<Stamp> = sources.iter().map(stamp).collect();
         let previous = self.table.load_full();
@@ -177,11 +177,31 @@ impl Reloader {
         })
         .await
         .context("the reload task failed")??;
-        if changes.is_empty() {
-            // Same functions, same routes (they are part of each entry):
-            // the table serving now is equivalent.
-            return Ok(changes);
+        // Same functions, same routes (they are part of each entry): the
+        // table serving now is equivalent and stays.
+        if !changes.is_empty() {
+            self.swap(table, &changes, &sources, &before).await?;
         }
+        if let Some(events) = &self.events {
+            let (stopped, started) = events
+                .apply(&app.triggers.mqtt, self.server.shutdown_grace)
+                .await;
+            if stopped + started > 0 {
+                let msg = format!("mqtt triggers: {stopped} stopped, {started} started");
+                wedge_observe::log::line("info", "-", "-", &msg);
+            }
+        }
+        Ok(changes)
+    }
+
+    /// Probes the new and changed functions of `table`, then serves it.
+    async fn swap(
+        &self,
+        table: Table,
+        changes: &Changes,
+        sources: &[PathBuf],
+        before: &[Stamp],
+    ) -> Result<()> {
         let fresh: Vec<&String> = changes.added.iter().chain(&changes.changed).collect();
         table
             .probe_only(|name| fresh.iter().any(|f| *f == name))
@@ -201,20 +221,12 @@ impl Reloader {
             .collect();
         self.metrics.prune_versions(&serving);
         self.table.store(Arc::new(table));
-        Ok(changes)
+        Ok(())
     }
 
     /// Server settings are read once at start; say so when they change.
-    fn warn_unapplied(&self, new: &Server, triggers: &wedge_manifest::Triggers) {
+    fn warn_unapplied(&self, new: &Server) {
         let mut changed = Vec::new();
-        if *triggers != self.triggers {
-            wedge_observe::log::line(
-                "warn",
-                "-",
-                "-",
-                "[[trigger.mqtt]] changed in the manifest: applied at the next restart, not by a reload",
-            );
-        }
         if new.listen.is_some() && new.listen != self.server.listen {
             changed.push("listen");
         }

@@ -451,7 +451,7 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
             }
         };
         let shared = table::shared(table);
-        let reloader = Arc::new(Reloader::new(
+        let mut reloader = Reloader::new(
             Box::new(load_app),
             engine.clone(),
             ticker.clock(),
@@ -460,7 +460,10 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
             metrics.clone(),
             shared.clone(),
             &app,
-        ));
+        );
+        let triggers = wedge_events::mqtt::Triggers::new(shared.clone(), pipeline.clone());
+        reloader.events = Some(triggers.clone());
+        let reloader = Arc::new(reloader);
         let control = store.map(|store| {
             let api = crate::api::Api::new(store, reloader.clone());
             api.resume_rollouts();
@@ -483,7 +486,6 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
             &metrics.connections_open,
             &metrics.connections_closed,
         );
-        let mut triggers: Vec<Arc<dyn wedge_trigger::status::Status>> = Vec::new();
         for t in &app.triggers.mqtt {
             eprintln!(
                 "trigger mqtt {} as {}: {} -> function {}{}",
@@ -496,9 +498,10 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
                     .map(|d| format!(" (dead letters to {d})"))
                     .unwrap_or_default()
             );
-            let handle = wedge_events::mqtt::start(t.clone(), shared.clone(), pipeline.clone());
-            triggers.push(handle.context);
         }
+        triggers
+            .apply(&app.triggers.mqtt, app.server.shutdown_grace)
+            .await;
         let mut handler = Handler::new(shared.clone(), app.server.health_prefix.clone(), pipeline);
         let admin_app = Arc::new(Admin {
             metrics,
@@ -507,7 +510,7 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
             control,
             token,
             ready: handler.ready.clone(),
-            triggers,
+            triggers: Some(triggers.clone() as Arc<dyn wedge_trigger::status::Status>),
         });
         tokio::spawn(server::serve(
             admin,
@@ -544,6 +547,9 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
             app.server.shutdown_grace,
         )
         .await;
+        // Then the triggers: each finishes (and acknowledges) what it is
+        // handling, within the grace; the broker keeps the rest.
+        triggers.stop_all(app.server.shutdown_grace).await;
         wedge_observe::log::flush();
         if drained {
             eprintln!("wedge: shut down cleanly");

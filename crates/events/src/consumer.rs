@@ -18,8 +18,9 @@ use crate::dispatch::dispatch;
 use bytes::BytesMut;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{
-    ConnAck, Connect, ConnectProperties, ConnectReturnCode, Filter, Login, Packet, PingReq, PubAck,
-    RetainForwardRule, Subscribe, SubscribeReasonCode,
+    ConnAck, Connect, ConnectProperties, ConnectReturnCode, Disconnect, DisconnectReasonCode,
+    Filter, Login, Packet, PingReq, PubAck, RetainForwardRule, Subscribe, SubscribeReasonCode,
+    Unsubscribe,
 };
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -45,14 +46,21 @@ pub async fn consuming(ctx: Arc<Context>) {
     let t = &ctx.trigger;
     let mut failures = 0u32;
     let mut had_session = false;
+    let mut stop = ctx.stop.subscribe();
     loop {
-        let (conn, ack) = match connect(t).await {
+        let connected = tokio::select! {
+            c = connect(t) => c,
+            _ = stop.wait_for(Option::is_some) => return,
+        };
+        let (conn, ack, buf) = match connected {
             Ok(c) => c,
             Err(e) => {
                 failures += 1;
                 failed(&ctx, "in", &t.client_id, false, failures, &e);
-                tokio::time::sleep(backoff(failures)).await;
-                continue;
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff(failures)) => continue,
+                    _ = stop.wait_for(Option::is_some) => return,
+                }
             }
         };
         ctx.series.connections("in", "ok").inc();
@@ -77,18 +85,26 @@ pub async fn consuming(ctx: Arc<Context>) {
             log::line("warn", "-", &t.function, &msg);
         }
         had_session = true;
-        let e = serve(&ctx, conn).await;
+        let ended = serve(&ctx, conn, buf).await;
         *ctx.acks.lock().expect("acks lock") = None;
         ctx.series.connected.set(0);
         ctx.connected.store(false, Ordering::Relaxed);
+        let Err(e) = ended else {
+            return; // stopped
+        };
         failures = 1;
         failed(&ctx, "in", &t.client_id, true, failures, &e);
-        tokio::time::sleep(backoff(failures)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(backoff(failures)) => {}
+            _ = stop.wait_for(Option::is_some) => return,
+        }
     }
 }
 
-/// Opens the connection (TCP, TLS, CONNECT) and reads the CONNACK.
-async fn connect(t: &MqttTrigger) -> Result<(Conn, ConnAck), String> {
+/// Opens the connection (TCP, TLS, CONNECT) and reads the CONNACK; returns
+/// with it what was read past it (a resumed session's resends can follow the
+/// CONNACK in the same segment).
+async fn connect(t: &MqttTrigger) -> Result<(Conn, ConnAck, BytesMut), String> {
     let limit = Duration::from_secs(10);
     let addr = (t.broker.host.as_str(), t.broker.port);
     let tcp = tokio::time::timeout(limit, tokio::net::TcpStream::connect(addr))
@@ -138,15 +154,16 @@ async fn connect(t: &MqttTrigger) -> Result<(Conn, ConnAck), String> {
         .await
         .map_err(|_| "no CONNACK within 10s".to_string())??;
     match packet {
-        Packet::ConnAck(ack) if ack.code == ConnectReturnCode::Success => Ok((conn, ack)),
+        Packet::ConnAck(ack) if ack.code == ConnectReturnCode::Success => Ok((conn, ack, buf)),
         Packet::ConnAck(ack) => Err(format!("the broker refused the connection: {:?}", ack.code)),
         other => Err(format!("expected CONNACK, got {other:?}")),
     }
 }
 
-/// Serves one connection until it fails: subscribes, then reads messages
-/// while a writer task sends acknowledgements and pings.
-async fn serve(ctx: &Arc<Context>, conn: Conn) -> String {
+/// Serves one connection until it fails (`Err`) or the trigger stops
+/// (`Ok`, after draining): subscribes, then reads messages while a writer
+/// task sends acknowledgements and pings.
+async fn serve(ctx: &Arc<Context>, conn: Conn, buf: BytesMut) -> Result<(), String> {
     let t = &ctx.trigger;
     let (mut reader, mut writer) = tokio::io::split(conn);
     let qos = if t.qos == 0 {
@@ -163,21 +180,56 @@ async fn serve(ctx: &Arc<Context>, conn: Conn) -> String {
     });
     let mut subscribe = Subscribe::new_many(filters, None);
     subscribe.pkid = 1;
-    if let Err(e) = write(&mut writer, &Packet::Subscribe(subscribe)).await {
-        return e;
-    }
+    write(&mut writer, &Packet::Subscribe(subscribe)).await?;
     let (acks, due) = mpsc::unbounded_channel();
     *ctx.acks.lock().expect("acks lock") = Some(acks.clone());
     let keep_alive = t.keep_alive;
-    let mut writing = tokio::spawn(write_loop(writer, due, keep_alive));
-    let reading = read_loop(ctx, &mut reader, &acks);
-    tokio::select! {
+    let mut writing = tokio::spawn(write_loop(writer, due, keep_alive, ctx.clone()));
+    let reading = read_loop(ctx, &mut reader, buf, &acks);
+    let mut stop = ctx.stop.subscribe();
+    let grace = tokio::select! {
         e = reading => {
             writing.abort();
-            e
+            return Err(e);
         }
-        e = &mut writing => e.unwrap_or_else(|e| e.to_string()),
+        e = &mut writing => return Err(e.unwrap_or_else(|e| e.to_string())),
+        grace = stop.wait_for(Option::is_some) => grace.map_or(Duration::ZERO, |g| g.unwrap_or_default()),
+    };
+    // Stopping: no more reading; the messages being handled finish within
+    // the grace and are acknowledged; the rest stay with the broker.
+    let deadline = tokio::time::Instant::now() + grace;
+    loop {
+        let idle = ctx.idle.notified();
+        tokio::pin!(idle);
+        idle.as_mut().enable();
+        if ctx.series.in_flight_now() == 0 {
+            break;
+        }
+        if tokio::time::timeout_at(deadline, idle).await.is_err() {
+            let msg = format!(
+                "mqtt trigger {}: {} message(s) still being handled after the grace of {}s; \
+                 the broker will send them again",
+                t.client_id,
+                ctx.series.in_flight_now(),
+                grace.as_secs_f64()
+            );
+            log::line("warn", "-", &t.function, &msg);
+            break;
+        }
     }
+    // The writer sends what acknowledgements are left, then DISCONNECT.
+    *ctx.acks.lock().expect("acks lock") = None;
+    drop(acks);
+    let _ = tokio::time::timeout(Duration::from_secs(5), &mut writing).await;
+    writing.abort();
+    // Read on until the broker closes: a socket closed with unread data is
+    // reset, and a reset can discard the acknowledgements still in flight.
+    let mut sink = vec![0u8; 64 << 10];
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while matches!(reader.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
+    Ok(())
 }
 
 /// Sends acknowledgements as they become due, all that are waiting at once,
@@ -186,6 +238,7 @@ async fn write_loop(
     mut w: WriteHalf<Conn>,
     mut due: mpsc::UnboundedReceiver<u16>,
     keep_alive: Duration,
+    ctx: Arc<Context>,
 ) -> String {
     let mut ping = tokio::time::interval(keep_alive / 2);
     ping.tick().await;
@@ -193,7 +246,20 @@ async fn write_loop(
     loop {
         tokio::select! {
             pkid = due.recv() => {
-                let Some(pkid) = pkid else { return "the trigger stopped".into() };
+                let Some(pkid) = pkid else {
+                    // Stopping: every acknowledgement is out; drop the
+                    // subscriptions the manifest no longer has, and leave
+                    // cleanly (the session stays with the broker).
+                    let gone = std::mem::take(&mut *ctx.unsubscribe.lock().expect("unsubscribe lock"));
+                    if !gone.is_empty() {
+                        let unsubscribe = Unsubscribe { pkid: 2, filters: gone, properties: None };
+                        let _ = write(&mut w, &Packet::Unsubscribe(unsubscribe)).await;
+                    }
+                    let bye = Disconnect::new(DisconnectReasonCode::NormalDisconnection);
+                    let _ = write(&mut w, &Packet::Disconnect(bye)).await;
+                    let _ = w.shutdown().await;
+                    return "the trigger stopped".into();
+                };
                 buf.clear();
                 let mut next = Some(pkid);
                 while let Some(pkid) = next {
@@ -218,10 +284,14 @@ async fn write_loop(
 /// Reads packets and dispatches messages; waiting in [`dispatch`] for a
 /// slot stops reading, which holds the broker back. Without a packet (a
 /// ping's answer at least) for twice the keep-alive, the connection is dead.
-async fn read_loop(ctx: &Arc<Context>, r: &mut ReadHalf<Conn>, acks: &Acks) -> String {
+async fn read_loop(
+    ctx: &Arc<Context>,
+    r: &mut ReadHalf<Conn>,
+    mut buf: BytesMut,
+    acks: &Acks,
+) -> String {
     let t = &ctx.trigger;
     let silence = t.keep_alive * 2;
-    let mut buf = BytesMut::with_capacity(64 << 10);
     loop {
         let packet = match tokio::time::timeout(silence, read(r, &mut buf, max_packet(t))).await {
             Ok(Ok(p)) => p,

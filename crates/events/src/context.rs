@@ -39,6 +39,13 @@ pub struct Context {
     pub series: Series,
     /// Whether the consuming connection is up, for health.
     pub connected: AtomicBool,
+    /// Set (to the grace) when the trigger is to stop.
+    pub(crate) stop: tokio::sync::watch::Sender<Option<std::time::Duration>>,
+    /// Signalled whenever a message's handling ends.
+    pub(crate) idle: tokio::sync::Notify,
+    /// Filters to unsubscribe from when the trigger stops (those a reload
+    /// dropped).
+    pub(crate) unsubscribe: Mutex<Vec<String>>,
 }
 
 /// A trigger's metric series, resolved once.
@@ -52,6 +59,11 @@ pub struct Series {
 }
 
 impl Series {
+    /// Messages being handled now.
+    pub(crate) fn in_flight_now(&self) -> i64 {
+        self.in_flight.get()
+    }
+
     pub(crate) fn new(metrics: Arc<Metrics>, t: &MqttTrigger) -> Series {
         let m = &metrics.messaging;
         let (id, f) = (t.client_id.as_str(), t.function.as_str());

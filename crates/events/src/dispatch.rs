@@ -68,11 +68,14 @@ pub(crate) async fn dispatch(ctx: &Arc<Context>, acks: &Acks, p: Publish) {
         ctx.series.in_flight.inc();
         let end = deliver(&ctx, &msg).await;
         ctx.series.ended(end, start.elapsed());
-        ctx.series.in_flight.dec();
         drop(permit);
         if let Some(seq) = seq {
             acknowledge(&ctx, seq);
         }
+        // Only now: a stopping trigger waits for this before it closes the
+        // acknowledgements.
+        ctx.series.in_flight.dec();
+        ctx.idle.notify_waiters();
     });
 }
 

@@ -48,8 +48,8 @@ pub struct Admin {
     pub token: Token,
     /// The data plane's readiness (cleared when it starts draining).
     pub ready: Arc<AtomicBool>,
-    /// The triggers besides HTTP, for `GET /triggers`.
-    pub triggers: Vec<Arc<dyn wedge_trigger::status::Status>>,
+    /// The triggers besides HTTP, for `GET /triggers` (a JSON array).
+    pub triggers: Option<Arc<dyn wedge_trigger::status::Status>>,
 }
 
 /// The pooling allocator's occupancy, as `wasmtime.pool.*` gauges.
@@ -292,8 +292,11 @@ impl Admin {
                 profile(req.uri().query().unwrap_or(""), &self.table).await
             }
             (&Method::GET, "/triggers") => {
-                let items: Vec<String> = self.triggers.iter().map(|t| t.json()).collect();
-                reply(StatusCode::OK, JSON, format!("[{}]\n", items.join(",")))
+                let list = self
+                    .triggers
+                    .as_ref()
+                    .map_or_else(|| "[]".into(), |t| t.json());
+                reply(StatusCode::OK, JSON, format!("{list}\n"))
             }
             (&Method::GET, "/log-level") => {
                 reply(StatusCode::OK, PLAIN, format!("{}\n", log::level()))

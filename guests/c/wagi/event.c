@@ -5,9 +5,11 @@
 //   "400"     always answers 400 (a permanent failure: dead-letter at once);
 //   "random"  answers 500 to about one call in ten (retry may help);
 //   "trap"    traps (an unreachable instruction) on every call.
+// EVENT_SLEEP_MS makes every call take that long first.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 // Writes `s` as the inside of a JSON string.
 static void json(const char *s, size_t n) {
@@ -25,6 +27,8 @@ static const char *env(const char *name) {
 }
 
 int main(void) {
+    const char *nap = env("EVENT_SLEEP_MS");
+    if (*nap) usleep((useconds_t)atoi(nap) * 1000);
     const char *fail = env("EVENT_FAIL");
     if (strcmp(fail, "trap") == 0) __builtin_trap();
     if (strcmp(fail, "400") == 0) {

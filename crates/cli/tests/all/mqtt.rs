@@ -691,3 +691,109 @@ fn mqtt_a_structured_cloudevent_reaches_the_function_in_binary_mode() {
     assert_eq!(dead.properties["wedgeerror"], "bad-event");
     assert_eq!(dead.properties["wedgeattempts"], "1");
 }
+
+#[test]
+fn mqtt_sigterm_finishes_and_acknowledges_what_is_in_flight_and_nothing_runs_twice() {
+    let sb = Sandbox::new();
+    let broker = Broker::start(sb.path());
+    broker.subscribe("reader", &["results/#"]);
+    // Every call takes 200 ms, four at a time: a SIGTERM always finds some
+    // being handled.
+    let toml = trigger(
+        "slow",
+        "",
+        &broker,
+        "\"work/#\"",
+        "reply_topic = \"results/slow\"\nmax_in_flight = 4",
+    )
+    .replace(
+        "EVENT_FAIL = \"\"",
+        "EVENT_FAIL = \"\", EVENT_SLEEP_MS = \"200\"",
+    );
+    let manifest = sb.manifest(&toml);
+    let mut srv = Server::start(&sb.cache_dir(), &["-f", &manifest]);
+    srv.wait_for_log("subscribed to work/#");
+    let sent = numbered("job", 40);
+    broker.publish("work/x", &sent);
+    let (_reader, rx) = broker.stream("reader", &["results/#"]);
+    let first = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("a first reply");
+    srv.signal("TERM");
+    let status = srv.child.wait().unwrap();
+    assert!(status.success(), "{status:?}\n{}", srv.logs());
+    assert!(
+        !srv.logs().contains("still being handled"),
+        "{}",
+        srv.logs()
+    );
+    // The rest, from a new wedge: each job answered exactly once.
+    let again = Server::start(&sb.cache_dir(), &["-f", &manifest]);
+    let mut seen = vec![first];
+    while seen.len() < sent.len() {
+        let m = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{} of {} answered; first wedge:\n{}\nsecond:\n{}",
+                    seen.len(),
+                    sent.len(),
+                    srv.logs(),
+                    again.logs()
+                )
+            });
+        seen.push(m);
+    }
+    let mut payloads: Vec<String> = seen
+        .iter()
+        .map(|m| m.json()["payload"].as_str().unwrap().to_string())
+        .collect();
+    payloads.sort();
+    let mut want = sent.clone();
+    want.sort();
+    assert_eq!(payloads, want, "every job once: none lost, none twice");
+    // And no more come.
+    assert!(
+        rx.recv_timeout(Duration::from_millis(500)).is_err(),
+        "a job ran twice"
+    );
+}
+
+#[test]
+fn mqtt_a_reload_moves_a_trigger_to_its_new_topics() {
+    let sb = Sandbox::new();
+    let broker = Broker::start(sb.path());
+    broker.subscribe("reader", &["results/#"]);
+    let manifest = sb.manifest(&trigger(
+        "event",
+        "",
+        &broker,
+        "\"old/#\"",
+        "reply_topic = \"results/event\"",
+    ));
+    let srv = Server::start(&sb.cache_dir(), &["-f", &manifest, "--watch"]);
+    srv.wait_for_log("subscribed to old/#");
+    sb.manifest(&trigger(
+        "event",
+        "",
+        &broker,
+        "\"new/#\"",
+        "reply_topic = \"results/event\"",
+    ));
+    srv.wait_for_log("subscribed to new/#");
+    srv.wait_for_log("mqtt triggers: 1 stopped, 1 started");
+    // The dropped filter was unsubscribed: only the new topic answers.
+    broker.publish("old/x", &["stale".to_string()]);
+    broker.publish("new/x", &["moved".to_string()]);
+    let (_reader, rx) = broker.stream("reader", &["results/#"]);
+    let first = rx.recv_timeout(Duration::from_secs(30)).expect("a reply");
+    assert_eq!(first.json()["payload"], "moved");
+    assert!(
+        rx.recv_timeout(Duration::from_millis(500)).is_err(),
+        "old/# still delivers"
+    );
+    let t: serde_json::Value =
+        serde_json::from_str(&srv.admin_request("GET", "/triggers", b"").text()).unwrap();
+    assert_eq!(t.as_array().unwrap().len(), 1);
+    assert_eq!(t[0]["topics"][0], "new/#");
+}
