@@ -7,7 +7,7 @@
 //! (`wedge_executor::failure::Class`); each trigger maps it to its own
 //! answer.
 
-pub mod cloudevents;
+pub use wedge_cloudevents as cloudevents;
 pub mod gate;
 pub mod pipeline;
 pub mod rate;

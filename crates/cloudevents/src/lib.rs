@@ -1,5 +1,6 @@
-//! CloudEvents 1.0 over HTTP, as functions take them: every event reaches a
-//! function in binary mode (`ce-*` headers, the data as the body), whatever
+//! wedge-cloudevents: CloudEvents 1.0 over HTTP as functions take them — every event in binary mode, whatever mode it arrived in.
+//!
+//! Every event reaches a function in binary mode (`ce-*` headers, the data as the body), whatever
 //! mode it arrived in. A structured-mode request (`application/cloudevents+json`)
 //! is turned into binary mode; a request that is no valid CloudEvent is refused
 //! with what is wrong.
