@@ -31,10 +31,22 @@ fn free_port() -> u16 {
 
 impl Broker {
     pub fn start(dir: &Path) -> Broker {
-        Broker::start_on(dir, free_port())
+        Broker::start_on(dir, free_port(), "")
     }
 
-    fn start_on(dir: &Path, port: u16) -> Broker {
+    /// With a second, TLS listener on `tls_port` (certificate `mq.pem`
+    /// for localhost, signed by `mq-ca.pem`, both made in `dir`).
+    fn start_tls(dir: &Path, tls_port: u16) -> Broker {
+        crate::tls::make_pki(dir, "mq");
+        let tls = format!(
+            "listener {tls_port} 127.0.0.1\ncertfile {}\nkeyfile {}\n",
+            s(&dir.join("mq.pem")),
+            s(&dir.join("mq.key"))
+        );
+        Broker::start_on(dir, free_port(), &tls)
+    }
+
+    fn start_on(dir: &Path, port: u16, more: &str) -> Broker {
         let bin = "/usr/sbin/mosquitto";
         assert!(
             Path::new(bin).exists(),
@@ -52,7 +64,7 @@ impl Broker {
             format!(
                 "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
                  persistence_location {}/\nmax_queued_messages 200000\nlog_dest stderr\n\
-                 user {}\n",
+                 user {}\n{more}",
                 s(&data),
                 me.trim()
             ),
@@ -93,7 +105,7 @@ impl Broker {
         self.child.wait().unwrap();
         let (dir, port) = (self.dir.clone(), self.port);
         std::mem::forget(self);
-        Broker::start_on(&dir, port)
+        Broker::start_on(&dir, port, "")
     }
 
     fn args(&self) -> Vec<String> {
@@ -796,4 +808,54 @@ fn mqtt_a_reload_moves_a_trigger_to_its_new_topics() {
         serde_json::from_str(&srv.admin_request("GET", "/triggers", b"").text()).unwrap();
     assert_eq!(t.as_array().unwrap().len(), 1);
     assert_eq!(t[0]["topics"][0], "new/#");
+}
+
+#[test]
+fn mqtt_over_tls_verifies_the_broker_against_the_given_ca() {
+    let sb = Sandbox::new();
+    let tls_port = free_port();
+    let broker = Broker::start_tls(sb.path(), tls_port);
+    broker.subscribe("reader", &["results/#"]);
+    // Over TLS, verified against the test CA; the other trigger is given a
+    // CA that did not sign the broker's certificate.
+    crate::tls::make_pki(sb.path(), "other");
+    let trusted = trigger(
+        "event",
+        "",
+        &broker,
+        "\"tls/#\"",
+        "reply_topic = \"results/event\"\nca_file = \"mq-ca.pem\"",
+    )
+    .replace(&broker.url(), &format!("mqtts://localhost:{tls_port}"));
+    let wrong = trigger(
+        "wrong",
+        "",
+        &broker,
+        "\"wrong/#\"",
+        "ca_file = \"other-ca.pem\"",
+    )
+    .replace(&broker.url(), &format!("mqtts://localhost:{tls_port}"));
+    let srv = Server::start(
+        &sb.cache_dir(),
+        &["-f", &sb.manifest(&format!("{trusted}\n{wrong}"))],
+    );
+    srv.wait_for_log("mqtt trigger wedge-test-event subscribed to tls/#");
+    broker.publish("tls/1", &["secret".to_string()]);
+    let got = broker.read("reader", &["results/#"], 1, Duration::from_secs(30));
+    assert_eq!(got[0].json()["payload"], "secret");
+    // The untrusted broker is refused, and says why.
+    srv.wait_for_log("mqtt connection wedge-test-wrong to");
+    let logs = srv.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("mqtt connection wedge-test-wrong to"))
+        .unwrap();
+    assert!(
+        line.contains("TLS") && line.contains("certificate"),
+        "{line}"
+    );
+    assert!(
+        !logs.contains("as wedge-test-wrong ("),
+        "connected to an untrusted broker:\n{logs}"
+    );
 }

@@ -26,7 +26,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 
 /// A CA named `name` and a certificate it signs for localhost and
 /// 127.0.0.1: `name-ca.pem`, `name.pem`, `name.key` in `dir`.
-fn make_pki(dir: &Path, name: &str) {
+pub(crate) fn make_pki(dir: &Path, name: &str) {
     let ec = [
         "-newkey",
         "ec",
