@@ -278,6 +278,15 @@ pub fn check(args: AppArgs, global: &Global) -> Result<i32> {
             routes.join(" ")
         );
     }
+    for t in &app.triggers.mqtt {
+        println!(
+            "  trigger mqtt {} as {}: {} -> {}",
+            t.broker,
+            t.client_id,
+            t.topics.join(" "),
+            t.function
+        );
+    }
     Ok(0)
 }
 

@@ -160,6 +160,19 @@ fn check_validates_and_names_the_line() {
         "{}",
         r.stdout
     );
+    // Triggers are listed too (checking needs no broker).
+    let triggered = format!(
+        "{good}\n[[trigger.mqtt]]\nbroker = \"mqtt://127.0.0.1:1883\"\nclient_id = \"edge-1\"\n\
+         topics = [\"s/#\"]\nfunction = \"a\"\n"
+    );
+    let r = sb.run(&["check", "-f", &sb.manifest(&triggered)]);
+    assert!(
+        r.expect(0)
+            .stdout
+            .contains("trigger mqtt mqtt://127.0.0.1:1883 as edge-1: s/# -> a"),
+        "{}",
+        r.stdout
+    );
     let bad = good.replace("routes", "rootes");
     let r = sb.run(&["check", "-f", &sb.manifest(&bad)]);
     r.expect(1);
