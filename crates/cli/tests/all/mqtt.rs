@@ -46,6 +46,27 @@ impl Broker {
         Broker::start_on(dir, free_port(), &tls)
     }
 
+    /// With a second listener on `auth_port` that takes only user `edge`
+    /// with password `s3cret` (the first stays open to the test's clients).
+    fn start_auth(dir: &Path, auth_port: u16) -> Broker {
+        let passwords = dir.join("mosquitto-passwords");
+        let ok = Command::new("mosquitto_passwd")
+            .args(["-c", "-b", s(&passwords), "edge", "s3cret"])
+            .status()
+            .expect("mosquitto_passwd (Debian package mosquitto)")
+            .success();
+        assert!(ok, "mosquitto_passwd failed");
+        let more = format!(
+            "listener {auth_port} 127.0.0.1\nallow_anonymous false\npassword_file {}\n",
+            s(&passwords)
+        );
+        Broker::start_on(
+            dir,
+            free_port(),
+            &format!("per_listener_settings true\n{more}"),
+        )
+    }
+
     fn start_on(dir: &Path, port: u16, more: &str) -> Broker {
         let bin = "/usr/sbin/mosquitto";
         assert!(
@@ -59,10 +80,14 @@ impl Broker {
         // whoever runs the test, who can write the persistence folder.
         let me = Command::new("id").arg("-un").output().unwrap().stdout;
         let me = String::from_utf8(me).unwrap();
+        let (head, more) = match more.strip_prefix("per_listener_settings true\n") {
+            Some(rest) => ("per_listener_settings true\n", rest),
+            None => ("", more),
+        };
         std::fs::write(
             &config,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
+                "{head}listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
                  persistence_location {}/\nmax_queued_messages 200000\nlog_dest stderr\n\
                  user {}\n{more}",
                 s(&data),
@@ -865,4 +890,86 @@ fn mqtt_over_tls_verifies_the_broker_against_the_given_ca() {
         !logs.contains("as wedge-test-wrong ("),
         "connected to an untrusted broker:\n{logs}"
     );
+}
+
+#[test]
+fn mqtt_credentials_come_from_a_file_or_the_environment_and_a_refusal_says_why() {
+    let sb = Sandbox::new();
+    let auth_port = free_port();
+    let broker = Broker::start_auth(sb.path(), auth_port);
+    broker.subscribe("reader", &["results/#"]);
+    std::fs::write(sb.path().join("mqtt-password"), "s3cret\n").unwrap();
+    let url = format!("mqtt://127.0.0.1:{auth_port}");
+    let good = trigger(
+        "event",
+        "",
+        &broker,
+        "\"auth/#\"",
+        "reply_topic = \"results/event\"\nusername = \"edge\"\npassword_file = \"mqtt-password\"",
+    )
+    .replace(&broker.url(), &url);
+    let bad = trigger(
+        "denied",
+        "",
+        &broker,
+        "\"denied/#\"",
+        "username = \"edge\"\npassword_env = \"WEDGE_TEST_MQTT_PASSWORD\"",
+    )
+    .replace(&broker.url(), &url);
+    let srv = Server::start_with_env(
+        &sb.cache_dir(),
+        &["-f", &sb.manifest(&format!("{good}\n{bad}"))],
+        &[("WEDGE_TEST_MQTT_PASSWORD", "wrong")],
+    );
+    srv.wait_for_log("mqtt trigger wedge-test-event subscribed to auth/#");
+    broker.publish("auth/1", &["let me in".to_string()]);
+    let got = broker.read("reader", &["results/#"], 1, Duration::from_secs(30));
+    assert_eq!(got[0].json()["payload"], "let me in");
+    srv.wait_for_log("mqtt connection wedge-test-denied to");
+    let logs = srv.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("mqtt connection wedge-test-denied to"))
+        .unwrap();
+    assert!(line.contains("refused the connection"), "{line}");
+    assert!(!logs.contains("as wedge-test-denied ("), "{logs}");
+}
+
+#[test]
+fn mqtt_a_message_over_the_functions_body_limit_is_dead_lettered_and_the_next_one_runs() {
+    let sb = Sandbox::new();
+    let broker = Broker::start(sb.path());
+    broker.subscribe("reader", &["results/#", "dlq/#"]);
+    let toml = trigger(
+        "event",
+        "",
+        &broker,
+        "\"big/#\"",
+        "reply_topic = \"results/event\"\ndead_letter_topic = \"dlq/event\"",
+    )
+    .replace("queue = 64\n", "queue = 64\nmax_request_body = \"1KiB\"\n");
+    let srv = Server::start(&sb.cache_dir(), &["-f", &sb.manifest(&toml)]);
+    srv.wait_for_log("subscribed to big/#");
+    broker.publish("big/1", &["x".repeat(4096), "small".to_string()]);
+    let got = broker.read(
+        "reader",
+        &["results/#", "dlq/#"],
+        2,
+        Duration::from_secs(30),
+    );
+    let dead = got
+        .iter()
+        .find(|m| m.topic == "dlq/event")
+        .expect("a dead letter");
+    assert_eq!(dead.properties["wedgeerror"], "request-too-large");
+    assert_eq!(
+        dead.properties["wedgeattempts"], "1",
+        "the same input fails the same way"
+    );
+    assert_eq!(dead.payload.len(), 4096, "the original payload, whole");
+    let reply = got
+        .iter()
+        .find(|m| m.topic == "results/event")
+        .expect("a reply");
+    assert_eq!(reply.json()["payload"], "small");
 }
