@@ -56,6 +56,56 @@ pub fn to_binary(parts: &mut Parts, body: Bytes) -> Result<Bytes, String> {
     }
 }
 
+/// Events in one batch at most.
+pub const MAX_BATCH: usize = 1000;
+
+/// Every event of a request, each in binary mode: its `ce-*`,
+/// `content-type`, `traceparent` and `tracestate` headers, and its data. A
+/// batch (`application/cloudevents-batch+json`, a JSON array of structured
+/// events) gives each of its events; any other request gives one, as
+/// [`to_binary`] reads it.
+pub fn events(parts: &Parts, body: Bytes) -> Result<Vec<(http::HeaderMap, Bytes)>, String> {
+    let keep = |headers: &http::HeaderMap| {
+        let mut out = http::HeaderMap::new();
+        for (name, value) in headers {
+            let n = name.as_str();
+            if n.starts_with("ce-")
+                || n == "content-type"
+                || n == "traceparent"
+                || n == "tracestate"
+            {
+                out.append(name.clone(), value.clone());
+            }
+        }
+        out
+    };
+    if media_type(parts) != BATCH {
+        let mut p = parts.clone();
+        let body = to_binary(&mut p, body)?;
+        return Ok(vec![(keep(&p.headers), body)]);
+    }
+    let batch: Vec<serde_json::Value> = serde_json::from_slice(&body)
+        .map_err(|e| format!("the {BATCH} body is not a JSON array: {e}"))?;
+    if batch.is_empty() || batch.len() > MAX_BATCH {
+        return Err(format!(
+            "a batch holds 1 to {MAX_BATCH} events, not {}",
+            batch.len()
+        ));
+    }
+    let mut out = Vec::with_capacity(batch.len());
+    for (i, event) in batch.iter().enumerate() {
+        let (mut p, ()) = http::Request::post("/")
+            .header(CONTENT_TYPE, STRUCTURED)
+            .body(())
+            .expect("a static request is valid")
+            .into_parts();
+        let json = serde_json::to_vec(event).map_err(|e| e.to_string())?;
+        let data = structured(&mut p, &json).map_err(|e| format!("event {i} of the batch: {e}"))?;
+        out.push((keep(&p.headers), data));
+    }
+    Ok(out)
+}
+
 /// Checks the `ce-*` headers of a binary-mode event.
 fn check_binary(parts: &Parts) -> Result<(), String> {
     let header = |name: &str| {
@@ -76,6 +126,11 @@ fn check_binary(parts: &Parts) -> Result<(), String> {
     }
     for name in REQUIRED {
         if header(name).is_none_or(str::is_empty) {
+            if parts.headers.contains_key(format!("ce-{name}")) {
+                return Err(format!(
+                    "ce-{name} is not printable ASCII: percent-encode other characters (UTF-8)"
+                ));
+            }
             return Err(format!("the event has no ce-{name}"));
         }
     }
@@ -142,7 +197,8 @@ fn structured(parts: &mut Parts, body: &[u8]) -> Result<Bytes, String> {
                 ));
             }
         };
-        let value = HeaderValue::from_str(&text)
+        // As the HTTP binding writes string attributes in binary mode.
+        let value = HeaderValue::from_str(&percent_encode(&text))
             .map_err(|_| format!("attribute `{name}` cannot be an HTTP header value"))?;
         let name = HeaderName::from_bytes(format!("ce-{name}").as_bytes())
             .map_err(|_| format!("`{name}` cannot be an HTTP header name"))?;
@@ -153,6 +209,21 @@ fn structured(parts: &mut Parts, body: &[u8]) -> Result<Bytes, String> {
     headers.insert(CONTENT_TYPE, ct);
     headers.insert(CONTENT_LENGTH, HeaderValue::from(data.len()));
     Ok(Bytes::from(data))
+}
+
+/// Percent-encodes what the CloudEvents HTTP binding says a header value may
+/// not hold as it is: space, `"`, `%` and every byte outside printable ASCII
+/// (so a UTF-8 character becomes its bytes, `%D1%93`).
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if (0x21..=0x7e).contains(&b) && b != b'"' && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// `application/json`, `text/json` and any `+json` type.
@@ -211,6 +282,66 @@ mod tests {
             &to_binary(&mut p, Bytes::from_static(body)).unwrap()[..],
             b"\x89PNG"
         );
+    }
+
+    #[test]
+    fn attribute_values_are_percent_encoded_as_the_http_binding_says() {
+        // Found by the fuzz target: a non-ASCII source came out as a header
+        // that binary mode could not read back.
+        let mut p = request(STRUCTURED, &[]);
+        let body = r#"{"specversion":"1.0","id":"e 1","source":"(ѓensors/7","type":"100%"}"#;
+        to_binary(&mut p, Bytes::from(body)).unwrap();
+        assert_eq!(h(&p, "ce-source"), Some("(%D1%93ensors/7"));
+        assert_eq!(h(&p, "ce-id"), Some("e%201"));
+        assert_eq!(h(&p, "ce-type"), Some("100%25"));
+        // And what came out is accepted again.
+        assert!(to_binary(&mut p, Bytes::new()).is_ok());
+        // A binary-mode header that is not ASCII says so.
+        let mut p = request(
+            "text/plain",
+            &[("ce-specversion", "1.0"), ("ce-id", "1"), ("ce-type", "t")],
+        );
+        p.headers
+            .insert("ce-source", HeaderValue::from_bytes(b"\xd1\x93").unwrap());
+        assert!(
+            to_binary(&mut p, Bytes::new())
+                .unwrap_err()
+                .contains("percent-encode")
+        );
+    }
+
+    #[test]
+    fn a_batch_gives_each_event_in_binary_mode() {
+        let p = request(BATCH, &[]);
+        let body = br#"[{"specversion":"1.0","id":"1","source":"s","type":"t","data":{"n":1}},
+                        {"specversion":"1.0","id":"2","source":"s","type":"t","datacontenttype":"text/plain","data":"two"}]"#;
+        let got = events(&p, Bytes::from_static(body)).unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].0["ce-id"], "1");
+        assert_eq!(&got[1].1[..], b"two");
+        assert_eq!(got[1].0["content-type"], "text/plain");
+        let bad = br#"[{"specversion":"1.0","id":"1","source":"s","type":"t"},{"id":"2"}]"#;
+        let e = events(&p, Bytes::from_static(bad)).unwrap_err();
+        assert!(e.contains("event 1 of the batch"), "{e}");
+        assert!(
+            events(&p, Bytes::from_static(b"[]"))
+                .unwrap_err()
+                .contains("1 to 1000")
+        );
+        // One event is one event, whatever its mode; only event headers kept.
+        let p = request(
+            "text/plain",
+            &[
+                ("ce-specversion", "1.0"),
+                ("ce-id", "9"),
+                ("ce-source", "s"),
+                ("ce-type", "t"),
+                ("x-other", "no"),
+            ],
+        );
+        let got = events(&p, Bytes::from_static(b"hi")).unwrap();
+        assert_eq!(got[0].0.len(), 5);
+        assert!(!got[0].0.contains_key("x-other"));
     }
 
     #[test]
