@@ -329,6 +329,18 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
         }
     };
     let app = load_app()?;
+    if store.is_none()
+        && let Some(f) = app
+            .functions
+            .iter()
+            .find(|f| f.cloudevents == wedge_manifest::CloudEvents::Async)
+    {
+        anyhow::bail!(
+            "function {} takes CloudEvents asynchronously (cloudevents = \"async\"): give --state DIR, \
+             where accepted events are kept until they are delivered",
+            f.name
+        );
+    }
     if let Some(warning) = backtrace_warning(
         std::env::var("RUST_BACKTRACE").ok().as_deref(),
         std::env::var("RUST_LIB_BACKTRACE").ok().as_deref(),
@@ -473,8 +485,20 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
         let triggers = wedge_events::mqtt::Triggers::new(shared.clone(), pipeline.clone());
         reloader.events = Some(triggers.clone());
         let reloader = Arc::new(reloader);
+        // Asynchronous CloudEvents are stored in the state store.
+        let ingress = match &store {
+            Some(store) => Some(
+                wedge_events::ingress::Ingress::start(
+                    store.clone(),
+                    shared.clone(),
+                    pipeline.clone(),
+                )
+                .map_err(|e| anyhow::anyhow!("--state: {e}"))?,
+            ),
+            None => None,
+        };
         let control = store.map(|store| {
-            let api = crate::api::Api::new(store, reloader.clone());
+            let api = crate::api::Api::new(store, reloader.clone(), ingress.clone());
             api.resume_rollouts();
             api as Arc<dyn wedge_http::admin::Control>
         });
@@ -528,6 +552,7 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
             std::future::pending(),
             Duration::ZERO,
         ));
+        handler.ingress = ingress.map(|i| i as Arc<dyn wedge_trigger::ingress::Ingress>);
         handler.debug_token = args.debug_token.clone().filter(|t| !t.is_empty());
         handler.max_header_bytes = limits.max_header_bytes;
         handler.body_timeout = limits.body_timeout;

@@ -1,5 +1,6 @@
 //! The control plane's state: function versions deployed through the admin
-//! API and the traffic rules set there, kept crash-safe (a redb file, and
+//! API and the traffic rules set there, events accepted asynchronously and
+//! their dead letters, kept crash-safe (a redb file, and
 //! modules stored by digest beside it), and laid over the manifest's app.
 //!
 //! Every change is one redb write transaction, committed with fsync; a
@@ -8,6 +9,7 @@
 //! store holds the last committed state, and every version it names has its
 //! module on disk.
 
+pub mod events;
 pub mod overlay;
 pub mod store;
 

@@ -131,7 +131,7 @@ impl FunctionState {
 
 /// The control plane's state in `DIR/state.redb`, modules in `DIR/modules/`.
 pub struct Store {
-    db: Database,
+    pub(crate) db: Database,
     dir: PathBuf,
 }
 
@@ -172,14 +172,14 @@ impl Store {
         Ok(store)
     }
 
-    fn err(&self, e: impl std::fmt::Display) -> Error {
+    pub(crate) fn err(&self, e: impl std::fmt::Display) -> Error {
         Error::Store {
             path: self.dir.clone(),
             message: e.to_string(),
         }
     }
 
-    fn write<T>(
+    pub(crate) fn write<T>(
         &self,
         f: impl FnOnce(&redb::WriteTransaction) -> Result<T, redb::Error>,
     ) -> Result<T, Error> {

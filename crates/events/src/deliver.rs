@@ -3,25 +3,16 @@
 //! (its reply published) or dead-lettered. Only then is it acknowledged.
 
 use crate::context::Context;
-use crate::event::{self, End, Message, Verdict, Why};
+use crate::event::{self, End, Message, Verdict};
+use crate::invoke::{self, Answer, Attempt};
 use bytes::Bytes;
-use http_body_util::BodyExt;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
-use std::time::{Duration, Instant};
-use wedge_executor::failure::Failure;
-use wedge_executor::invocation::{Invocation, Route};
+use std::time::Duration;
 use wedge_observe::log;
 use wedge_observe::traces::{TRACEPARENT, TRACESTATE};
 use wedge_telemetry::trace;
-use wedge_trigger::pipeline::{Ending, Record};
-
-/// What the function answered, for the reply topic.
-struct Answer {
-    status: u16,
-    headers: http::HeaderMap,
-    body: Bytes,
-}
+use wedge_trigger::pipeline::Record;
 
 pub async fn deliver(ctx: &Context, msg: &Message) -> End {
     let t = &ctx.trigger;
@@ -34,10 +25,7 @@ pub async fn deliver(ctx: &Context, msg: &Message) -> End {
     let mut attempts = 0;
     for attempt in 1..=t.retry.attempts {
         if attempt > 1 {
-            let wait = t.retry.delay_before(attempt);
-            // Up to a fifth less, so failed messages do not retry in step.
-            let jitter = wait.mul_f64(fastrand::f64() * 0.2);
-            tokio::time::sleep(wait - jitter).await;
+            tokio::time::sleep(invoke::backoff(&t.retry, attempt)).await;
         }
         attempts = attempt;
         let call_id = if attempt == 1 {
@@ -155,17 +143,9 @@ async fn attempt_once(
     span: Option<&trace::Context>,
 ) -> (Verdict, Option<Answer>, Record) {
     let t = &ctx.trigger;
-    let table = ctx.table.load_full();
-    let Some(served) = table.functions.iter().find(|f| f.name == t.function) else {
-        let why = Why {
-            reason: "unserved".into(),
-            detail: format!("function {} is not being served", t.function),
-        };
-        return (Verdict::Retry(why), None, Record::default());
-    };
     // A message in structured mode (the CloudEvents MQTT binding) carries its
     // event as JSON: the function gets it in binary mode like any other.
-    let (mut head, body, bad_event) = match event::structured(msg) {
+    let (head, body, bad_event) = match event::structured(msg) {
         Some(Ok((parts, body))) => (parts, body, None),
         Some(Err(problem)) => (
             event::request(msg, attrs, &t.content_type),
@@ -178,73 +158,15 @@ async fn attempt_once(
             None,
         ),
     };
-    if let Some(s) = span
-        && let Ok(v) = http::HeaderValue::from_bytes(&s.traceparent_bytes())
-    {
-        // The guest sees (and its outbound calls carry) the attempt's span.
-        head.headers.insert(TRACEPARENT, v);
-    }
-    let version = served.pick(&head.headers);
-    let mut record = Record::default();
-    record.chose(version, served.versions.len());
-    let start = Instant::now();
-    let limit = version.spec.limits.max_request_body;
-    let result = if let Some(problem) = bad_event {
-        Err(Failure::BadEvent { problem })
-    } else if msg.payload.len() as u64 > limit {
-        Err(Failure::BodyTooLarge { limit })
-    } else {
-        let inv = Invocation {
-            id: call_id,
-            head,
-            body,
-            peer: ctx.peer,
-            route: Route {
-                template: "/",
-                script_name: "",
-                path_info: "/",
-                params: &[],
-            },
-            trace: span.cloned(),
-            tracer: None,
-        };
-        match ctx.pipeline.invoke(version, inv, &mut record).await {
-            Ok(response) => {
-                let (parts, body) = response.into_parts();
-                match body.collect().await {
-                    Ok(b) => Ok((parts, b.to_bytes())),
-                    Err(_) => Err(Failure::ResponseTooLarge {
-                        limit: version.spec.limits.max_response_body,
-                    }),
-                }
-            }
-            Err(f) => Err(f),
-        }
+    let a = Attempt {
+        table: &ctx.table,
+        pipeline: &ctx.pipeline,
+        peer: ctx.peer,
+        function: &t.function,
+        call_id,
+        span,
     };
-    match result {
-        Ok((parts, body)) => {
-            let status = parts.status.as_u16();
-            ctx.pipeline
-                .finish(&record, call_id, Ending::Answered(status), start.elapsed());
-            let verdict = Verdict::of_status(status);
-            let answer = Answer {
-                status,
-                headers: parts.headers,
-                body,
-            };
-            (verdict, Some(answer), record)
-        }
-        Err(failure) => {
-            let verdict = Verdict::of_failure(&failure);
-            let ending = Ending::Failed {
-                failure: &failure,
-                answer: verdict.name(),
-            };
-            ctx.pipeline
-                .finish(&record, call_id, ending, start.elapsed());
-            (verdict, None, record)
-        }
-    }
+    invoke::attempt(&a, head, body, bad_event).await
 }
 
 /// Publishes the function's answer to the message's MQTT 5 Response Topic,

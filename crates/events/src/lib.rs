@@ -10,6 +10,8 @@ pub mod context;
 mod deliver;
 mod dispatch;
 pub mod event;
+pub mod ingress;
+mod invoke;
 pub mod mqtt;
 pub mod order;
 mod spans;

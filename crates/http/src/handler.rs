@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use wedge_executor::body::{self, Body};
 use wedge_executor::failure::Failure;
 use wedge_executor::invocation::{Invocation, Route};
+use wedge_manifest::CloudEvents;
 use wedge_manifest::rate::RateKey;
 use wedge_observe::log;
 use wedge_observe::traces::{TRACEPARENT, TRACESTATE};
@@ -44,6 +45,8 @@ pub struct Handler {
     pub max_header_bytes: usize,
     /// Time a client has to send the whole request body.
     pub body_timeout: Duration,
+    /// Where functions with `cloudevents = "async"` send their events.
+    pub ingress: Option<Arc<dyn wedge_trigger::ingress::Ingress>>,
 }
 
 impl App for Handler {
@@ -71,6 +74,7 @@ impl Handler {
             debug_token: None,
             max_header_bytes: defaults.max_header_bytes,
             body_timeout: defaults.body_timeout,
+            ingress: None,
         }
     }
 
@@ -284,13 +288,28 @@ impl Handler {
         } else {
             self.read_body(incoming, limit).await?
         };
-        let (parts, body) = if f.config.cloudevents {
-            let mut parts = parts;
-            let body = cloudevents::to_binary(&mut parts, body)
-                .map_err(|problem| Failure::BadEvent { problem })?;
-            (parts, body)
-        } else {
-            (parts, body)
+        let (parts, body) = match f.config.cloudevents {
+            CloudEvents::Off => (parts, body),
+            CloudEvents::Sync => {
+                let mut parts = parts;
+                let body = cloudevents::to_binary(&mut parts, body)
+                    .map_err(|problem| Failure::BadEvent { problem })?;
+                (parts, body)
+            }
+            CloudEvents::Async => {
+                let events = cloudevents::events(&parts, body)
+                    .map_err(|problem| Failure::BadEvent { problem })?;
+                let Some(ingress) = &self.ingress else {
+                    return Err(Failure::Internal {
+                        message: "asynchronous CloudEvents need --state".into(),
+                    });
+                };
+                let seqs = ingress
+                    .accept(&served.name, events)
+                    .await
+                    .map_err(|message| Failure::Internal { message })?;
+                return Ok(accepted(&seqs));
+            }
         };
         let invocation = Invocation {
             id,
@@ -452,6 +471,23 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// 202 Accepted for events stored for delivery, with their sequence numbers.
+fn accepted(seqs: &[u64]) -> http::Response<Body> {
+    let list: Vec<String> = seqs.iter().map(u64::to_string).collect();
+    let json = format!(
+        "{{\"accepted\":{},\"events\":[{}]}}\n",
+        seqs.len(),
+        list.join(",")
+    );
+    let mut r = http::Response::new(wedge_executor::body::full(Bytes::from(json)));
+    *r.status_mut() = StatusCode::ACCEPTED;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
     );
     r
 }

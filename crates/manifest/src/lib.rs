@@ -141,7 +141,9 @@ pub struct Function {
     pub allow_authorization: bool,
     /// Takes CloudEvents: structured mode is turned into binary mode, and
     /// what is no valid event is refused.
-    pub cloudevents: bool,
+    pub cloudevents: CloudEvents,
+    /// How asynchronously accepted events are retried.
+    pub event_retry: mqtt::Retry,
     /// Requests one 0.3 service instance may serve in turn (1: fresh each).
     pub instance_reuse: u32,
     /// The name of the version `source` is; `None`: named by its digest.
@@ -328,6 +330,17 @@ pub const SAMPLERS: [&str; 6] = [
     "parentbased_traceidratio",
 ];
 
+/// Whether and how a function takes CloudEvents over HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CloudEvents {
+    #[default]
+    Off,
+    /// The function's answer is the response.
+    Sync,
+    /// 202 once the event is stored; delivered from the store with retries.
+    Async,
+}
+
 /// A validated application: what `wedge serve` runs.
 #[derive(Debug, Clone)]
 pub struct App {
@@ -389,7 +402,8 @@ pub fn single(module: &Path, cli: &LimitOverrides) -> App {
             files: Vec::new(),
             outbound: Vec::new(),
             allow_authorization: false,
-            cloudevents: false,
+            cloudevents: CloudEvents::Off,
+            event_retry: mqtt::Retry::default(),
             instance_reuse: 1,
             version: None,
             traffic: Traffic::default(),
@@ -828,6 +842,42 @@ pub fn parse(file: &Path, text: &str, cli: &LimitOverrides) -> Result<App, Manif
         for r in rules.into_iter().flatten() {
             outbound.push(OutboundRule::parse(r.get_ref()).map_err(|e| at(Some(r.span()), e))?);
         }
+        let ce = f
+            .cloudevents
+            .as_ref()
+            .or(defaults.and_then(|d| d.get_ref().cloudevents.as_ref()));
+        let cloudevents = match ce.map(|c| (c.get_ref(), c.span())) {
+            None | Some((raw::RawCloudEvents::On(false), _)) => CloudEvents::Off,
+            Some((raw::RawCloudEvents::On(true), _)) => CloudEvents::Sync,
+            Some((raw::RawCloudEvents::Mode(m), span)) => match m.as_str() {
+                "sync" => CloudEvents::Sync,
+                "async" => CloudEvents::Async,
+                other => {
+                    return Err(at(
+                        Some(span),
+                        format!(
+                            "cloudevents = \"{other}\": use true or \"sync\" (the function's answer is the \
+                             response) or \"async\" (202 once stored, then delivered with retries)"
+                        ),
+                    ));
+                }
+            },
+        };
+        let retry_raw = f
+            .retry
+            .as_ref()
+            .or(defaults.and_then(|d| d.get_ref().retry.as_ref()));
+        let event_retry = match retry_raw {
+            None => mqtt::Retry::default(),
+            Some(r) if cloudevents != CloudEvents::Async => {
+                return Err(at(
+                    Some(r.span()),
+                    "`retry` applies to functions with cloudevents = \"async\" (MQTT triggers have their own)"
+                        .into(),
+                ));
+            }
+            Some(r) => mqtt::resolve_retry(r).map_err(|(span, e)| at(Some(span), e))?,
+        };
         functions.push(Function {
             name: name.get_ref().clone(),
             source: source_path,
@@ -842,10 +892,8 @@ pub fn parse(file: &Path, text: &str, cli: &LimitOverrides) -> Result<App, Manif
                 .allow_authorization
                 .or(defaults.and_then(|d| d.get_ref().allow_authorization))
                 .unwrap_or(false),
-            cloudevents: f
-                .cloudevents
-                .or(defaults.and_then(|d| d.get_ref().cloudevents))
-                .unwrap_or(false),
+            cloudevents,
+            event_retry,
             instance_reuse,
             version,
             traffic,

@@ -178,7 +178,7 @@ pub struct RawRetry {
     pub max_delay: Option<Dur>,
 }
 
-type Error = (Range<usize>, String);
+pub type Error = (Range<usize>, String);
 
 /// Resolves one trigger; `base` is the manifest's folder, `functions` the
 /// names of the app's functions.
@@ -281,31 +281,10 @@ pub fn resolve(
             ));
         }
     };
-    let mut retry = Retry::default();
-    if let Some(rr) = &r.retry {
-        let v = rr.get_ref();
-        retry = Retry {
-            attempts: v.attempts.unwrap_or(retry.attempts),
-            backoff: v.backoff.unwrap_or(retry.backoff),
-            delay: v.delay.map_or(retry.delay, |d| d.0),
-            max_delay: v.max_delay.map_or(retry.max_delay, |d| d.0),
-        };
-        if !(1..=MAX_ATTEMPTS).contains(&retry.attempts) {
-            return Err(err(
-                rr.span(),
-                format!(
-                    "retry attempts must be 1 to {MAX_ATTEMPTS} (deliveries, the first included), not {}",
-                    retry.attempts
-                ),
-            ));
-        }
-        if retry.max_delay < retry.delay {
-            return Err(err(
-                rr.span(),
-                "retry max_delay must be at least delay".into(),
-            ));
-        }
-    }
+    let retry = match &r.retry {
+        Some(rr) => resolve_retry(rr)?,
+        None => Retry::default(),
+    };
     let publish_topic = |t: &Option<Spanned<String>>, key: &str| -> Result<Option<String>, Error> {
         match t {
             None => Ok(None),
@@ -442,6 +421,31 @@ pub fn resolve(
         username,
         password,
     })
+}
+
+/// Resolves a written retry policy.
+pub fn resolve_retry(rr: &Spanned<RawRetry>) -> Result<Retry, Error> {
+    let v = rr.get_ref();
+    let d = Retry::default();
+    let retry = Retry {
+        attempts: v.attempts.unwrap_or(d.attempts),
+        backoff: v.backoff.unwrap_or(d.backoff),
+        delay: v.delay.map_or(d.delay, |x| x.0),
+        max_delay: v.max_delay.map_or(d.max_delay, |x| x.0),
+    };
+    if !(1..=MAX_ATTEMPTS).contains(&retry.attempts) {
+        return Err((
+            rr.span(),
+            format!(
+                "retry attempts must be 1 to {MAX_ATTEMPTS} (deliveries, the first included), not {}",
+                retry.attempts
+            ),
+        ));
+    }
+    if retry.max_delay < retry.delay {
+        return Err((rr.span(), "retry max_delay must be at least delay".into()));
+    }
+    Ok(retry)
 }
 
 /// `wedge-HOST-FUNCTION`: stable across restarts of one node, distinct

@@ -122,9 +122,12 @@ pub struct RawFunction {
     pub outbound_breaker: Option<Spanned<crate::breaker::RawBreaker>>,
     /// Pass the Authorization header to WAGI guests (off: CGI hides it).
     pub allow_authorization: Option<bool>,
-    /// The function takes CloudEvents: structured-mode requests reach it in
-    /// binary mode, and a request that is no valid event is refused (400).
-    pub cloudevents: Option<bool>,
+    /// The function takes CloudEvents: `true` or `"sync"` (the function's
+    /// answer is the response) or `"async"` (202 once stored, then delivered
+    /// with retries).
+    pub cloudevents: Option<Spanned<RawCloudEvents>>,
+    /// How asynchronous CloudEvents are retried.
+    pub retry: Option<Spanned<crate::mqtt::RawRetry>>,
     /// Requests one instance of a WASI 0.3 service may serve, one after
     /// another (1: a fresh instance per request).
     pub instance_reuse: Option<u32>,
@@ -147,4 +150,12 @@ pub struct RawCanary {
     /// Percent of the traffic.
     pub weight: f64,
     pub env: Option<BTreeMap<String, String>>,
+}
+
+/// `cloudevents = true`, `"sync"` or `"async"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawCloudEvents {
+    On(bool),
+    Mode(String),
 }

@@ -9,6 +9,7 @@
 
 pub use wedge_cloudevents as cloudevents;
 pub mod gate;
+pub mod ingress;
 pub mod pipeline;
 pub mod rate;
 pub mod request_id;

@@ -4,6 +4,8 @@
 //! a reload; a change that does not load is undone in the store, so the
 //! committed state is always one that serves.
 
+mod events;
+
 use crate::reload::Reloader;
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -25,6 +27,8 @@ pub const MAX_MODULE: usize = 64 << 20;
 pub struct Api {
     pub store: Arc<Store>,
     pub reloader: Arc<Reloader>,
+    /// Asynchronous CloudEvents, for their dead letters.
+    pub ingress: Option<Arc<wedge_events::ingress::Ingress>>,
     /// One change at a time.
     pub(crate) lock: tokio::sync::Mutex<()>,
     /// Itself, for the rollout tasks it starts.
@@ -63,6 +67,9 @@ fn allowed(path: &str) -> Option<&'static str> {
         ["v1", "functions", _, "promote" | "rollback"] => "POST",
         ["v1", "functions", _, "rollout"] => "GET, POST",
         ["v1", "functions", _, "rollout", _] => "POST",
+        ["v1", "events", "dead-letters"] => "GET",
+        ["v1", "events", "dead-letters", _] => "DELETE",
+        ["v1", "events", "dead-letters", _, "replay"] => "POST",
         _ => return None,
     })
 }
@@ -120,10 +127,15 @@ impl wedge_http::admin::Control for Api {
 }
 
 impl Api {
-    pub fn new(store: Arc<Store>, reloader: Arc<Reloader>) -> Arc<Api> {
+    pub fn new(
+        store: Arc<Store>,
+        reloader: Arc<Reloader>,
+        ingress: Option<Arc<wedge_events::ingress::Ingress>>,
+    ) -> Arc<Api> {
         Arc::new_cyclic(|me| Api {
             store,
             reloader,
+            ingress,
             lock: tokio::sync::Mutex::new(()),
             me: me.clone(),
         })
@@ -149,6 +161,9 @@ impl Api {
         match (method, parts.as_slice()) {
             (Method::GET, ["v1", "openapi.json"]) => (StatusCode::OK, OPENAPI.to_string()),
             (Method::GET, ["v1", "functions"]) => self.list(),
+            (Method::GET, ["v1", "events", "dead-letters"]) => self.dead_letters(query),
+            (Method::DELETE, ["v1", "events", "dead-letters", seq]) => self.discard(seq),
+            (Method::POST, ["v1", "events", "dead-letters", seq, "replay"]) => self.replay(seq),
             (Method::GET, ["v1", "functions", name]) => self.show(name),
             (Method::POST, ["v1", "functions", name, "versions"]) => {
                 self.deploy(name, query, body).await

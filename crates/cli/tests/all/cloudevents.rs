@@ -120,3 +120,165 @@ fn cloudevents_in_structured_and_binary_mode_reach_the_function_in_binary_mode()
         batch.text()
     );
 }
+
+/// The value of a `/metrics` series, 0 when absent.
+fn metric(srv: &Server, series: &str) -> f64 {
+    crate::client::get(srv.admin, "/metrics")
+        .text()
+        .lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+        .map_or(0.0, |v| v.parse().unwrap())
+}
+
+fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} never happened"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+fn async_app(sb: &Sandbox, name: &str, env: &str, extra: &str) -> String {
+    sb.manifest(&format!(
+        "[[function]]\nname = \"{name}\"\nsource = \"{}\"\nroutes = [\"/events\"]\n\
+         cloudevents = \"async\"\nenv = {{ {env} }}\n{extra}\n",
+        s(&guest("c/wagi/event.wasm"))
+    ))
+}
+
+fn done(srv: &Server, function: &str) -> f64 {
+    metric(
+        srv,
+        &format!(
+            "wedge_messaging_deliveries_total{{messaging_system=\"http\",trigger=\"cloudevents\",function=\"{function}\",result=\"done\"}}"
+        ),
+    )
+}
+
+#[test]
+fn async_cloudevents_are_stored_before_202_and_delivered_after_a_kill_9() {
+    let sb = Sandbox::new();
+    // Each delivery takes 2 s: killed right after the 202, none has ended.
+    let manifest = async_app(
+        &sb,
+        "slow",
+        "EVENT_SLEEP_MS = \"2000\"",
+        "max_concurrency = 8",
+    );
+    let state = sb.path().join("state");
+    let args = ["-f", manifest.as_str(), "--state", s(&state)];
+    let srv = Server::start(&sb.cache_dir(), &args);
+    let batch: Vec<String> = (0..5)
+        .map(|i| format!(r#"{{"specversion":"1.0","id":"b-{i}","source":"/test","type":"t","data":{{"n":{i}}}}}"#))
+        .collect();
+    let r = request(
+        srv.addr,
+        "POST",
+        "/events",
+        &[("content-type", "application/cloudevents-batch+json")],
+        format!("[{}]", batch.join(",")).as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(r.status, 202, "{}", r.text());
+    let accepted: serde_json::Value = serde_json::from_str(&r.text()).unwrap();
+    assert_eq!(accepted["accepted"], 5);
+    srv.signal("KILL");
+    drop(srv);
+    // The events were stored before the 202: a new server delivers them all.
+    let again = Server::start(&sb.cache_dir(), &args);
+    wait_until("five deliveries", || done(&again, "slow") >= 5.0);
+    assert_eq!(done(&again, "slow"), 5.0, "each once");
+    // Not an event: refused before anything is stored.
+    let bad = request(
+        again.addr,
+        "POST",
+        "/events",
+        &[("content-type", "text/plain")],
+        b"x",
+    )
+    .unwrap();
+    assert_eq!(bad.status, 400);
+}
+
+#[test]
+fn async_cloudevents_no_attempt_delivers_are_dead_letters_to_list_replay_and_discard() {
+    let sb = Sandbox::new();
+    let retry = "retry = { attempts = 2, delay = \"10ms\" }";
+    let manifest = async_app(&sb, "reject", "EVENT_FAIL = \"400\"", retry);
+    let state = sb.path().join("state");
+    let srv = Server::start(
+        &sb.cache_dir(),
+        &["-f", &manifest, "--state", s(&state), "--watch"],
+    );
+    let send = |id: &str| {
+        let r = request(
+            srv.addr,
+            "POST",
+            "/events",
+            &[
+                ("ce-specversion", "1.0"),
+                ("ce-id", id),
+                ("ce-source", "/test"),
+                ("ce-type", "t"),
+                ("content-type", "text/plain"),
+            ],
+            b"payload",
+        )
+        .unwrap();
+        assert_eq!(r.status, 202, "{}", r.text());
+    };
+    send("d-1");
+    send("d-2");
+    let list = || -> serde_json::Value {
+        serde_json::from_str(
+            &srv.admin_request("GET", "/v1/events/dead-letters", b"")
+                .text(),
+        )
+        .unwrap()
+    };
+    wait_until("two dead letters", || {
+        list()["dead_letters"].as_array().unwrap().len() == 2
+    });
+    let dead = list();
+    let first = &dead["dead_letters"][0];
+    assert_eq!(first["function"], "reject");
+    assert_eq!(first["headers"]["ce-id"], "d-1");
+    assert_eq!(first["failure"]["reason"], "status-400");
+    assert_eq!(first["failure"]["attempts"], 1, "a 400 is not retried");
+    assert_eq!(first["data_base64"], "cGF5bG9hZA==");
+    // The function is fixed; one dead letter is replayed, the other discarded.
+    async_app(&sb, "reject", "EVENT_FAIL = \"\"", retry);
+    srv.wait_for_log("reloaded in");
+    let (a, b) = (
+        first["seq"].as_u64().unwrap(),
+        dead["dead_letters"][1]["seq"].as_u64().unwrap(),
+    );
+    let r = srv.admin_request("POST", &format!("/v1/events/dead-letters/{a}/replay"), b"");
+    assert_eq!(r.status, 202, "{}", r.text());
+    wait_until("the replay delivered", || done(&srv, "reject") == 1.0);
+    let r = srv.admin_request("DELETE", &format!("/v1/events/dead-letters/{b}"), b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(list()["dead_letters"].as_array().unwrap().is_empty());
+    assert_eq!(
+        srv.admin_request("DELETE", &format!("/v1/events/dead-letters/{b}"), b"")
+            .status,
+        404
+    );
+    assert_eq!(
+        srv.admin_request("POST", "/v1/events/dead-letters/abc/replay", b"")
+            .status,
+        400
+    );
+}
+
+#[test]
+fn async_cloudevents_need_a_state_directory() {
+    let sb = Sandbox::new();
+    let manifest = async_app(&sb, "f", "A = \"1\"", "");
+    let r = sb.run(&["serve", "-f", &manifest, "--listen", "127.0.0.1:0"]);
+    r.expect(1);
+    assert!(r.stderr.contains("give --state DIR"), "{}", r.stderr);
+}

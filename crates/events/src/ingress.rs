@@ -1,0 +1,239 @@
+//! Asynchronous CloudEvents: a function with `cloudevents = "async"` answers
+//! 202 once its events are stored in the control plane's store; they are
+//! then delivered from the store with the function's retry policy, again
+//! after a crash, and kept as dead letters when no attempt succeeds.
+
+use crate::event::{End, Verdict};
+use crate::invoke::{self, Attempt};
+use bytes::Bytes;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{Semaphore, mpsc};
+use wedge_control::Store;
+use wedge_control::events::{Failure, Stored};
+use wedge_executor::invocation::Peer;
+use wedge_observe::log;
+use wedge_trigger::pipeline::Pipeline;
+use wedge_trigger::table::Shared;
+
+/// Events delivered at once, across functions (each function's own
+/// concurrency limit applies too).
+const IN_FLIGHT: usize = 64;
+
+/// The label of these deliveries in the messaging metrics.
+const TRIGGER: &str = "cloudevents";
+
+/// Stores accepted events and delivers them.
+pub struct Ingress {
+    store: Arc<Store>,
+    table: Shared,
+    pipeline: Pipeline,
+    queue: mpsc::UnboundedSender<Stored>,
+}
+
+impl Ingress {
+    /// Starts delivering: first every event the store holds from before (a
+    /// crash or a stop left them undelivered), then each one accepted.
+    pub fn start(
+        store: Arc<Store>,
+        table: Shared,
+        pipeline: Pipeline,
+    ) -> Result<Arc<Ingress>, String> {
+        let (queue, rx) = mpsc::unbounded_channel();
+        let earlier = store.queued_events().map_err(|e| e.to_string())?;
+        if !earlier.is_empty() {
+            let msg = format!(
+                "{} accepted event(s) not yet delivered: delivering them",
+                earlier.len()
+            );
+            log::line("info", "-", "-", &msg);
+        }
+        for e in earlier {
+            let _ = queue.send(e);
+        }
+        let ingress = Arc::new(Ingress {
+            store,
+            table,
+            pipeline,
+            queue,
+        });
+        tokio::spawn(deliver_all(ingress.clone(), rx));
+        Ok(ingress)
+    }
+}
+
+impl Ingress {
+    /// The store's dead letters, oldest first.
+    pub fn dead_letters(&self) -> Result<Vec<Stored>, String> {
+        self.store.dead_letters().map_err(|e| e.to_string())
+    }
+
+    /// Queues dead letter `seq` for delivery again; its new sequence number,
+    /// or `None` when there is no such dead letter.
+    pub fn replay(&self, seq: u64) -> Result<Option<u64>, String> {
+        let Some(event) = self.store.replay(seq).map_err(|e| e.to_string())? else {
+            return Ok(None);
+        };
+        let new = event.seq;
+        let _ = self.queue.send(event);
+        Ok(Some(new))
+    }
+
+    /// Forgets dead letter `seq`; false when there is none.
+    pub fn discard(&self, seq: u64) -> Result<bool, String> {
+        self.store.discard(seq).map_err(|e| e.to_string())
+    }
+}
+
+impl wedge_trigger::ingress::Ingress for Ingress {
+    fn accept<'a>(
+        &'a self,
+        function: &'a str,
+        events: Vec<(http::HeaderMap, Bytes)>,
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<u64>, String>> + Send + 'a>> {
+        Box::pin(async move {
+            let rows: Vec<wedge_control::events::NewEvent> = events
+                .into_iter()
+                .map(|(headers, body)| {
+                    let h = headers
+                        .iter()
+                        .filter_map(|(k, v)| {
+                            Some((k.as_str().to_string(), v.to_str().ok()?.to_string()))
+                        })
+                        .collect();
+                    (h, body.to_vec())
+                })
+                .collect();
+            let (store, function) = (self.store.clone(), function.to_string());
+            // A durable commit (fsync): off the async workers.
+            let stored = tokio::task::spawn_blocking(move || store.accept_events(&function, &rows))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            let seqs = stored.iter().map(|e| e.seq).collect();
+            for e in stored {
+                let _ = self.queue.send(e);
+            }
+            Ok(seqs)
+        })
+    }
+}
+
+/// Delivers queued events, [`IN_FLIGHT`] at a time.
+async fn deliver_all(ingress: Arc<Ingress>, mut rx: mpsc::UnboundedReceiver<Stored>) {
+    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    while let Some(event) = rx.recv().await {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let ingress = ingress.clone();
+        tokio::spawn(async move {
+            deliver(&ingress, event).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn deliver(ingress: &Ingress, event: Stored) {
+    let start = Instant::now();
+    let function = event.head.function.clone();
+    let m = &ingress.pipeline.metrics.messaging;
+    let series = |family: &wedge_telemetry::metric::Family<wedge_telemetry::metric::Counter>,
+                  last: &str| family.with(&["http", TRIGGER, &function, last]);
+    let retry = {
+        let table = ingress.table.load();
+        table
+            .functions
+            .iter()
+            .find(|f| f.name == function)
+            .map(|f| f.stable().config.event_retry.clone())
+            .unwrap_or_default()
+    };
+    let id = event
+        .head
+        .headers
+        .iter()
+        .find(|(k, _)| k == "ce-id")
+        .map_or_else(|| event.seq.to_string(), |(_, v)| v.clone());
+    let mut last = Verdict::Done;
+    let mut attempts = 0;
+    for attempt in 1..=retry.attempts {
+        if attempt > 1 {
+            tokio::time::sleep(invoke::backoff(&retry, attempt)).await;
+        }
+        attempts = attempt;
+        let call_id = format!("event-{}.{attempt}", event.seq);
+        let a = Attempt {
+            table: &ingress.table,
+            pipeline: &ingress.pipeline,
+            peer: Peer {
+                remote: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+                local: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+            },
+            function: &function,
+            call_id: &call_id,
+            span: None,
+        };
+        let (verdict, _, _) =
+            invoke::attempt(&a, request(&event), Bytes::from(event.body.clone()), None).await;
+        series(&m.deliveries, verdict.name()).inc();
+        match verdict {
+            Verdict::Done => {
+                last = Verdict::Done;
+                break;
+            }
+            Verdict::Permanent(_) => {
+                last = verdict;
+                break;
+            }
+            Verdict::Retry(_) => last = verdict,
+        }
+    }
+    let store = ingress.store.clone();
+    let seq = event.seq;
+    let end = match last {
+        Verdict::Done => {
+            let _ = tokio::task::spawn_blocking(move || store.delivered(seq)).await;
+            End::Done
+        }
+        Verdict::Retry(why) | Verdict::Permanent(why) => {
+            series(&m.dead_letters, &why.reason).inc();
+            let msg = format!(
+                "event {id} (#{seq}) dead-lettered after {attempts} attempt(s): {}",
+                why.detail
+            );
+            log::line("warn", &format!("event-{seq}"), &function, &msg);
+            let failure = Failure {
+                reason: why.reason,
+                detail: why.detail.chars().take(1024).collect(),
+                attempts,
+                at: wedge_control::store::now(),
+            };
+            let _ = tokio::task::spawn_blocking(move || store.dead_letter(seq, failure)).await;
+            End::DeadLettered
+        }
+    };
+    m.process_duration
+        .with(&["http", TRIGGER, &function, end.name()])
+        .observe(start.elapsed().as_secs_f64());
+}
+
+/// The stored event as the request its function is invoked with.
+fn request(event: &Stored) -> http::request::Parts {
+    let (mut parts, ()) = http::Request::post("/")
+        .body(())
+        .expect("a static request is valid")
+        .into_parts();
+    for (k, v) in &event.head.headers {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(k.as_bytes()),
+            http::HeaderValue::from_str(v),
+        ) {
+            parts.headers.append(name, value);
+        }
+    }
+    parts
+}
