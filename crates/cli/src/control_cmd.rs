@@ -133,6 +133,21 @@ pub enum ControlCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// List the dead letters of asynchronous CloudEvents (cloudevents =
+    /// "async"), or replay or discard one
+    DeadLetters {
+        /// Only this function's
+        #[arg(long)]
+        function: Option<String>,
+        /// Queue dead letter SEQ for delivery again
+        #[arg(long, value_name = "SEQ", conflicts_with = "discard")]
+        replay: Option<u64>,
+        /// Forget dead letter SEQ
+        #[arg(long, value_name = "SEQ")]
+        discard: Option<u64>,
+        #[command(flatten)]
+        target: Target,
+    },
 }
 
 impl Target {
@@ -321,6 +336,31 @@ pub fn main(cmd: ControlCommand) -> Result<i32> {
             let path = format!("/v1/functions/{name}/traffic");
             (target, target.call(M::DELETE, &path, vec![])?)
         }
+        ControlCommand::DeadLetters {
+            function,
+            replay,
+            discard,
+            target,
+        } => {
+            let base = "/v1/events/dead-letters";
+            let v = match (replay, discard) {
+                (Some(seq), _) => target.call(M::POST, &format!("{base}/{seq}/replay"), vec![])?,
+                (_, Some(seq)) => target.call(M::DELETE, &format!("{base}/{seq}"), vec![])?,
+                _ => {
+                    let query = function
+                        .as_ref()
+                        .map(|f| format!("?function={f}"))
+                        .unwrap_or_default();
+                    target.call(M::GET, &format!("{base}{query}"), vec![])?
+                }
+            };
+            if target.json {
+                println!("{v:#}");
+            } else {
+                print_dead_letters(&v);
+            }
+            return Ok(0);
+        }
     };
     if target.json {
         println!("{v:#}");
@@ -450,6 +490,34 @@ fn print_function(f: &Value) {
                 &sha[..sha.len().min(12)]
             );
         }
+    }
+}
+
+/// Dead letters as a table, or what a replay or discard did.
+fn print_dead_letters(v: &Value) {
+    let Some(all) = v["dead_letters"].as_array() else {
+        match (v["replayed"].as_u64(), v["discarded"].as_u64()) {
+            (Some(old), _) => println!("dead letter #{old} queued again as #{}", v["seq"]),
+            (_, Some(seq)) => println!("dead letter #{seq} discarded"),
+            _ => println!("{v}"),
+        }
+        return;
+    };
+    println!(
+        "{:<8} {:<16} {:<24} {:<8} {:<20} DETAIL",
+        "SEQ", "FUNCTION", "EVENT", "ATTEMPTS", "REASON"
+    );
+    for d in all {
+        let f = &d["failure"];
+        println!(
+            "{:<8} {:<16} {:<24} {:<8} {:<20} {}",
+            d["seq"],
+            d["function"].as_str().unwrap_or(""),
+            d["headers"]["ce-id"].as_str().unwrap_or("-"),
+            f["attempts"],
+            f["reason"].as_str().unwrap_or(""),
+            f["detail"].as_str().unwrap_or("")
+        );
     }
 }
 

@@ -249,6 +249,23 @@ fn async_cloudevents_no_attempt_delivers_are_dead_letters_to_list_replay_and_dis
     assert_eq!(first["failure"]["reason"], "status-400");
     assert_eq!(first["failure"]["attempts"], 1, "a 400 is not retried");
     assert_eq!(first["data_base64"], "cGF5bG9hZA==");
+    // The CLI lists them too.
+    let out = sb
+        .wedge()
+        .env("WEDGE_ADMIN_TOKEN", crate::client::ADMIN_TOKEN)
+        .args(["dead-letters", "--admin", &format!("http://{}", srv.admin)])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        table.contains("d-1") && table.contains("d-2") && table.contains("status-400"),
+        "{table}"
+    );
     // The function is fixed; one dead letter is replayed, the other discarded.
     async_app(&sb, "reject", "EVENT_FAIL = \"\"", retry);
     srv.wait_for_log("reloaded in");
@@ -259,8 +276,18 @@ fn async_cloudevents_no_attempt_delivers_are_dead_letters_to_list_replay_and_dis
     let r = srv.admin_request("POST", &format!("/v1/events/dead-letters/{a}/replay"), b"");
     assert_eq!(r.status, 202, "{}", r.text());
     wait_until("the replay delivered", || done(&srv, "reject") == 1.0);
-    let r = srv.admin_request("DELETE", &format!("/v1/events/dead-letters/{b}"), b"");
-    assert_eq!(r.status, 200, "{}", r.text());
+    let out = sb
+        .wedge()
+        .env("WEDGE_ADMIN_TOKEN", crate::client::ADMIN_TOKEN)
+        .args(["dead-letters", "--admin", &format!("http://{}", srv.admin)])
+        .args(["--discard", &b.to_string()])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains(&format!("dead letter #{b} discarded")),
+        "{said}"
+    );
     assert!(list()["dead_letters"].as_array().unwrap().is_empty());
     assert_eq!(
         srv.admin_request("DELETE", &format!("/v1/events/dead-letters/{b}"), b"")
