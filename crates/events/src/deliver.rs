@@ -44,6 +44,7 @@ pub async fn deliver(ctx: &Context, msg: &Message) -> End {
             && s.sampled
         {
             tracer.emit(crate::spans::attempt(&crate::spans::Attempt {
+                system: "mqtt",
                 ctx: s,
                 parent: parent.as_ref().map(|p| p.span_id),
                 topic: &msg.topic,

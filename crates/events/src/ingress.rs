@@ -158,6 +158,13 @@ async fn deliver(ingress: &Ingress, event: Stored) {
         .iter()
         .find(|(k, _)| k == "ce-id")
         .map_or_else(|| event.seq.to_string(), |(_, v)| v.clone());
+    let tracer = ingress.pipeline.tracer.clone();
+    let header = |name: &str| {
+        let h = &event.head.headers;
+        h.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    };
+    let parent = header("traceparent")
+        .and_then(|tp| wedge_telemetry::trace::Context::parse(tp, header("tracestate")));
     let mut last = Verdict::Done;
     let mut attempts = 0;
     for attempt in 1..=retry.attempts {
@@ -166,6 +173,9 @@ async fn deliver(ingress: &Ingress, event: Stored) {
         }
         attempts = attempt;
         let call_id = format!("event-{}.{attempt}", event.seq);
+        // Each attempt is a CONSUMER span of its own, continuing the
+        // sender's trace.
+        let span = tracer.as_ref().map(|t| t.server_context(parent.as_ref()));
         let a = Attempt {
             table: &ingress.table,
             pipeline: &ingress.pipeline,
@@ -175,11 +185,33 @@ async fn deliver(ingress: &Ingress, event: Stored) {
             },
             function: &function,
             call_id: &call_id,
-            span: None,
+            span: span.as_ref(),
         };
-        let (verdict, _, _) =
-            invoke::attempt(&a, request(&event), Bytes::from(event.body.clone()), None).await;
+        let started = wedge_telemetry::trace::now_nanos();
+        let body = Bytes::from(event.body.clone());
+        let (verdict, _, record) = invoke::attempt(&a, request(&event), body, None).await;
         series(&m.deliveries, verdict.name()).inc();
+        if let (Some(t), Some(s)) = (&tracer, &span)
+            && s.sampled
+        {
+            t.emit(crate::spans::attempt(&crate::spans::Attempt {
+                system: "http",
+                ctx: s,
+                parent: parent.as_ref().map(|p| p.span_id),
+                topic: &function,
+                filter: &function,
+                client_id: TRIGGER,
+                message_id: &id,
+                body_size: event.body.len(),
+                function: &function,
+                call_id: &call_id,
+                attempt,
+                result: verdict.name(),
+                start: started,
+                end: wedge_telemetry::trace::now_nanos(),
+                record: &record,
+            }));
+        }
         match verdict {
             Verdict::Done => {
                 last = Verdict::Done;

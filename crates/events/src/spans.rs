@@ -2,13 +2,17 @@
 //! CONSUMER span `process TOPIC` per delivery attempt, continuing the trace
 //! the message carried (`traceparent` among its MQTT 5 user properties) and
 //! parent of the invocation's spans, and a PRODUCER span `publish TOPIC` for
-//! the reply or dead letter, which carries the trace on.
+//! the reply or dead letter, which carries the trace on. An event accepted
+//! asynchronously over HTTP gets the same CONSUMER spans, continuing the
+//! sender's `traceparent`.
 
 use wedge_telemetry::trace::{Context, Encoded, Span, SpanKind, Value};
 use wedge_trigger::pipeline::Record;
 
 /// One delivery attempt, as its CONSUMER span sees it.
 pub struct Attempt<'a> {
+    /// `mqtt`, or `http` for CloudEvents accepted asynchronously.
+    pub system: &'a str,
     pub ctx: &'a Context,
     /// The producer's span, when the message carried a trace.
     pub parent: Option<[u8; 8]>,
@@ -35,7 +39,7 @@ pub fn attempt(a: &Attempt<'_>) -> Encoded {
     let name = format!("process {}", a.filter);
     let version = a.record.version.as_deref().unwrap_or("");
     let mut attributes = vec![
-        SYSTEM,
+        ("messaging.system", Value::Str(a.system)),
         ("messaging.operation.name", Value::Str("process")),
         ("messaging.operation.type", Value::Str("process")),
         ("messaging.destination.name", Value::Str(a.topic)),

@@ -309,3 +309,73 @@ fn async_cloudevents_need_a_state_directory() {
     r.expect(1);
     assert!(r.stderr.contains("give --state DIR"), "{}", r.stderr);
 }
+
+#[test]
+fn async_cloudevents_continue_the_senders_trace() {
+    let otlp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let otlp_addr = otlp.local_addr().unwrap();
+    let received: std::sync::Arc<std::sync::Mutex<Vec<crate::traces::Span>>> = Default::default();
+    let sink = received.clone();
+    std::thread::spawn(move || {
+        for conn in otlp.incoming() {
+            let Ok(mut c) = conn else { continue };
+            let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+            let (_, body) = crate::client::read_request(&mut c, ok);
+            sink.lock().unwrap().extend(crate::traces::decode(&body).0);
+        }
+    });
+    let sb = Sandbox::new();
+    let manifest = async_app(&sb, "traced", "A = \"1\"", "");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        format!("[telemetry]\notlp_endpoint = \"http://{otlp_addr}/v1/traces\"\n\n{text}"),
+    )
+    .unwrap();
+    let state = sb.path().join("state");
+    let srv = Server::start(&sb.cache_dir(), &["-f", &manifest, "--state", s(&state)]);
+    let (trace_id, sender) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let tp = format!("00-{trace_id}-{sender}-01");
+    let r = request(
+        srv.addr,
+        "POST",
+        "/events",
+        &[
+            ("ce-specversion", "1.0"),
+            ("ce-id", "t-1"),
+            ("ce-source", "/test"),
+            ("ce-type", "t"),
+            ("traceparent", &tp),
+        ],
+        b"{}",
+    )
+    .unwrap();
+    assert_eq!(r.status, 202, "{}", r.text());
+    let mut spans = Vec::new();
+    wait_until("the SERVER and CONSUMER spans", || {
+        spans = received.lock().unwrap().clone();
+        spans.iter().any(|s| s.kind == 5) && spans.iter().any(|s| s.kind == 2)
+    });
+    let consumer = spans.iter().find(|s| s.kind == 5).unwrap();
+    assert_eq!(consumer.name, "process traced");
+    assert_eq!(consumer.trace_id, trace_id);
+    // sender -> the 202's SERVER span -> the delivery's CONSUMER span.
+    let server = spans
+        .iter()
+        .find(|s| s.kind == 2 && s.trace_id == trace_id)
+        .unwrap_or_else(|| panic!("no server span: {spans:#?}"));
+    assert_eq!(server.parent, sender, "the 202 continues the sender's span");
+    assert_eq!(
+        consumer.parent, server.span_id,
+        "the delivery follows the 202"
+    );
+    assert_eq!(consumer.attr("messaging.system"), Some("http"));
+    assert_eq!(consumer.attr("messaging.message.id"), Some("t-1"));
+    assert_eq!(consumer.attr("wedge.delivery.result"), Some("done"));
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.parent == consumer.span_id && s.name.starts_with("wasm.")),
+        "{spans:#?}"
+    );
+}
