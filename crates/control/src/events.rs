@@ -36,6 +36,9 @@ pub struct Head {
     pub headers: Vec<(String, String)>,
     /// Unix seconds when it was accepted.
     pub accepted: u64,
+    /// Unix milliseconds when it was accepted (for the delivery lag).
+    #[serde(default)]
+    pub accepted_ms: u64,
     /// Set on a dead letter: why its last attempt failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<Failure>,
@@ -47,6 +50,12 @@ pub struct Failure {
     pub detail: String,
     pub attempts: u32,
     pub at: u64,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn encode(head: &Head, body: &[u8]) -> Vec<u8> {
@@ -90,6 +99,7 @@ impl Store {
                     function: function.to_string(),
                     headers: headers.clone(),
                     accepted: now(),
+                    accepted_ms: now_ms(),
                     failure: None,
                 };
                 table.insert(seq, encode(&head, body).as_slice())?;
@@ -160,6 +170,7 @@ impl Store {
             event.seq = take_seqs(tx, 1)?;
             event.head.failure = None;
             event.head.accepted = now();
+            event.head.accepted_ms = now_ms();
             tx.open_table(QUEUED)?
                 .insert(event.seq, encode(&event.head, &event.body).as_slice())?;
             Ok(Some(event))

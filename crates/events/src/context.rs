@@ -55,6 +55,7 @@ pub struct Series {
     pub(crate) consumed: Arc<Counter>,
     pub(crate) redelivered: Arc<Counter>,
     pub(crate) in_flight: Arc<Gauge>,
+    pub(crate) lag: Arc<wedge_telemetry::metric::Histogram>,
     pub(crate) connected: Arc<Gauge>,
 }
 
@@ -72,6 +73,7 @@ impl Series {
             consumed: m.consumed.with(&["mqtt", id, f, "false"]),
             redelivered: m.consumed.with(&["mqtt", id, f, "true"]),
             in_flight: m.in_flight.with(&["mqtt", id, f]),
+            lag: m.lag.with(&["mqtt", id, f]),
             connected: m.connected.with(&["mqtt", id, &broker]),
             labels: [t.client_id.clone(), t.function.clone()],
             metrics,

@@ -65,6 +65,10 @@ pub(crate) async fn dispatch(ctx: &Arc<Context>, acks: &Acks, p: Publish) {
     let ctx = ctx.clone();
     tokio::spawn(async move {
         let start = Instant::now();
+        let waited = SystemTime::now()
+            .duration_since(msg.received)
+            .unwrap_or_default();
+        ctx.series.lag.observe(waited.as_secs_f64());
         ctx.series.in_flight.inc();
         let end = deliver(&ctx, &msg).await;
         ctx.series.ended(end, start.elapsed());

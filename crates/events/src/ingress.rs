@@ -52,6 +52,12 @@ impl Ingress {
             log::line("info", "-", "-", &msg);
         }
         for e in earlier {
+            pipeline
+                .metrics
+                .messaging
+                .queued
+                .with(&[&e.head.function])
+                .inc();
             let _ = queue.send(e);
         }
         let ingress = Arc::new(Ingress {
@@ -78,6 +84,12 @@ impl Ingress {
             return Ok(None);
         };
         let new = event.seq;
+        self.pipeline
+            .metrics
+            .messaging
+            .queued
+            .with(&[&event.head.function])
+            .inc();
         let _ = self.queue.send(event);
         Ok(Some(new))
     }
@@ -107,14 +119,16 @@ impl wedge_trigger::ingress::Ingress for Ingress {
                     (h, body.to_vec())
                 })
                 .collect();
-            let (store, function) = (self.store.clone(), function.to_string());
+            let (store, name) = (self.store.clone(), function.to_string());
             // A durable commit (fsync): off the async workers.
-            let stored = tokio::task::spawn_blocking(move || store.accept_events(&function, &rows))
+            let stored = tokio::task::spawn_blocking(move || store.accept_events(&name, &rows))
                 .await
                 .map_err(|e| e.to_string())?
                 .map_err(|e| e.to_string())?;
             let seqs = stored.iter().map(|e| e.seq).collect();
+            let queued = self.pipeline.metrics.messaging.queued.with(&[function]);
             for e in stored {
+                queued.inc();
                 let _ = self.queue.send(e);
             }
             Ok(seqs)
@@ -165,6 +179,11 @@ async fn deliver(ingress: &Ingress, event: Stored) {
     };
     let parent = header("traceparent")
         .and_then(|tp| wedge_telemetry::trace::Context::parse(tp, header("tracestate")));
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let lag = now_ms.saturating_sub(event.head.accepted_ms) as f64 / 1000.0;
+    m.lag.with(&["http", TRIGGER, &function]).observe(lag);
     let mut last = Verdict::Done;
     let mut attempts = 0;
     for attempt in 1..=retry.attempts {
@@ -248,6 +267,7 @@ async fn deliver(ingress: &Ingress, event: Stored) {
             End::DeadLettered
         }
     };
+    m.queued.with(&[&function]).dec();
     m.process_duration
         .with(&["http", TRIGGER, &function, end.name()])
         .observe(start.elapsed().as_secs_f64());

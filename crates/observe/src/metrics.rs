@@ -56,6 +56,9 @@ pub struct Messaging {
     pub deliveries: Family<Counter>,
     pub dead_letters: Family<Counter>,
     pub in_flight: Family<Gauge>,
+    pub lag: Family<Histogram>,
+    /// Asynchronous CloudEvents waiting for delivery, per function.
+    pub queued: Family<Gauge>,
     pub connected: Family<Gauge>,
     pub connections: Family<Counter>,
 }
@@ -85,6 +88,10 @@ impl Default for Messaging {
                 Counter::default,
             ),
             in_flight: Family::new(n::WEDGE_MESSAGING_IN_FLIGHT, T, Gauge::default),
+            lag: Family::new(n::WEDGE_MESSAGING_LAG, T, || {
+                Histogram::new(&DURATION_BUCKETS)
+            }),
+            queued: Family::new(n::WEDGE_EVENTS_QUEUED, &["function"], Gauge::default),
             connected: Family::new(
                 n::WEDGE_MESSAGING_CONNECTED,
                 &["messaging_system", "trigger", "broker"],
@@ -234,6 +241,8 @@ impl Metrics {
         e.family(&m.deliveries);
         e.family(&m.dead_letters);
         e.family(&m.in_flight);
+        e.family(&m.lag);
+        e.family(&m.queued);
         e.family(&m.connected);
         e.family(&m.connections);
         let p = |d: n::Desc| (d.name, d.help, d.kind);

@@ -286,6 +286,18 @@ desc!(
     "Messages published to the dead-letter topic, or dropped when there is none (reason: a failure kind or status)."
 );
 desc!(
+    WEDGE_MESSAGING_LAG,
+    "wedge_messaging_lag_seconds",
+    Histogram,
+    "Time from a message's arrival, or an event's acceptance, to the start of its first delivery attempt."
+);
+desc!(
+    WEDGE_EVENTS_QUEUED,
+    "wedge_events_queued",
+    Gauge,
+    "Events accepted asynchronously (cloudevents = \"async\") and not yet delivered nor dead-lettered."
+);
+desc!(
     WEDGE_MESSAGING_IN_FLIGHT,
     "wedge_messaging_in_flight",
     Gauge,
@@ -346,7 +358,7 @@ pub const SIZE_BUCKETS: [f64; 11] = [
 
 /// Every exported name, for checks that dashboards and rules only use
 /// metrics that exist.
-pub const ALL: [Desc; 48] = [
+pub const ALL: [Desc; 50] = [
     HTTP_SERVER_REQUEST_DURATION,
     HTTP_SERVER_ACTIVE_REQUESTS,
     HTTP_SERVER_REQUEST_BODY_SIZE,
@@ -392,6 +404,8 @@ pub const ALL: [Desc; 48] = [
     WEDGE_MESSAGING_DELIVERIES,
     WEDGE_MESSAGING_DEAD_LETTERS,
     WEDGE_MESSAGING_IN_FLIGHT,
+    WEDGE_MESSAGING_LAG,
+    WEDGE_EVENTS_QUEUED,
     WEDGE_MESSAGING_CONNECTED,
     WEDGE_MESSAGING_CONNECTIONS,
     WEDGE_BUILD_INFO,

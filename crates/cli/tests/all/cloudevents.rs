@@ -189,8 +189,15 @@ fn async_cloudevents_are_stored_before_202_and_delivered_after_a_kill_9() {
     drop(srv);
     // The events were stored before the 202: a new server delivers them all.
     let again = Server::start(&sb.cache_dir(), &args);
+    // While they are delivered, the backlog shows.
+    assert!(metric(&again, "wedge_events_queued{function=\"slow\"}") >= 1.0);
     wait_until("five deliveries", || done(&again, "slow") >= 5.0);
     assert_eq!(done(&again, "slow"), 5.0, "each once");
+    wait_until("an empty backlog", || {
+        metric(&again, "wedge_events_queued{function=\"slow\"}") == 0.0
+    });
+    let lag = "wedge_messaging_lag_seconds_count{messaging_system=\"http\",trigger=\"cloudevents\",function=\"slow\"}";
+    assert_eq!(metric(&again, lag), 5.0);
     // Not an event: refused before anything is stored.
     let bad = request(
         again.addr,

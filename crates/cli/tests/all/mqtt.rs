@@ -374,6 +374,14 @@ fn mqtt_messages_reach_the_function_as_cloudevents_and_its_answers_are_published
         ),
         200.0
     );
+    // Every message's wait for its first attempt is measured.
+    assert_eq!(
+        metric(
+            &srv,
+            &format!("wedge_messaging_lag_seconds_count{{{labels}}}")
+        ),
+        200.0
+    );
     // The last reply can reach the reader before its PUBACK reaches wedge.
     wait_for_metric(&srv, &format!("wedge_messaging_in_flight{{{labels}}}"), 0.0);
     // The admin listener shows the trigger's state.
