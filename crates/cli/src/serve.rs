@@ -279,13 +279,7 @@ pub fn check(args: AppArgs, global: &Global) -> Result<i32> {
         );
     }
     for t in &app.triggers.mqtt {
-        println!(
-            "  trigger mqtt {} as {}: {} -> {}",
-            t.broker,
-            t.client_id,
-            t.topics.join(" "),
-            t.function
-        );
+        println!("  trigger {t}");
     }
     Ok(0)
 }
@@ -520,17 +514,10 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
             &metrics.connections_closed,
         );
         for t in &app.triggers.mqtt {
-            eprintln!(
-                "trigger mqtt {} as {}: {} -> function {}{}",
-                t.broker,
-                t.client_id,
-                t.topics.join(" "),
-                t.function,
-                t.dead_letter_topic
-                    .as_ref()
-                    .map(|d| format!(" (dead letters to {d})"))
-                    .unwrap_or_default()
-            );
+            match &t.dead_letter_topic {
+                Some(d) => eprintln!("trigger {t} (dead letters to {d})"),
+                None => eprintln!("trigger {t}"),
+            }
         }
         triggers
             .apply(&app.triggers.mqtt, app.server.shutdown_grace)

@@ -215,15 +215,10 @@ fn structured(parts: &mut Parts, body: &[u8]) -> Result<Bytes, String> {
 /// not hold as it is: space, `"`, `%` and every byte outside printable ASCII
 /// (so a UTF-8 character becomes its bytes, `%D1%93`).
 fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if (0x21..=0x7e).contains(&b) && b != b'"' && b != b'%' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    use percent_encoding::{CONTROLS, utf8_percent_encode};
+    // CONTROLS, and every non-ASCII byte, which the crate always encodes.
+    const UNSAFE: &percent_encoding::AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'%');
+    utf8_percent_encode(text, UNSAFE).to_string()
 }
 
 /// `application/json`, `text/json` and any `+json` type.

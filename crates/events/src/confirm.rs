@@ -77,13 +77,7 @@ impl Publisher {
         old.collided.into_iter().for_each(|(_, w)| fail(w));
     }
 
-    /// Whether any publish is waiting for the broker.
-    pub fn has_pending(&self) -> bool {
-        let p = self.pending.lock().expect("pending lock");
-        !p.queued.is_empty() || !p.sent.is_empty() || p.collided.is_some()
-    }
-
-    pub fn client(&self) -> Option<AsyncClient> {
+    fn client(&self) -> Option<AsyncClient> {
         self.client.lock().expect("client lock").clone()
     }
 

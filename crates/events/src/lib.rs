@@ -15,5 +15,3 @@ mod invoke;
 pub mod mqtt;
 pub mod order;
 mod spans;
-
-pub use event::End;

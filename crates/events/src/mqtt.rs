@@ -134,7 +134,7 @@ impl Triggers {
                 .collect();
             h.stop(grace, gone)
         });
-        futures_join(stops).await;
+        join_all(stops).await;
         *running = keep;
         let mut started = 0;
         for t in wanted {
@@ -149,18 +149,16 @@ impl Triggers {
     /// Stops every trigger, draining each within `grace`.
     pub async fn stop_all(&self, grace: std::time::Duration) {
         let all: Vec<Handle> = self.running.lock().await.drain(..).collect();
-        futures_join(all.into_iter().map(|h| h.stop(grace, Vec::new()))).await;
+        join_all(all.into_iter().map(|h| h.stop(grace, Vec::new()))).await;
     }
 }
 
 /// Runs the futures at once and waits for all.
-async fn futures_join(
+async fn join_all(
     stops: impl Iterator<Item = impl std::future::Future<Output = ()> + Send + 'static>,
 ) {
-    let tasks: Vec<_> = stops.map(tokio::spawn).collect();
-    for t in tasks {
-        let _ = t.await;
-    }
+    let mut set: tokio::task::JoinSet<()> = stops.collect();
+    while set.join_next().await.is_some() {}
 }
 
 impl wedge_trigger::status::Status for Triggers {

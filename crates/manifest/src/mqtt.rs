@@ -58,6 +58,21 @@ pub struct Broker {
     pub ca_file: Option<PathBuf>,
 }
 
+/// `mqtt BROKER as CLIENT_ID: TOPICS -> FUNCTION`, as `wedge check` and
+/// `wedge serve` list a trigger.
+impl std::fmt::Display for MqttTrigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "mqtt {} as {}: {} -> {}",
+            self.broker,
+            self.client_id,
+            self.topics.join(" "),
+            self.function
+        )
+    }
+}
+
 impl std::fmt::Display for Broker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let scheme = if self.tls { "mqtts" } else { "mqtt" };
