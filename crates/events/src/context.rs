@@ -3,7 +3,7 @@
 //! slots that bound concurrency, and its metric series.
 
 use crate::confirm::Publisher;
-use crate::event::End;
+use crate::event::{End, Verdict};
 use crate::order::Order;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -57,6 +57,10 @@ pub struct Series {
     pub(crate) in_flight: Arc<Gauge>,
     pub(crate) lag: Arc<wedge_telemetry::metric::Histogram>,
     pub(crate) connected: Arc<Gauge>,
+    /// Attempts by result: done, retry, permanent.
+    deliveries: [Arc<Counter>; 3],
+    /// Processing time by how messages ended: done, dead-lettered, dropped.
+    durations: [Arc<wedge_telemetry::metric::Histogram>; 3],
 }
 
 impl Series {
@@ -75,17 +79,23 @@ impl Series {
             in_flight: m.in_flight.with(&["mqtt", id, f]),
             lag: m.lag.with(&["mqtt", id, f]),
             connected: m.connected.with(&["mqtt", id, &broker]),
+            deliveries: ["done", "retry", "permanent"]
+                .map(|r| m.deliveries.with(&["mqtt", id, f, r])),
+            durations: [End::Done, End::DeadLettered, End::Dropped]
+                .map(|e| m.process_duration.with(&["mqtt", id, f, e.name()])),
             labels: [t.client_id.clone(), t.function.clone()],
             metrics,
         }
     }
 
-    pub fn deliveries(&self, result: &str) -> Arc<Counter> {
-        let [id, f] = &self.labels;
-        self.metrics
-            .messaging
-            .deliveries
-            .with(&["mqtt", id, f, result])
+    /// The attempts that ended with `verdict`.
+    pub fn deliveries(&self, verdict: &Verdict) -> &Counter {
+        let i = match verdict {
+            Verdict::Done => 0,
+            Verdict::Retry(_) => 1,
+            Verdict::Permanent(_) => 2,
+        };
+        &self.deliveries[i]
     }
 
     pub fn dead_letter(&self, reason: &str) -> Arc<Counter> {
@@ -106,12 +116,12 @@ impl Series {
     }
 
     pub(crate) fn ended(&self, end: End, took: Duration) {
-        let [id, f] = &self.labels;
-        self.metrics
-            .messaging
-            .process_duration
-            .with(&["mqtt", id, f, end.name()])
-            .observe(took.as_secs_f64());
+        let i = match end {
+            End::Done => 0,
+            End::DeadLettered => 1,
+            End::Dropped => 2,
+        };
+        self.durations[i].observe(took.as_secs_f64());
     }
 }
 

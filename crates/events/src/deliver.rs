@@ -39,7 +39,7 @@ pub async fn deliver(ctx: &Context, msg: &Message) -> End {
         let start = trace::now_nanos();
         let (verdict, answer, record) =
             attempt_once(ctx, msg, &attrs, &call_id, span.as_ref()).await;
-        ctx.series.deliveries(verdict.name()).inc();
+        ctx.series.deliveries(&verdict).inc();
         if let (Some(tracer), Some(s)) = (&tracer, &span)
             && s.sampled
         {
