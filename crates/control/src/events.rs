@@ -115,7 +115,7 @@ impl Store {
 
     /// Every event accepted and not yet delivered, oldest first.
     pub fn queued_events(&self) -> Result<Vec<Stored>, Error> {
-        self.read_all(QUEUED)
+        self.read(QUEUED, usize::MAX, |_| true)
     }
 
     /// The event was delivered: forget it.
@@ -148,9 +148,11 @@ impl Store {
         })
     }
 
-    /// Every dead letter, oldest first.
-    pub fn dead_letters(&self) -> Result<Vec<Stored>, Error> {
-        self.read_all(DEAD)
+    /// The oldest `limit` dead letters (of `function`, when given).
+    pub fn dead_letters(&self, function: Option<&str>, limit: usize) -> Result<Vec<Stored>, Error> {
+        self.read(DEAD, limit, |e| {
+            function.is_none_or(|f| e.head.function == f)
+        })
     }
 
     /// Queues dead letter `seq` again (under a new sequence number, its
@@ -182,7 +184,13 @@ impl Store {
         self.write(|tx| Ok(tx.open_table(DEAD)?.remove(seq)?.is_some()))
     }
 
-    fn read_all(&self, table: TableDefinition<u64, &[u8]>) -> Result<Vec<Stored>, Error> {
+    /// The first `limit` rows of `table` that `keep` takes, oldest first.
+    fn read(
+        &self,
+        table: TableDefinition<u64, &[u8]>,
+        limit: usize,
+        keep: impl Fn(&Stored) -> bool,
+    ) -> Result<Vec<Stored>, Error> {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
         let t = match tx.open_table(table) {
             Ok(t) => t,
@@ -191,8 +199,11 @@ impl Store {
         };
         let mut out = Vec::new();
         for row in t.iter().map_err(|e| self.err(e))? {
+            if out.len() >= limit {
+                break;
+            }
             let (k, v) = row.map_err(|e| self.err(e))?;
-            if let Some(event) = decode(k.value(), v.value()) {
+            if let Some(event) = decode(k.value(), v.value()).filter(|e| keep(e)) {
                 out.push(event);
             }
         }
@@ -236,7 +247,8 @@ mod tests {
         };
         s.dead_letter(2, failure.clone()).unwrap();
         assert_eq!(s.queued_events().unwrap().len(), 1);
-        let dead = s.dead_letters().unwrap();
+        let dead = s.dead_letters(None, 10).unwrap();
+        assert!(s.dead_letters(Some("g"), 10).unwrap().is_empty());
         assert_eq!(
             (dead[0].seq, dead[0].head.failure.as_ref()),
             (2, Some(&failure))
@@ -245,7 +257,7 @@ mod tests {
         let again = s.replay(2).unwrap().unwrap();
         assert_eq!(again.seq, 4);
         assert_eq!(again.head.failure, None);
-        assert!(s.dead_letters().unwrap().is_empty());
+        assert!(s.dead_letters(None, 10).unwrap().is_empty());
         assert_eq!(s.replay(2).unwrap(), None);
         s.dead_letter(4, failure).unwrap();
         assert!(s.discard(4).unwrap());

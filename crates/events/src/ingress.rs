@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{Semaphore, mpsc};
 use wedge_control::Store;
-use wedge_control::events::{Failure, Stored};
+use wedge_control::events::{self, Stored};
+use wedge_executor::failure::Failure;
 use wedge_executor::invocation::Peer;
 use wedge_observe::log;
 use wedge_trigger::pipeline::Pipeline;
@@ -22,6 +23,12 @@ use wedge_trigger::table::Shared;
 /// Events delivered at once, across functions (each function's own
 /// concurrency limit applies too).
 const IN_FLIGHT: usize = 64;
+
+/// Events waiting for delivery at most, and their bytes: the backlog is held
+/// in memory as well as stored; beyond, new events are turned away with 503
+/// until deliveries catch up.
+const MAX_QUEUED: usize = 100_000;
+const MAX_QUEUED_BYTES: usize = 256 << 20;
 
 /// The label of these deliveries in the messaging metrics.
 const TRIGGER: &str = "cloudevents";
@@ -32,6 +39,8 @@ pub struct Ingress {
     table: Shared,
     pipeline: Pipeline,
     queue: mpsc::UnboundedSender<Stored>,
+    /// Events in `queue` or being delivered, and their bytes.
+    backlog: std::sync::Mutex<(usize, usize)>,
 }
 
 impl Ingress {
@@ -51,6 +60,7 @@ impl Ingress {
             );
             log::line("info", "-", "-", &msg);
         }
+        let backlog = (earlier.len(), earlier.iter().map(|e| e.body.len()).sum());
         for e in earlier {
             pipeline
                 .metrics
@@ -65,6 +75,7 @@ impl Ingress {
             table,
             pipeline,
             queue,
+            backlog: std::sync::Mutex::new(backlog),
         });
         tokio::spawn(deliver_all(ingress.clone(), rx));
         Ok(ingress)
@@ -73,8 +84,31 @@ impl Ingress {
 
 impl Ingress {
     /// The store's dead letters, oldest first.
-    pub fn dead_letters(&self) -> Result<Vec<Stored>, String> {
-        self.store.dead_letters().map_err(|e| e.to_string())
+    pub fn dead_letters(
+        &self,
+        function: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Stored>, String> {
+        self.store
+            .dead_letters(function, limit)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Counts `count` events of `bytes` into the backlog, unless that would
+    /// pass its bound.
+    fn admit(&self, count: usize, bytes: usize) -> bool {
+        let mut b = self.backlog.lock().expect("backlog lock");
+        if b.0 + count > MAX_QUEUED || b.1 + bytes > MAX_QUEUED_BYTES {
+            return false;
+        }
+        *b = (b.0 + count, b.1 + bytes);
+        true
+    }
+
+    /// Takes `count` events of `bytes` out of the backlog.
+    fn release(&self, count: usize, bytes: usize) {
+        let mut b = self.backlog.lock().expect("backlog lock");
+        *b = (b.0.saturating_sub(count), b.1.saturating_sub(bytes));
     }
 
     /// Queues dead letter `seq` for delivery again; its new sequence number,
@@ -84,6 +118,10 @@ impl Ingress {
             return Ok(None);
         };
         let new = event.seq;
+        {
+            let mut b = self.backlog.lock().expect("backlog lock");
+            *b = (b.0 + 1, b.1 + event.body.len());
+        }
         self.pipeline
             .metrics
             .messaging
@@ -105,9 +143,13 @@ impl wedge_trigger::ingress::Ingress for Ingress {
         &'a self,
         function: &'a str,
         events: Vec<(http::HeaderMap, Bytes)>,
-    ) -> Pin<Box<dyn Future<Output = Result<Vec<u64>, String>> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<u64>, Failure>> + Send + 'a>> {
         Box::pin(async move {
-            let rows: Vec<wedge_control::events::NewEvent> = events
+            let (count, bytes) = (events.len(), events.iter().map(|(_, b)| b.len()).sum());
+            if !self.admit(count, bytes) {
+                return Err(Failure::QueueFull);
+            }
+            let rows: Vec<events::NewEvent> = events
                 .into_iter()
                 .map(|(headers, body)| {
                     let h = headers
@@ -121,10 +163,22 @@ impl wedge_trigger::ingress::Ingress for Ingress {
                 .collect();
             let (store, name) = (self.store.clone(), function.to_string());
             // A durable commit (fsync): off the async workers.
-            let stored = tokio::task::spawn_blocking(move || store.accept_events(&name, &rows))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?;
+            let stored = match tokio::task::spawn_blocking(move || {
+                store.accept_events(&name, &rows)
+            })
+            .await
+            {
+                Ok(Ok(stored)) => stored,
+                failed => {
+                    self.release(count, bytes);
+                    let message = match failed {
+                        Ok(Err(e)) => e.to_string(),
+                        Err(e) => e.to_string(),
+                        Ok(Ok(_)) => unreachable!("matched above"),
+                    };
+                    return Err(Failure::Internal { message });
+                }
+            };
             let seqs = stored.iter().map(|e| e.seq).collect();
             let queued = self.pipeline.metrics.messaging.queued.with(&[function]);
             for e in stored {
@@ -257,7 +311,7 @@ async fn deliver(ingress: &Ingress, event: Stored) {
                 why.detail
             );
             log::line("warn", &format!("event-{seq}"), &function, &msg);
-            let failure = Failure {
+            let failure = events::Failure {
                 reason: why.reason,
                 detail: why.detail.chars().take(1024).collect(),
                 attempts,
@@ -268,6 +322,7 @@ async fn deliver(ingress: &Ingress, event: Stored) {
         }
     };
     m.queued.with(&[&function]).dec();
+    ingress.release(1, event.body.len());
     m.process_duration
         .with(&["http", TRIGGER, &function, end.name()])
         .observe(start.elapsed().as_secs_f64());

@@ -304,10 +304,7 @@ impl Handler {
                         message: "asynchronous CloudEvents need --state".into(),
                     });
                 };
-                let seqs = ingress
-                    .accept(&served.name, events)
-                    .await
-                    .map_err(|message| Failure::Internal { message })?;
+                let seqs = ingress.accept(&served.name, events).await?;
                 return Ok(accepted(&seqs));
             }
         };

@@ -6,19 +6,31 @@ use base64::Engine;
 use http::StatusCode;
 use serde_json::json;
 
+/// Dead letters one listing returns at most (`?limit=N`, default this).
+const MAX_LIST: usize = 100;
+
 impl Api {
     pub(super) fn dead_letters(&self, query: &str) -> Reply {
         let Some(ingress) = &self.ingress else {
             return reply(StatusCode::OK, json!({ "dead_letters": [] }));
         };
         let function = super::param(query, "function");
-        let all = match ingress.dead_letters() {
+        let limit = match super::param(query, "limit").map(str::parse::<usize>) {
+            None => MAX_LIST,
+            Some(Ok(n)) if (1..=MAX_LIST).contains(&n) => n,
+            Some(_) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("limit must be a number from 1 to {MAX_LIST}"),
+                );
+            }
+        };
+        let all = match ingress.dead_letters(function, limit) {
             Ok(all) => all,
             Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
         };
         let items: Vec<_> = all
             .iter()
-            .filter(|d| function.is_none_or(|f| d.head.function == f))
             .map(|d| {
                 let headers: serde_json::Map<_, _> = d
                     .head
