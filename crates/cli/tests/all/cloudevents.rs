@@ -4,7 +4,7 @@
 //! in binary mode; what is no valid event is refused with 400 and the reason.
 
 use crate::client::{Server, request};
-use crate::support::{Sandbox, guest, s};
+use crate::support::{Sandbox, guest, metric, s};
 use base64::Engine;
 use std::path::PathBuf;
 
@@ -119,15 +119,6 @@ fn cloudevents_in_structured_and_binary_mode_reach_the_function_in_binary_mode()
         "{}",
         batch.text()
     );
-}
-
-/// The value of a `/metrics` series, 0 when absent.
-fn metric(srv: &Server, series: &str) -> f64 {
-    crate::client::get(srv.admin, "/metrics")
-        .text()
-        .lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
-        .map_or(0.0, |v| v.parse().unwrap())
 }
 
 fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
@@ -319,18 +310,7 @@ fn async_cloudevents_need_a_state_directory() {
 
 #[test]
 fn async_cloudevents_continue_the_senders_trace() {
-    let otlp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let otlp_addr = otlp.local_addr().unwrap();
-    let received: std::sync::Arc<std::sync::Mutex<Vec<crate::traces::Span>>> = Default::default();
-    let sink = received.clone();
-    std::thread::spawn(move || {
-        for conn in otlp.incoming() {
-            let Ok(mut c) = conn else { continue };
-            let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-            let (_, body) = crate::client::read_request(&mut c, ok);
-            sink.lock().unwrap().extend(crate::traces::decode(&body).0);
-        }
-    });
+    let (otlp_addr, received) = crate::traces::receiver();
     let sb = Sandbox::new();
     let manifest = async_app(&sb, "traced", "A = \"1\"", "");
     let text = std::fs::read_to_string(&manifest).unwrap();

@@ -4,8 +4,8 @@
 //! dead letters: every delivery rule end to end, a broker restart, and
 //! `kill -9` of wedge while messages flow.
 
-use crate::client::{Server, get};
-use crate::support::{Sandbox, guest, s};
+use crate::client::Server;
+use crate::support::{Sandbox, free_port, guest, metric, s};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -19,14 +19,6 @@ pub struct Broker {
     child: Child,
     pub port: u16,
     dir: PathBuf,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Broker {
@@ -294,14 +286,6 @@ fn trigger(name: &str, fail: &str, broker: &Broker, topics: &str, extra: &str) -
         s(&guest("c/wagi/event.wasm")),
         broker.url()
     )
-}
-
-/// The value of a `/metrics` series (labels included), 0 when absent.
-fn metric(srv: &Server, series: &str) -> f64 {
-    let text = get(srv.admin, "/metrics").text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
-        .map_or(0.0, |v| v.parse().unwrap())
 }
 
 /// Waits until a `/metrics` series has `value`.
@@ -609,19 +593,7 @@ fn mqtt_kill_9_three_times_while_10000_messages_flow_loses_none() {
 
 #[test]
 fn mqtt_traces_continue_the_message_trace_through_the_function_to_the_reply() {
-    // An OTLP receiver.
-    let otlp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let otlp_addr = otlp.local_addr().unwrap();
-    let received: std::sync::Arc<std::sync::Mutex<Vec<crate::traces::Span>>> = Default::default();
-    let sink = received.clone();
-    std::thread::spawn(move || {
-        for conn in otlp.incoming() {
-            let Ok(mut c) = conn else { continue };
-            let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-            let (_, body) = crate::client::read_request(&mut c, ok);
-            sink.lock().unwrap().extend(crate::traces::decode(&body).0);
-        }
-    });
+    let (otlp_addr, received) = crate::traces::receiver();
     let sb = Sandbox::new();
     let broker = Broker::start(sb.path());
     broker.subscribe("reader", &["results/#"]);

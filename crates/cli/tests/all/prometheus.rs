@@ -3,7 +3,7 @@
 //! known traffic produced.
 
 use crate::client::{Server, get};
-use crate::support::{Sandbox, guest, s};
+use crate::support::{Sandbox, free_port, guest, s};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -14,14 +14,6 @@ impl Drop for Prometheus {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Percent-encodes a PromQL query for a URL.

@@ -22,6 +22,25 @@ pub fn example(rel: &str) -> PathBuf {
     p
 }
 
+/// A port free on 127.0.0.1 a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The value of a `/metrics` series of the admin listener (labels
+/// included), 0 when absent.
+pub fn metric(srv: &crate::client::Server, series: &str) -> f64 {
+    crate::client::get(srv.admin, "/metrics")
+        .text()
+        .lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+        .map_or(0.0, |v| v.parse().unwrap())
+}
+
 /// A WAT guest compiled to a binary `.wasm` in `dir`.
 pub fn wat_guest(dir: &Path, name: &str) -> PathBuf {
     let wasm = wat::parse_file(guest(&format!("wat/{name}.wat"))).expect("valid wat");

@@ -73,6 +73,24 @@ pub(crate) fn decode(export: &[u8]) -> (Vec<Span>, Vec<(String, String)>) {
     (spans, resource)
 }
 
+/// An OTLP/HTTP receiver that accepts every export: its address, and the
+/// spans received so far.
+pub(crate) fn receiver() -> (std::net::SocketAddr, Arc<Mutex<Vec<Span>>>) {
+    let otlp = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = otlp.local_addr().unwrap();
+    let received: Arc<Mutex<Vec<Span>>> = Arc::default();
+    let sink = received.clone();
+    std::thread::spawn(move || {
+        for conn in otlp.incoming() {
+            let Ok(mut c) = conn else { continue };
+            let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+            let (_, body) = read_request(&mut c, ok);
+            sink.lock().unwrap().extend(decode(&body).0);
+        }
+    });
+    (addr, received)
+}
+
 /// Decompresses with the system's `gzip`, not the crate wedge compresses with.
 fn gunzip(body: &[u8]) -> Vec<u8> {
     use std::io::Write;
