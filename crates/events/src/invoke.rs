@@ -65,7 +65,7 @@ pub async fn attempt(
         let inv = Invocation {
             id: a.call_id,
             head,
-            body,
+            body: body.into(),
             peer: a.peer,
             route: Route {
                 template: "/",

@@ -20,6 +20,46 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
         .boxed_unsync()
 }
 
+/// A request body as a function receives it: complete, or still arriving
+/// from the client (a large upload to a `wasi:http` function), in which case
+/// the trigger bounds it in size and time as it streams.
+pub enum RequestBody {
+    Full(Bytes),
+    Streaming(Body),
+}
+
+impl RequestBody {
+    /// The length, when the body is complete.
+    pub fn known_len(&self) -> Option<usize> {
+        match self {
+            RequestBody::Full(b) => Some(b.len()),
+            RequestBody::Streaming(_) => None,
+        }
+    }
+
+    /// The body as a stream (a complete one streams in one frame).
+    pub fn into_body(self) -> Body {
+        match self {
+            RequestBody::Full(b) => full(b),
+            RequestBody::Streaming(body) => body,
+        }
+    }
+
+    /// The whole body, waiting for the rest of a streaming one.
+    pub async fn into_bytes(self) -> Result<Bytes, BodyError> {
+        match self {
+            RequestBody::Full(b) => Ok(b),
+            RequestBody::Streaming(body) => Ok(body.collect().await?.to_bytes()),
+        }
+    }
+}
+
+impl From<Bytes> for RequestBody {
+    fn from(b: Bytes) -> Self {
+        RequestBody::Full(b)
+    }
+}
+
 /// Ends the stream with an error once more than `limit` bytes went through;
 /// the client sees a truncated response, never more than the limit.
 pub struct Limited<B> {

@@ -1,6 +1,7 @@
-//! Bounded in-memory capture of a guest's stdout or stderr. Past the limit
-//! a capture either traps the guest (a WAGI response that is too large) or
-//! drops the excess and remembers that it did (logs).
+//! Bounded in-memory capture of a guest's log output (stdout and stderr of
+//! components, stderr of WAGI): past the limit it drops the excess and
+//! remembers that it did. Also the error a guest's response that is too
+//! large traps with.
 
 use bytes::{Bytes, BytesMut};
 use std::io;
@@ -8,9 +9,9 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
-use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError, StreamResult};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
-/// Raised (as a trap) when a guest writes more than a trapping capture allows.
+/// Raised (as a trap) when a guest writes a response larger than allowed.
 #[derive(Debug, thiserror::Error)]
 #[error("guest output exceeded the limit of {limit} bytes")]
 pub struct OutputTooLarge {
@@ -28,41 +29,26 @@ struct State {
 pub struct Capture {
     state: Arc<Mutex<State>>,
     limit: usize,
-    trap: bool,
 }
 
 impl Capture {
-    /// Traps the guest when more than `limit` bytes are written.
-    pub fn trapping(limit: usize) -> Self {
-        Capture {
-            state: Arc::default(),
-            limit,
-            trap: true,
-        }
-    }
-
     /// Keeps the first `limit` bytes and drops the rest.
     pub fn truncating(limit: usize) -> Self {
         Capture {
             state: Arc::default(),
             limit,
-            trap: false,
         }
     }
 
-    fn push(&self, bytes: &[u8]) -> Result<(), OutputTooLarge> {
+    fn push(&self, bytes: &[u8]) {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let room = self.limit.saturating_sub(s.buf.len());
         if bytes.len() > room {
             s.buf.extend_from_slice(&bytes[..room]);
             s.truncated = true;
-            if self.trap {
-                return Err(OutputTooLarge { limit: self.limit });
-            }
-            return Ok(());
+            return;
         }
         s.buf.extend_from_slice(bytes);
-        Ok(())
     }
 
     /// Everything captured so far, and whether anything was dropped.
@@ -90,8 +76,8 @@ impl wasmtime_wasi::cli::IsTerminal for Capture {
 
 impl OutputStream for Capture {
     fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
-        self.push(&bytes)
-            .map_err(|e| StreamError::Trap(wasmtime::Error::new(e)))
+        self.push(&bytes);
+        Ok(())
     }
     fn flush(&mut self) -> StreamResult<()> {
         Ok(())
@@ -112,11 +98,8 @@ impl AsyncWrite for Capture {
         _: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Poll::Ready(
-            self.push(buf)
-                .map(|()| buf.len())
-                .map_err(|e| io::Error::other(e.to_string())),
-        )
+        self.push(buf);
+        Poll::Ready(Ok(buf.len()))
     }
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
@@ -135,16 +118,5 @@ mod tests {
         let mut c = Capture::truncating(4);
         c.write(Bytes::from_static(b"abcdef")).unwrap();
         assert_eq!(c.take(), (Bytes::from_static(b"abcd"), true));
-    }
-
-    #[test]
-    fn trapping_traps_past_the_limit() {
-        let mut c = Capture::trapping(4);
-        c.write(Bytes::from_static(b"ab")).unwrap();
-        let err = c.write(Bytes::from_static(b"cde")).unwrap_err();
-        let StreamError::Trap(e) = err else {
-            panic!("expected a trap")
-        };
-        assert!(e.is::<OutputTooLarge>());
     }
 }

@@ -5,10 +5,9 @@
 //! instance and gives back the guest's response or one [`Failure`], with
 //! what the call cost.
 
-use crate::body::{self, Body};
+use crate::body::{Body, RequestBody};
 use crate::failure::Failure;
 use crate::function::Executor;
-use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use wedge_cgi as cgi;
@@ -37,7 +36,7 @@ pub struct Route<'a> {
 pub struct Invocation<'a> {
     pub id: &'a str,
     pub head: http::request::Parts,
-    pub body: Bytes,
+    pub body: RequestBody,
     pub peer: Peer,
     pub route: Route<'a>,
     /// The invocation's span: the guest sees it, its outbound calls carry it.
@@ -60,6 +59,21 @@ impl Executor {
         match self {
             Executor::Wagi(wagi) => {
                 let parts = &inv.head;
+                // WAGI reads its input as a whole (CGI wants CONTENT_LENGTH
+                // up front); triggers send it complete, but a stream is
+                // gathered here rather than refused.
+                let body = match inv.body.into_bytes().await {
+                    Ok(body) => body,
+                    Err(e) => {
+                        let failure = Failure::BadRequest {
+                            problem: format!("the request body could not be read: {e}"),
+                        };
+                        return Outcome {
+                            result: Err(failure),
+                            stats: GuestStats::default(),
+                        };
+                    }
+                };
                 let version = match parts.version {
                     http::Version::HTTP_2 => "HTTP/2.0",
                     http::Version::HTTP_10 => "HTTP/1.0",
@@ -76,7 +90,7 @@ impl Executor {
                     script_name: inv.route.script_name,
                     path_info: inv.route.path_info,
                     params: inv.route.params,
-                    body_len: inv.body.len(),
+                    body_len: body.len(),
                     allow_authorization,
                 });
                 let (result, stats) = wagi
@@ -84,7 +98,7 @@ impl Executor {
                         request_id: inv.id,
                         env,
                         args: cgi::arguments(&parts.uri),
-                        body: inv.body,
+                        body,
                     })
                     .await;
                 Outcome { result, stats }
@@ -92,7 +106,7 @@ impl Executor {
             Executor::Http(http_fn) => {
                 let mut parts = inv.head;
                 absolute_uri(&mut parts, inv.peer.local);
-                let request = http::Request::from_parts(parts, body::full(inv.body));
+                let request = http::Request::from_parts(parts, inv.body.into_body());
                 let (result, stats) = http_fn.call(inv.id, request, inv.trace, inv.tracer).await;
                 Outcome { result, stats }
             }

@@ -6,18 +6,18 @@
 //! recorded here: `http.server.*` metrics, the SERVER span, the access line.
 
 use crate::server::{App, Peer};
-use crate::{spans, status};
+use crate::{spans, status, upload};
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body::Body as _;
-use http_body_util::{BodyExt, Limited as LimitedRequest};
 use hyper::body::Incoming;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use wedge_executor::body::{self, Body};
+use wedge_executor::body::{self, Body, RequestBody};
 use wedge_executor::failure::Failure;
+use wedge_executor::function::Executor;
 use wedge_executor::invocation::{Invocation, Route};
 use wedge_manifest::CloudEvents;
 use wedge_manifest::rate::RateKey;
@@ -279,24 +279,36 @@ impl Handler {
         }
         m.active.inc();
         let _active = Decrement(&m.active);
-        // The body is read before a slot is taken, under its own deadline:
-        // a slow uploader holds a connection, never a guest's slot.
+        // The body (or, when large, its start) is read before a slot is
+        // taken, under its own deadline: a slow uploader holds a connection,
+        // never a guest's slot. See `upload`.
         let (parts, incoming) = req.into_parts();
-        let body: Bytes = if incoming.is_end_stream() {
+        let (body, watch) = if incoming.is_end_stream() {
             // No body (most GETs): nothing to wait for, no timer to arm.
-            Bytes::new()
+            (RequestBody::Full(Bytes::new()), None)
         } else {
-            self.read_body(incoming, limit).await?
+            let bounds = upload::Bounds {
+                limit,
+                timeout: self.body_timeout,
+                streamable: f.config.cloudevents == CloudEvents::Off
+                    && matches!(f.executor, Executor::Http(_)),
+            };
+            upload::read(incoming, bounds, m.request_body.clone()).await?
         };
-        let (parts, body) = match f.config.cloudevents {
-            CloudEvents::Off => (parts, body),
-            CloudEvents::Sync => {
+        let (parts, body) = match (f.config.cloudevents, body) {
+            (CloudEvents::Off, body) => (parts, body),
+            (_, RequestBody::Streaming(_)) => {
+                return Err(Failure::Internal {
+                    message: "a CloudEvents body was streamed".into(),
+                });
+            }
+            (CloudEvents::Sync, RequestBody::Full(body)) => {
                 let mut parts = parts;
                 let body = cloudevents::to_binary(&mut parts, body)
                     .map_err(|problem| Failure::BadEvent { problem })?;
-                (parts, body)
+                (parts, RequestBody::Full(body))
             }
-            CloudEvents::Async => {
+            (CloudEvents::Async, RequestBody::Full(body)) => {
                 let events = cloudevents::events(&parts, body)
                     .map_err(|problem| Failure::BadEvent { problem })?;
                 let Some(ingress) = &self.ingress else {
@@ -322,25 +334,12 @@ impl Handler {
             trace: span.cloned(),
             tracer: None,
         };
-        self.pipeline.invoke(f, invocation, seen).await
-    }
-}
-
-impl Handler {
-    /// Reads a request body of at most `limit` bytes within `body_timeout`.
-    async fn read_body(&self, incoming: Incoming, limit: u64) -> Result<Bytes, Failure> {
-        let read = LimitedRequest::new(incoming, limit as usize).collect();
-        match tokio::time::timeout(self.body_timeout, read).await {
-            Err(_elapsed) => Err(Failure::BodyTimeout {
-                after: self.body_timeout,
-            }),
-            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-                Err(Failure::BodyTooLarge { limit })
-            }
-            Ok(Err(e)) => Err(Failure::BadRequest {
-                problem: format!("the request body could not be read: {e}"),
-            }),
-            Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        let result = self.pipeline.invoke(f, invocation, seen).await;
+        // A streamed body that went wrong is the client's failure, whatever
+        // the guest made of it (unless it had answered already).
+        match watch.and_then(|w| w.failure(limit, self.body_timeout)) {
+            Some(failure) => Err(failure),
+            None => result,
         }
     }
 }

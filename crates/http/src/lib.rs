@@ -2,7 +2,7 @@
 //!
 //! A request goes [`server`] (accept, [`tls`], HTTP/1.1 or HTTP/2, the
 //! connection limits of [`conns`]) → [`handler`] (request id, health, route,
-//! version, method, body read under its deadline) → the invocation pipeline
+//! version, method, body read under its deadline or streamed by [`upload`]) → the invocation pipeline
 //! of `wedge_trigger`, which runs the function through `wedge_executor` →
 //! back, with every failure answered by [`status`]. [`admin`] serves metrics
 //! and the token-guarded admin endpoints on a listener of its own.
@@ -14,3 +14,4 @@ pub mod server;
 pub mod spans;
 pub mod status;
 pub mod tls;
+pub mod upload;

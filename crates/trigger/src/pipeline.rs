@@ -109,7 +109,10 @@ impl Pipeline {
         };
         m.queue_wait.observe(slot.queued.as_secs_f64());
         record.queued = Some((queue_start, slot.queued));
-        m.request_body.observe(inv.body.len() as f64);
+        // A streaming body is measured by its trigger once it has all come.
+        if let Some(n) = inv.body.known_len() {
+            m.request_body.observe(n as f64);
+        }
         m.invocations.inc();
         record.guest_start = Some(trace::now_nanos());
         inv.tracer = self.tracer.clone();

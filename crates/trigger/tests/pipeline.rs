@@ -56,7 +56,7 @@ fn event(id: &str, path: &str) -> Invocation<'static> {
     Invocation {
         id: "evt-1",
         head,
-        body: bytes::Bytes::from_static(b"{\"t\":21.5}"),
+        body: bytes::Bytes::from_static(b"{\"t\":21.5}").into(),
         peer: Peer {
             remote: addr,
             local: addr,

@@ -249,6 +249,23 @@ impl Server {
         panic!("`{needle}` never logged:\n{}", self.logs());
     }
 
+    /// Waits until the server has logged one line containing every one of
+    /// `needles`; gives that line.
+    pub fn wait_for_line(&self, needles: &[&str]) -> String {
+        for _ in 0..1000 {
+            let found = self
+                .logs()
+                .lines()
+                .find(|l| needles.iter().all(|n| l.contains(n)))
+                .map(str::to_string);
+            if let Some(line) = found {
+                return line;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("no line with all of {needles:?} logged:\n{}", self.logs());
+    }
+
     /// Sends a signal to the server process.
     pub fn signal(&self, sig: &str) {
         let ok = Command::new("kill")

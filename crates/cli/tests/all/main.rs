@@ -20,6 +20,7 @@ mod run;
 mod serve;
 mod serve_http;
 mod serve_limits;
+mod streaming;
 mod support;
 mod tls;
 mod traces;

@@ -1,12 +1,16 @@
 //! The WAGI executor: a WASI preview1 command per request, CGI/1.1 over
 //! stdin, stdout and the environment.
 
+mod stdout;
+
 use crate::body::{self, Body};
 use crate::capture::Capture;
 use crate::failure::Failure;
 use crate::spec::{self, Spec};
 use bytes::Bytes;
+use http_body_util::BodyExt;
 use std::sync::Arc;
+use stdout::{Head, Stdout};
 use wasmtime::{Engine, InstancePre, Module, Store};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p1::WasiP1Ctx;
@@ -119,7 +123,7 @@ impl Wagi {
     ) -> Result<http::Response<Body>, Failure> {
         let spec = &self.spec;
         let limits = &spec.limits;
-        let stdout = Capture::trapping(limits.max_response_body as usize + HEADER_ALLOWANCE);
+        let (stdout, head) = Stdout::new(limits.max_response_body);
         let stderr = Capture::truncating(STDERR_LIMIT);
         let mut b = WasiCtxBuilder::new();
         b.stdin(MemoryInputPipe::new(call.body))
@@ -135,15 +139,117 @@ impl Wagi {
                 message: e.to_string(),
             })?;
         let meter = crate::epochs::arm(&mut store, spec);
-        let mut instantiated = None;
-        let run = async {
-            let t0 = std::time::Instant::now();
-            let instance = self.pre.instantiate_async(&mut store).await?;
-            instantiated = Some(t0.elapsed());
-            let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
-            start.call_async(&mut store, ()).await
+        let peak = store.data_mut().limits.share_peak();
+        let mut guest = Box::pin(run_guest(self.pre.clone(), store, limits.timeout));
+        let end = Ending {
+            spec: spec.clone(),
+            metered: self.metered,
+            request_id: call.request_id.to_string(),
+            stderr,
         };
-        let result = tokio::time::timeout(limits.timeout, run).await;
+        let mut head = head;
+        let first = tokio::select! {
+            biased;
+            ran = &mut guest => Err(ran),
+            Ok(streams) = &mut head => Ok(streams),
+        };
+        match first {
+            Err(ran) => {
+                stats.cpu = meter.map(|m| m.counted());
+                let ended = end.record(ran, stats);
+                match head.try_recv() {
+                    // It streamed, and has ended since: the rest is in the pipe.
+                    Ok(head) => {
+                        stdout.end(end.verdict(ended));
+                        Ok(streaming(head))
+                    }
+                    Err(_) => whole(&end, ended, stdout.take()),
+                }
+            }
+            Ok(head) => {
+                // The response streams while the guest goes on writing it,
+                // in a task of its own; the body holds the function's slot.
+                stats.peak_memory = Some(peak.load(std::sync::atomic::Ordering::Relaxed));
+                let gone = stdout.gone();
+                tokio::spawn(async move {
+                    let ran = tokio::select! {
+                        ran = guest => Some(ran),
+                        () = gone.notified() => None,
+                    };
+                    let mut stats = GuestStats {
+                        cpu: meter.map(|m| m.counted()),
+                        ..GuestStats::default()
+                    };
+                    match ran {
+                        Some(ran) => {
+                            let ended = end.record(ran, &mut stats);
+                            stdout.end(end.verdict(ended));
+                        }
+                        // Dropping the guest stopped it; its stderr still counts.
+                        None => end.logs(),
+                    }
+                });
+                Ok(streaming(head))
+            }
+        }
+    }
+}
+
+/// How a guest run ended, with its store for the figures.
+struct Ran {
+    result: Result<Result<(), wasmtime::Error>, tokio::time::error::Elapsed>,
+    store: Store<WagiHost>,
+    instantiated: Option<std::time::Duration>,
+}
+
+/// Instantiates the module and runs `_start` under the function's timeout.
+/// Owns all it needs, so a streaming response can leave it to a task.
+async fn run_guest(
+    pre: InstancePre<WagiHost>,
+    mut store: Store<WagiHost>,
+    timeout: std::time::Duration,
+) -> Ran {
+    let mut instantiated = None;
+    let run = async {
+        let t0 = std::time::Instant::now();
+        let instance = pre.instantiate_async(&mut store).await?;
+        instantiated = Some(t0.elapsed());
+        let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+        start.call_async(&mut store, ()).await
+    };
+    let result = tokio::time::timeout(timeout, run).await;
+    Ran {
+        result,
+        store,
+        instantiated,
+    }
+}
+
+/// What ends a run: its figures and logs, then its verdict.
+struct Ending {
+    spec: Arc<Spec>,
+    metered: bool,
+    request_id: String,
+    stderr: Capture,
+}
+
+/// How the guest ended: its exit code or the failure, and how many
+/// `memory.grow`s were refused (which explain a bad exit).
+struct Ended {
+    exit: Result<i32, Failure>,
+    grow_failures: u64,
+}
+
+impl Ending {
+    /// Records the run's figures and logs; says how the guest ended.
+    fn record(&self, ran: Ran, stats: &mut GuestStats) -> Ended {
+        let spec = &self.spec;
+        let limits = &spec.limits;
+        let Ran {
+            result,
+            store,
+            instantiated,
+        } = ran;
         stats.instantiate = instantiated;
         if let Some(i) = instantiated {
             spec.metrics.instantiate.observe(i.as_secs_f64());
@@ -157,60 +263,108 @@ impl Wagi {
                 spec.metrics.fuel.observe(f as f64);
             }
         }
-        stats.cpu = meter.map(|m| m.counted());
         let grow_failures = store.data().limits.grow_failures();
         let peak = store.data().limits.peak_memory();
         drop(store);
         spec.metrics.instantiated();
         spec.metrics.memory(peak, grow_failures);
         stats.peak_memory = Some(peak);
+        self.logs();
+        let exit = match result {
+            Err(_elapsed) => Err(Failure::Timeout {
+                after: limits.timeout,
+            }),
+            Ok(Ok(())) => Ok(0),
+            Ok(Err(e)) => match e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+                Some(exit) => Ok(exit.0),
+                None => Err(spec::classify(&e, spec, grow_failures)),
+            },
+        };
+        Ended {
+            exit,
+            grow_failures,
+        }
+    }
 
-        let (err_bytes, err_truncated) = stderr.take();
+    /// Logs what the guest wrote to stderr.
+    fn logs(&self) {
+        let (err_bytes, err_truncated) = self.stderr.take();
         log::guest_output(
             "stderr",
-            call.request_id,
-            &spec.name,
+            &self.request_id,
+            &self.spec.name,
             &err_bytes,
             err_truncated,
         );
+    }
 
-        let exit = match result {
-            Err(_elapsed) => {
-                return Err(Failure::Timeout {
-                    after: limits.timeout,
-                });
+    /// How a response that had started streaming ends: a failure cuts the
+    /// body short (the status has gone), is logged with the request id and
+    /// counted among the function's errors.
+    fn verdict(&self, ended: Ended) -> Result<(), String> {
+        let spec = &self.spec;
+        match ended.exit {
+            Ok(0) => Ok(()),
+            Ok(code) => {
+                log::line(
+                    "warn",
+                    &self.request_id,
+                    &spec.name,
+                    &format!("guest exited with status {code} after a complete response"),
+                );
+                Ok(())
             }
-            Ok(Ok(())) => 0,
-            Ok(Err(e)) => match e.downcast_ref::<wasmtime_wasi::I32Exit>() {
-                Some(exit) => exit.0,
-                None => return Err(spec::classify(&e, spec, grow_failures)),
-            },
-        };
-        let (out, _) = stdout.take();
-        match cgi::parse_response(&out) {
-            Ok(parsed) => {
-                if exit != 0 {
-                    log::line(
-                        "warn",
-                        call.request_id,
-                        &spec.name,
-                        &format!("guest exited with status {exit} after a complete response"),
-                    );
-                }
-                let mut response = http::Response::new(body::full(out.slice(parsed.body_start..)));
-                *response.status_mut() = parsed.status;
-                *response.headers_mut() = parsed.headers;
-                Ok(response)
+            Err(failure) => {
+                let reason = failure.reason();
+                log::line(
+                    "warn",
+                    &self.request_id,
+                    &spec.name,
+                    &format!("{reason}: the response had started, its body was cut short"),
+                );
+                spec.metrics.error(failure.kind());
+                Err(reason)
             }
-            Err(_) if exit != 0 && grow_failures > 0 => Err(Failure::MemoryLimit {
-                message: format!(
-                    "guest exited with status {exit} after {grow_failures} refused memory.grow \
-                     (limit {} bytes)",
-                    limits.max_memory
-                ),
-            }),
-            Err(_) if exit != 0 => Err(Failure::GuestExit { code: exit }),
-            Err(problem) => Err(Failure::Malformed { problem }),
         }
     }
+}
+
+/// The response of a guest that ended before its output streamed.
+fn whole(end: &Ending, ended: Ended, out: Bytes) -> Result<http::Response<Body>, Failure> {
+    let spec = &end.spec;
+    let grow_failures = ended.grow_failures;
+    let exit = ended.exit?;
+    match cgi::parse_response(&out) {
+        Ok(parsed) => {
+            if exit != 0 {
+                log::line(
+                    "warn",
+                    &end.request_id,
+                    &spec.name,
+                    &format!("guest exited with status {exit} after a complete response"),
+                );
+            }
+            let mut response = http::Response::new(body::full(out.slice(parsed.body_start..)));
+            *response.status_mut() = parsed.status;
+            *response.headers_mut() = parsed.headers;
+            Ok(response)
+        }
+        Err(_) if exit != 0 && grow_failures > 0 => Err(Failure::MemoryLimit {
+            message: format!(
+                "guest exited with status {exit} after {grow_failures} refused memory.grow \
+                 (limit {} bytes)",
+                spec.limits.max_memory
+            ),
+        }),
+        Err(_) if exit != 0 => Err(Failure::GuestExit { code: exit }),
+        Err(problem) => Err(Failure::Malformed { problem }),
+    }
+}
+
+/// A response whose body streams from the guest's stdout.
+fn streaming(head: Head) -> http::Response<Body> {
+    let mut response = http::Response::new(head.body.boxed_unsync());
+    *response.status_mut() = head.cgi.status;
+    *response.headers_mut() = head.cgi.headers;
+    response
 }
