@@ -5,6 +5,7 @@ mod cache_cmd;
 mod compile;
 mod control_cmd;
 mod inspect;
+mod oci;
 mod reload;
 mod rollout;
 mod run;
@@ -62,6 +63,10 @@ enum Command {
     Serve(Box<serve::ServeArgs>),
     /// Validate an app manifest and compile and link its functions, without serving
     Check(serve::AppArgs),
+    /// Push a module or component to an OCI registry (CNCF TAG Runtime layout)
+    Push(oci::PushArgs),
+    /// Pull a module from an OCI registry into the store; print its file
+    Pull(oci::PullArgs),
     /// List, clear or trim the AOT cache
     #[command(subcommand)]
     Cache(cache_cmd::CacheCommand),
@@ -75,8 +80,16 @@ fn main() -> ExitCode {
         Command::Run(args) => run::main(args, &cli.global),
         Command::Compile(args) => compile::main(args, &cli.global),
         Command::Inspect(args) => inspect::main(args, &cli.global),
-        Command::Serve(args) => serve::serve(*args, &cli.global),
-        Command::Check(args) => serve::check(args, &cli.global),
+        Command::Serve(mut args) => {
+            args.app.cache_dir = cli.global.cache_dir.clone();
+            serve::serve(*args, &cli.global)
+        }
+        Command::Check(mut args) => {
+            args.cache_dir = cli.global.cache_dir.clone();
+            serve::check(args, &cli.global)
+        }
+        Command::Push(args) => oci::push(args),
+        Command::Pull(args) => oci::pull_cmd(args, cli.global.cache_dir.as_deref()),
         Command::Cache(cmd) => cache_cmd::main(cmd, &cli.global),
         Command::Control(cmd) => control_cmd::main(cmd),
     };

@@ -44,6 +44,12 @@ pub struct AppArgs {
     /// Requests `--rate-limit` lets through at once [default: its count]
     #[arg(long, value_name = "N", requires = "rate_limit")]
     rate_burst: Option<std::num::NonZeroU32>,
+    #[command(flatten)]
+    pub registry: crate::oci::RegistryArgs,
+    /// The AOT cache directory (`--cache-dir`), beside which pulled modules
+    /// are kept.
+    #[arg(skip)]
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// Per-function limits; each sets the default for every function
@@ -146,7 +152,7 @@ impl ConnectionArgs {
 #[derive(clap::Args)]
 pub struct ServeArgs {
     #[command(flatten)]
-    app: AppArgs,
+    pub app: AppArgs,
     #[command(flatten)]
     connections: ConnectionArgs,
     /// Address to listen on; port 0 picks a free port [default: 127.0.0.1:8080]
@@ -226,6 +232,8 @@ impl AppArgs {
                 max_keys: wedge_manifest::rate::DEFAULT_MAX_KEYS,
             });
         }
+        let store = self.registry.store(self.cache_dir.as_deref());
+        crate::oci::resolve(&mut app, &self.registry, &store)?;
         Ok(app)
     }
 }

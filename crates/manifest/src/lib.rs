@@ -393,7 +393,10 @@ pub fn single(module: &Path, cli: &LimitOverrides) -> App {
         server: Server::default(),
         functions: vec![Function {
             name,
-            source: std::path::absolute(module).unwrap_or_else(|_| module.to_path_buf()),
+            source: match oci_reference(module) {
+                Some(_) => module.to_path_buf(),
+                None => std::path::absolute(module).unwrap_or_else(|_| module.to_path_buf()),
+            },
             routes: vec![route.clone()],
             abi: None,
             methods: None,
@@ -594,17 +597,7 @@ pub fn parse(file: &Path, text: &str, cli: &LimitOverrides) -> Result<App, Manif
                 ),
             )
         })?;
-        let source_path = base.join(source.get_ref());
-        if !source_path.is_file() {
-            return Err(at(
-                Some(source.span()),
-                format!(
-                    "source `{}` not found (looked for {}; paths are relative to the manifest)",
-                    source.get_ref(),
-                    source_path.display()
-                ),
-            ));
-        }
+        let source_path = source_path(&base, source, &at)?;
         let triggered = raw.trigger.mqtt.iter().any(|t| {
             t.get_ref()
                 .function
@@ -1015,6 +1008,49 @@ fn suggest(message: &str) -> String {
 
 type At<'a> = dyn Fn(Option<Range<usize>>, String) -> ManifestError + 'a;
 
+/// The file a `source` names, relative to the manifest and checked to
+/// exist; or, for `oci://REGISTRY/REPOSITORY:TAG` (or `@sha256:…`), the
+/// reference itself, which the registry client resolves to a file before
+/// anything loads it (see [`oci_reference`]).
+fn source_path(
+    base: &Path,
+    source: &Spanned<String>,
+    at: &At<'_>,
+) -> Result<PathBuf, ManifestError> {
+    let text = source.get_ref();
+    if let Some(rest) = text.strip_prefix("oci://") {
+        let (repo, _) = rest.split_once('@').unwrap_or((rest, ""));
+        let path_part = repo.split_once('/').map(|(_, p)| p);
+        if rest.contains(char::is_whitespace) || path_part.is_none_or(str::is_empty) {
+            return Err(at(
+                Some(source.span()),
+                format!(
+                    "source `{text}` is not an OCI reference: write oci://REGISTRY/REPOSITORY:TAG \
+                     or oci://REGISTRY/REPOSITORY@sha256:DIGEST"
+                ),
+            ));
+        }
+        return Ok(PathBuf::from(text));
+    }
+    let path = base.join(text);
+    if !path.is_file() {
+        return Err(at(
+            Some(source.span()),
+            format!(
+                "source `{text}` not found (looked for {}; paths are relative to the manifest)",
+                path.display()
+            ),
+        ));
+    }
+    Ok(path)
+}
+
+/// The OCI reference a function's `source` is, if it is one (until it has
+/// been pulled and replaced by the module's file).
+pub fn oci_reference(source: &Path) -> Option<&str> {
+    source.to_str().filter(|s| s.starts_with("oci://"))
+}
+
 /// A function's version name and traffic rules from its table.
 fn resolve_traffic(
     f: &RawFunction,
@@ -1069,17 +1105,7 @@ fn resolve_traffic(
             ));
         }
         names.push(v);
-        let source = base.join(raw.source.get_ref());
-        if !source.is_file() {
-            return Err(at(
-                Some(raw.source.span()),
-                format!(
-                    "source `{}` not found (looked for {}; paths are relative to the manifest)",
-                    raw.source.get_ref(),
-                    source.display()
-                ),
-            ));
-        }
+        let source = source_path(base, &raw.source, at)?;
         let weight = traffic::weight_from_percent(raw.weight).map_err(|e| at(Some(c.span()), e))?;
         let mut merged = env.to_vec();
         for (k, val) in raw.env.iter().flatten() {

@@ -14,6 +14,7 @@ mod inspect;
 mod limits;
 mod mqtt;
 mod observe;
+mod oci;
 mod prometheus;
 mod reload;
 mod run;
