@@ -40,7 +40,8 @@ pub enum ControlCommand {
     /// Deploy a module as a new version of a function
     Deploy {
         name: String,
-        /// The module or component (.wasm)
+        /// The module or component (.wasm), or oci://REGISTRY/REPOSITORY:TAG
+        /// (or …@sha256:DIGEST), which the server pulls
         file: PathBuf,
         /// The new version's name, e.g. v1.2
         #[arg(long)]
@@ -235,7 +236,15 @@ pub fn main(cmd: ControlCommand) -> Result<i32> {
         } => {
             let mut path =
                 format!("/v1/functions/{name}/versions?version={version}&weight={weight}");
-            let bytes = if *on_node {
+            let oci = wedge_manifest::oci_reference(file);
+            let bytes = if let Some(reference) = oci {
+                path.push_str("&oci=");
+                path.extend(percent_encoding::utf8_percent_encode(
+                    reference,
+                    percent_encoding::NON_ALPHANUMERIC,
+                ));
+                Vec::new()
+            } else if *on_node {
                 let file = file.to_string_lossy();
                 path.push_str("&path=");
                 path.extend(percent_encoding::utf8_percent_encode(

@@ -30,7 +30,7 @@ pub struct RegistryArgs {
 }
 
 impl RegistryArgs {
-    fn options(&self) -> Result<Options> {
+    pub fn options(&self) -> Result<Options> {
         let credentials = match &self.registry_username {
             None => None,
             Some(user) => {

@@ -318,6 +318,11 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
         )),
         None => None,
     };
+    // Deploys through the admin API pull `?oci=` artifacts as sources do.
+    let registry = (
+        args.app.registry.options()?,
+        args.app.registry.store(args.app.cache_dir.as_deref()),
+    );
     let load_app = {
         let (app_args, store) = (args.app, store.clone());
         move || -> Result<App> {
@@ -500,7 +505,8 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
             None => None,
         };
         let control = store.map(|store| {
-            let api = crate::api::Api::new(store, reloader.clone(), ingress.clone());
+            let api =
+                crate::api::Api::new(store, reloader.clone(), ingress.clone(), Some(registry));
             api.resume_rollouts();
             api as Arc<dyn wedge_http::admin::Control>
         });

@@ -80,13 +80,31 @@ pub struct Pushed {
     pub size: u64,
 }
 
-/// `oci://REF` or `REF` as a reference.
+/// `oci://REF` or `REF` as a reference. The registry and the tag or
+/// digest must be written out: wedge assumes neither Docker Hub nor
+/// `latest`, so a reference always means one thing on every node.
 pub fn parse(reference: &str) -> Result<Reference, Error> {
     let bare = reference.strip_prefix("oci://").unwrap_or(reference);
-    bare.parse::<Reference>().map_err(|e| Error::Reference {
+    let refuse = |reason: &str| Error::Reference {
         reference: reference.to_string(),
-        reason: e.to_string(),
-    })
+        reason: reason.to_string(),
+    };
+    let host = bare.split_once('/').map(|(host, _)| host);
+    if !host.is_some_and(|h| h.contains(['.', ':']) || h == "localhost") {
+        return Err(refuse(
+            "it names no registry; write the registry's host first, e.g. ghcr.io/org/fn:v1",
+        ));
+    }
+    let r = bare
+        .parse::<Reference>()
+        .map_err(|e| refuse(&e.to_string()))?;
+    let last = bare.rsplit('/').next().unwrap_or(bare);
+    if r.digest().is_none() && !last.contains(':') {
+        return Err(refuse(
+            "give a tag (:v1) or a digest (@sha256:…); wedge does not assume `latest`",
+        ));
+    }
+    Ok(r)
 }
 
 fn client(opts: &Options) -> Client {
@@ -348,5 +366,31 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for Bounded<W> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_name_their_registry_and_their_tag_or_digest() {
+        let d = format!("sha256:{}", "a".repeat(64));
+        assert!(parse("oci://ghcr.io/org/fn:v1").is_ok());
+        assert!(parse("127.0.0.1:5000/fn:v1").is_ok());
+        assert!(parse("localhost/fn:v1").is_ok());
+        assert_eq!(
+            parse(&format!("r.example/fn@{d}")).unwrap().digest(),
+            Some(d.as_str())
+        );
+        for bad in [
+            "oci://fn:v1",
+            "oci://org/fn:v1",
+            "oci://ghcr.io/org/fn",
+            "oci://ghcr.io/Org/fn:v1",
+            "oci://bad ref",
+        ] {
+            assert!(matches!(parse(bad), Err(Error::Reference { .. })), "{bad}");
+        }
     }
 }

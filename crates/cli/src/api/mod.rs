@@ -33,6 +33,9 @@ pub struct Api {
     pub(crate) lock: tokio::sync::Mutex<()>,
     /// Itself, for the rollout tasks it starts.
     me: std::sync::Weak<Api>,
+    /// How deploys with `?oci=REFERENCE` reach registries, and where the
+    /// pulled modules are kept.
+    pub registry: Option<(wedge_oci::Options, wedge_oci::Store)>,
 }
 
 pub(crate) type Reply = (StatusCode, String);
@@ -131,6 +134,7 @@ impl Api {
         store: Arc<Store>,
         reloader: Arc<Reloader>,
         ingress: Option<Arc<wedge_events::ingress::Ingress>>,
+        registry: Option<(wedge_oci::Options, wedge_oci::Store)>,
     ) -> Arc<Api> {
         Arc::new_cyclic(|me| Api {
             store,
@@ -138,6 +142,7 @@ impl Api {
             ingress,
             lock: tokio::sync::Mutex::new(()),
             me: me.clone(),
+            registry,
         })
     }
 
@@ -382,6 +387,32 @@ impl Api {
         }
     }
 
+    /// Pulls an OCI artifact for a deploy; gives the module's file.
+    async fn pull(&self, reference: &str) -> Result<String, Reply> {
+        let Some((options, store)) = &self.registry else {
+            return Err(error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "no registry settings",
+            ));
+        };
+        match wedge_oci::pull(reference, store, options).await {
+            Ok(pulled) => {
+                wedge_observe::log::line(
+                    "info",
+                    "-",
+                    "-",
+                    &format!("deploy: pulled {reference} ({})", pulled.manifest),
+                );
+                Ok(pulled.path.display().to_string())
+            }
+            Err(e @ wedge_oci::Error::Reference { .. }) => Err(error(StatusCode::BAD_REQUEST, e)),
+            Err(e @ wedge_oci::Error::NotWasm { .. }) => {
+                Err(error(StatusCode::UNPROCESSABLE_ENTITY, e))
+            }
+            Err(e) => Err(error(StatusCode::BAD_GATEWAY, e)),
+        }
+    }
+
     async fn deploy(&self, name: &str, query: &str, body: bytes::Bytes) -> Reply {
         let Some(version) = param(query, "version") else {
             return error(
@@ -397,14 +428,27 @@ impl Api {
             Some(Ok(w)) if (0.0..=100.0).contains(&w) => (w * 100.0).round() as u32,
             Some(_) => return error(StatusCode::BAD_REQUEST, "weight is a percentage, 0 to 100"),
         };
-        // The module: the body, or a file already on the node.
-        let body = match param(query, "path").map(wedge_cgi::percent_decode) {
-            Some(_) if !body.is_empty() => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "give the module as the body or as ?path=FILE on the node, not both",
-                );
-            }
+        // The module: the body, a file already on the node, or an OCI
+        // artifact pulled now.
+        let path = param(query, "path").map(wedge_cgi::percent_decode);
+        let oci = param(query, "oci").map(wedge_cgi::percent_decode);
+        let given = usize::from(!body.is_empty())
+            + usize::from(path.is_some())
+            + usize::from(oci.is_some());
+        if given > 1 {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "give the module one way: as the body, as ?path=FILE on the node, or as ?oci=REFERENCE",
+            );
+        }
+        let path = match oci {
+            Some(reference) => match self.pull(&reference).await {
+                Ok(file) => Some(file),
+                Err(reply) => return reply,
+            },
+            None => path,
+        };
+        let body = match path {
             Some(path) => {
                 let file = std::path::PathBuf::from(&path);
                 if !file.is_absolute() {

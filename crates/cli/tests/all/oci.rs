@@ -388,3 +388,70 @@ fn credentials_come_from_the_docker_config() {
         pull.stdout
     );
 }
+
+/// `wedge deploy NAME oci://…` has the server pull the version itself;
+/// a reference it cannot use is refused with the registry's reason.
+#[test]
+fn a_version_is_deployed_from_the_registry_through_the_admin_api() {
+    let sb = Sandbox::new();
+    let registry = Registry::start();
+    let reference = format!("{}/bytes:v2", registry.addr);
+    wedge(
+        &sb,
+        &registry,
+        &["push", s(&guest("c/wagi/bytes.wasm")), &reference],
+    )
+    .expect(0);
+    std::fs::copy(guest("c/wagi/env.wasm"), sb.path().join("v1.wasm")).unwrap();
+    let manifest = sb.manifest(
+        "[[function]]\nname = \"api\"\nsource = \"v1.wasm\"\nroutes = [\"/api\"]\nversion = \"v1\"\n",
+    );
+    let state = sb.path().join("state");
+    let srv = Server::start_with_env(
+        &sb.cache_dir(),
+        &["-f", &manifest, "--state", s(&state)],
+        &[("WEDGE_INSECURE_REGISTRIES", registry.addr.as_str())],
+    );
+    let token = sb.path().join("token");
+    std::fs::write(&token, crate::client::ADMIN_TOKEN).unwrap();
+    let admin = format!("http://{}", srv.admin);
+    let deploy = |source: &str, version: &str| {
+        sb.run(&[
+            "deploy",
+            "api",
+            source,
+            "--version",
+            version,
+            "--weight",
+            "100",
+            "--admin",
+            &admin,
+            "--admin-token-file",
+            s(&token),
+        ])
+    };
+    deploy(&format!("oci://{reference}"), "v2").expect(0);
+    let r = get(srv.addr, "/api?5");
+    assert_eq!(r.body, vec![0, 1, 2, 3, 4], "v2 (the registry's) serves");
+    srv.wait_for_log(&format!("deploy: pulled oci://{reference}"));
+
+    let missing = deploy(&format!("oci://{}/nothing:v9", registry.addr), "v3");
+    missing.expect(1);
+    assert!(
+        missing.stderr.contains("manifest unknown"),
+        "{}",
+        missing.stderr
+    );
+    let bad = deploy("oci://no-repository", "v3");
+    bad.expect(1);
+    assert!(
+        bad.stderr.contains("not an OCI reference"),
+        "{}",
+        bad.stderr
+    );
+    assert_eq!(
+        get(srv.addr, "/api?3").body,
+        vec![0, 1, 2],
+        "v2 still serves"
+    );
+}
