@@ -7,6 +7,8 @@
 //! and the reload waits for the close (or for [`WRITE_PATIENCE`] to pass).
 //! Events are debounced by [`QUIET`]; a reload that still reads a
 //! half-written file fails its checks and is retried on the next event.
+//! A Kubernetes ConfigMap volume's `..data` swap counts as a change of the
+//! files in it (the operator's pods reload weights that way).
 
 use crate::reload::Reloader;
 use anyhow::{Context, Result};
@@ -43,8 +45,11 @@ pub fn watch(reloader: Arc<Reloader>) -> Result<impl std::future::Future<Output 
         notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             let Ok(event) = event else { return };
             let inputs = inputs.lock().unwrap_or_else(|e| e.into_inner());
-            let relevant: Vec<&PathBuf> =
-                event.paths.iter().filter(|p| inputs.contains(*p)).collect();
+            let relevant: Vec<&PathBuf> = event
+                .paths
+                .iter()
+                .filter(|p| inputs.contains(*p) || swapped_in(p))
+                .collect();
             if relevant.is_empty() {
                 return;
             }
@@ -138,6 +143,14 @@ pub fn watch(reloader: Arc<Reloader>) -> Result<impl std::future::Future<Output 
             }
         }
     })
+}
+
+/// Kubernetes updates a mounted ConfigMap or Secret by writing a new
+/// folder and renaming a `..data` symlink over the old one; the files
+/// (`wedge.toml` → `..data/wedge.toml`) never change themselves. A change
+/// of `..data` in a watched folder is a change of every file in it.
+fn swapped_in(path: &Path) -> bool {
+    path.file_name().is_some_and(|n| n == "..data")
 }
 
 fn absolute(files: Vec<PathBuf>) -> Vec<PathBuf> {

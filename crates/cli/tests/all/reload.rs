@@ -249,3 +249,53 @@ fn an_unchanged_function_keeps_its_gate_across_a_reload() {
     assert_eq!(get(addr, "/slow?after&10").status, 200);
     srv.wait_for_log("changed v; 1 unchanged");
 }
+
+/// A manifest in a Kubernetes ConfigMap volume changes by a `..data`
+/// symlink swap, never by a write to the file: the operator's pods change
+/// traffic weights that way, without a restart.
+#[test]
+fn a_configmap_volume_swap_is_a_change() {
+    use std::os::unix::fs::symlink;
+    let sb = Sandbox::new();
+    let dir = sb.path().join("config");
+    std::fs::create_dir_all(&dir).unwrap();
+    for n in [1, 2] {
+        std::fs::write(sb.path().join(format!("v{n}.wasm")), versioned(n)).unwrap();
+    }
+    let manifest = |weight: u32| {
+        format!(
+            "[[function]]\nname = \"v\"\nsource = \"{}\"\nroutes = [\"/v\"]\nversion = \"v1\"\nversion_header = \"x-v\"\n\n[[function.canary]]\nversion = \"v2\"\nsource = \"{}\"\nweight = {weight}\n",
+            s(&sb.path().join("v1.wasm")),
+            s(&sb.path().join("v2.wasm")),
+        )
+    };
+    // The kubelet's layout: a timestamped folder, `..data` pointing at it,
+    // and the key as a symlink through `..data`.
+    let write_generation = |name: &str, weight: u32| {
+        let g = dir.join(name);
+        std::fs::create_dir(&g).unwrap();
+        std::fs::write(g.join("wedge.toml"), manifest(weight)).unwrap();
+        let tmp = dir.join("..data_tmp");
+        symlink(name, &tmp).unwrap();
+        std::fs::rename(&tmp, dir.join("..data")).unwrap();
+    };
+    write_generation("..2026_11_30_01", 1);
+    symlink("..data/wedge.toml", dir.join("wedge.toml")).unwrap();
+    let srv = Server::start(
+        &sb.cache_dir(),
+        &["-f", s(&dir.join("wedge.toml")), "--watch"],
+    );
+    let share_of_v2 = || {
+        let n = 200;
+        (0..n)
+            .filter(|_| get(srv.addr, "/v").text() == "version 2\n")
+            .count() as f64
+            / n as f64
+    };
+    assert!(share_of_v2() < 0.2);
+    write_generation("..2026_11_30_02", 100);
+    until(&srv, "the swap reloads", || {
+        metric(&srv, "wedge_reloads_total{result=\"ok\"}") >= 1.0
+    });
+    assert_eq!(share_of_v2(), 1.0);
+}
