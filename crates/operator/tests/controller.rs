@@ -1,0 +1,379 @@
+//! The controller against a mocked API server (tower-test, as kube-rs's
+//! own controller tests do): a small in-memory API server that stores what
+//! is applied, applies JSON patches with the `json-patch` crate, counts
+//! generations, records events, and fails on demand. Every path of a
+//! reconcile: create, becoming ready, update, scale, an invalid spec,
+//! deletion through the finalizer, and API errors with backoff.
+
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use kube::client::Body;
+use kube::runtime::controller::Action;
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use wedge_operator::controller::{self, Ctx, FINALIZER};
+use wedge_operator::crd::WasmFunction;
+use wedge_operator::desired::Settings;
+
+/// What the fake API server holds and saw.
+#[derive(Default)]
+struct State {
+    /// Objects by path (`/apis/.../namespaces/edge/deployments/hello-wedge`).
+    objects: BTreeMap<String, Value>,
+    /// Events posted: (type, reason).
+    events: Vec<(String, String)>,
+    /// Requests answered 500 while the path contains this.
+    fail: Option<String>,
+    requests: Vec<String>,
+}
+
+type Shared = Arc<Mutex<State>>;
+
+const FN_PATH: &str = "/apis/wedge.dev/v1alpha1/namespaces/edge/wasmfunctions/hello";
+const DEPLOY_PATH: &str = "/apis/apps/v1/namespaces/edge/deployments/hello-wedge";
+const MAP_PATH: &str = "/api/v1/namespaces/edge/configmaps/hello-wedge";
+const SVC_PATH: &str = "/api/v1/namespaces/edge/services/hello-wedge";
+
+fn status_json(code: u16, reason: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": reason, "reason": reason, "code": code})
+}
+
+/// Merges `patch` into `doc` (JSON merge patch, enough for apply here).
+fn merge(doc: &mut Value, patch: &Value) {
+    match (doc, patch) {
+        (Value::Object(d), Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    d.remove(k);
+                } else {
+                    merge(d.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        (d, p) => *d = p.clone(),
+    }
+}
+
+fn serve(state: &Shared, method: &Method, path: &str, body: &[u8]) -> (StatusCode, Value) {
+    let mut s = state.lock().unwrap();
+    s.requests.push(format!("{method} {path}"));
+    if s.fail.as_deref().is_some_and(|f| path.contains(f)) {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            status_json(500, "InternalError"),
+        );
+    }
+    if method == Method::POST && path.contains("/events") {
+        let ev: Value = serde_json::from_slice(body).unwrap();
+        s.events.push((
+            ev["type"].as_str().unwrap_or("").into(),
+            ev["reason"].as_str().unwrap_or("").into(),
+        ));
+        return (StatusCode::CREATED, ev);
+    }
+    let (base, status) = match path.strip_suffix("/status") {
+        Some(b) => (b.to_string(), true),
+        None => (path.to_string(), false),
+    };
+    match *method {
+        Method::GET => match s.objects.get(&base) {
+            Some(o) => (StatusCode::OK, o.clone()),
+            None => (StatusCode::NOT_FOUND, status_json(404, "NotFound")),
+        },
+        Method::PATCH => {
+            let patch: Value = serde_json::from_slice(body).unwrap();
+            let exists = s.objects.contains_key(&base);
+            let mut obj = s.objects.get(&base).cloned().unwrap_or(json!({}));
+            let before = obj.clone();
+            if patch.is_array() {
+                // A JSON patch (the finalizer's): test-and-set, as the API server does.
+                // The API server reads a missing field as null in a `test`.
+                let p: json_patch::Patch = serde_json::from_value(patch).unwrap();
+                if obj["metadata"].get("finalizers").is_none() {
+                    obj["metadata"]["finalizers"] = Value::Null;
+                }
+                if json_patch::patch(&mut obj, &p).is_err() {
+                    return (
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        status_json(422, "Invalid"),
+                    );
+                }
+                if obj["metadata"]["finalizers"].is_null() {
+                    obj["metadata"].as_object_mut().unwrap().remove("finalizers");
+                }
+            } else if status {
+                merge(&mut obj, &json!({"status": patch["status"]}));
+            } else {
+                if !exists {
+                    obj = json!({"metadata": {"generation": 1, "uid": format!("uid-{}", s.objects.len())}});
+                }
+                let generation = obj["metadata"]["generation"].as_i64().unwrap_or(1);
+                let old_spec = obj["spec"].clone();
+                merge(&mut obj, &patch);
+                if exists && obj["spec"] != old_spec {
+                    obj["metadata"]["generation"] = json!(generation + 1);
+                }
+            }
+            if obj != before || !exists {
+                let rv = s.objects.len() as u64 * 1000 + s.requests.len() as u64;
+                obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+            }
+            s.objects.insert(base, obj.clone());
+            (StatusCode::OK, obj)
+        }
+        _ => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            status_json(405, "MethodNotAllowed"),
+        ),
+    }
+}
+
+/// A client whose requests the fake answers, and the fake's state.
+fn fake() -> (Client, Shared) {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let state: Shared = Arc::default();
+    let s = state.clone();
+    tokio::spawn(async move {
+        while let Some((request, send)) = handle.next_request().await {
+            let (parts, body) = request.into_parts();
+            let bytes = body.collect().await.unwrap().to_bytes();
+            let (code, v) = serve(&s, &parts.method, parts.uri.path(), &bytes);
+            let response = Response::builder()
+                .status(code)
+                .header("content-type", "application/json")
+                .body(Body::from(serde_json::to_vec(&v).unwrap()))
+                .unwrap();
+            send.send_response(response);
+        }
+    });
+    (Client::new(service, "default"), state)
+}
+
+fn ctx(client: Client) -> Arc<Ctx> {
+    Arc::new(Ctx::new(
+        client,
+        Settings {
+            image: "wedge:test".into(),
+            admin_token_secret: None,
+        },
+        Some("test".into()),
+    ))
+}
+
+fn spec() -> Value {
+    json!({
+        "module": {"oci": "oci://registry.example/acme/hello:v1"},
+        "routes": ["/hello"],
+        "replicas": 2,
+        "version": "v1"
+    })
+}
+
+/// Stores the function in the fake, as a user's `kubectl apply` would.
+fn put_function(state: &Shared, spec: Value) {
+    let mut s = state.lock().unwrap();
+    let generation = s
+        .objects
+        .get(FN_PATH)
+        .map_or(1, |o| o["metadata"]["generation"].as_i64().unwrap() + 1);
+    let mut obj = s.objects.get(FN_PATH).cloned().unwrap_or_else(|| {
+        json!({
+            "apiVersion": "wedge.dev/v1alpha1", "kind": "WasmFunction",
+            "metadata": {"name": "hello", "namespace": "edge", "uid": "fn-uid", "resourceVersion": "1"},
+        })
+    });
+    obj["spec"] = spec;
+    obj["metadata"]["generation"] = json!(generation);
+    s.objects.insert(FN_PATH.into(), obj);
+}
+
+fn function(state: &Shared) -> Arc<WasmFunction> {
+    let s = state.lock().unwrap();
+    Arc::new(serde_json::from_value(s.objects[FN_PATH].clone()).unwrap())
+}
+
+fn object(state: &Shared, path: &str) -> Option<Value> {
+    state.lock().unwrap().objects.get(path).cloned()
+}
+
+fn condition(state: &Shared, type_: &str) -> (String, String) {
+    let f = object(state, FN_PATH).unwrap();
+    let c = f["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == type_)
+        .unwrap()
+        .clone();
+    (
+        c["status"].as_str().unwrap().into(),
+        c["reason"].as_str().unwrap().into(),
+    )
+}
+
+fn events(state: &Shared) -> Vec<String> {
+    state
+        .lock()
+        .unwrap()
+        .events
+        .iter()
+        .map(|(t, r)| format!("{t} {r}"))
+        .collect()
+}
+
+async fn reconcile(state: &Shared, ctx: &Arc<Ctx>) -> Result<Action, controller::Error> {
+    controller::reconcile(function(state), ctx.clone()).await
+}
+
+#[tokio::test]
+async fn create_become_ready_update_and_scale() {
+    let (client, state) = fake();
+    let ctx = ctx(client);
+    put_function(&state, spec());
+
+    // First the finalizer goes on; nothing else yet.
+    reconcile(&state, &ctx).await.unwrap();
+    assert_eq!(function(&state).finalizers(), [FINALIZER]);
+    assert!(object(&state, DEPLOY_PATH).is_none());
+
+    // Then the objects, owned by the function, and a status.
+    reconcile(&state, &ctx).await.unwrap();
+    let d = object(&state, DEPLOY_PATH).expect("a deployment");
+    assert_eq!(d["spec"]["replicas"], 2);
+    assert_eq!(d["metadata"]["ownerReferences"][0]["uid"], "fn-uid");
+    assert_eq!(d["metadata"]["ownerReferences"][0]["controller"], true);
+    let toml = object(&state, MAP_PATH).unwrap()["data"]["wedge.toml"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        toml.contains("source = \"oci://registry.example/acme/hello:v1\""),
+        "{toml}"
+    );
+    assert!(object(&state, SVC_PATH).is_some());
+    assert_eq!(
+        condition(&state, "Ready"),
+        ("False".into(), "ReplicasNotReady".into())
+    );
+    assert_eq!(condition(&state, "Progressing").0, "True");
+    let f = object(&state, FN_PATH).unwrap();
+    assert_eq!(f["status"]["selector"], "wedge.dev/function=hello");
+    assert_eq!(f["status"]["observedGeneration"], 1);
+    assert_eq!(events(&state), ["Normal Created"]);
+
+    // The Deployment's pods come up.
+    {
+        let mut s = state.lock().unwrap();
+        let d = s.objects.get_mut(DEPLOY_PATH).unwrap();
+        let generation = d["metadata"]["generation"].clone();
+        d["status"] = json!({"observedGeneration": generation, "replicas": 2, "readyReplicas": 2, "updatedReplicas": 2});
+    }
+    reconcile(&state, &ctx).await.unwrap();
+    assert_eq!(
+        condition(&state, "Ready"),
+        ("True".into(), "AllReplicasReady".into())
+    );
+    assert_eq!(
+        object(&state, FN_PATH).unwrap()["status"]["readyReplicas"],
+        2
+    );
+
+    // A new module rolls the pods: a new template, an event.
+    let hash = |s: &Shared| {
+        object(s, DEPLOY_PATH).unwrap()["spec"]["template"]["metadata"]["annotations"]["wedge.dev/config-hash"].clone()
+    };
+    let before = hash(&state);
+    let mut next = spec();
+    next["module"]["oci"] = json!("oci://registry.example/acme/hello:v2");
+    put_function(&state, next.clone());
+    reconcile(&state, &ctx).await.unwrap();
+    assert_ne!(hash(&state), before);
+    assert_eq!(events(&state).last().unwrap(), "Normal RollingUpdate");
+    assert_eq!(
+        condition(&state, "Ready").0,
+        "False",
+        "the new template is not rolled out yet"
+    );
+
+    // /scale sets spec.replicas; the Deployment follows.
+    next["replicas"] = json!(5);
+    put_function(&state, next);
+    reconcile(&state, &ctx).await.unwrap();
+    assert_eq!(object(&state, DEPLOY_PATH).unwrap()["spec"]["replicas"], 5);
+}
+
+#[tokio::test]
+async fn an_invalid_spec_is_reported_and_waits_for_a_change() {
+    let (client, state) = fake();
+    let ctx = ctx(client);
+    let mut bad = spec();
+    bad["routes"] = json!(["hello"]);
+    put_function(&state, bad);
+    reconcile(&state, &ctx).await.unwrap();
+    let action = reconcile(&state, &ctx).await.unwrap();
+    assert_eq!(action, Action::await_change());
+    assert_eq!(
+        condition(&state, "Ready"),
+        ("False".into(), "InvalidSpec".into())
+    );
+    let f = object(&state, FN_PATH).unwrap();
+    let message = f["status"]["conditions"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("route `hello` does not start with `/`"),
+        "{message}"
+    );
+    assert_eq!(events(&state), ["Warning InvalidSpec"]);
+    assert!(object(&state, DEPLOY_PATH).is_none(), "nothing is created");
+    // Fixed, it runs.
+    put_function(&state, spec());
+    reconcile(&state, &ctx).await.unwrap();
+    assert!(object(&state, DEPLOY_PATH).is_some());
+}
+
+#[tokio::test]
+async fn deletion_goes_through_the_finalizer() {
+    let (client, state) = fake();
+    let ctx = ctx(client);
+    put_function(&state, spec());
+    reconcile(&state, &ctx).await.unwrap();
+    reconcile(&state, &ctx).await.unwrap();
+    {
+        let mut s = state.lock().unwrap();
+        let f = s.objects.get_mut(FN_PATH).unwrap();
+        f["metadata"]["deletionTimestamp"] = json!("2026-11-30T12:00:00Z");
+    }
+    reconcile(&state, &ctx).await.unwrap();
+    assert!(
+        function(&state).finalizers().is_empty(),
+        "the finalizer is released"
+    );
+    assert_eq!(events(&state).last().unwrap(), "Normal Deleted");
+}
+
+#[tokio::test]
+async fn api_errors_fail_the_reconcile_and_back_off() {
+    let (client, state) = fake();
+    let ctx = ctx(client);
+    put_function(&state, spec());
+    reconcile(&state, &ctx).await.unwrap();
+    state.lock().unwrap().fail = Some("/deployments/".into());
+    let err = reconcile(&state, &ctx).await.unwrap_err();
+    assert!(err.to_string().contains("InternalError"), "{err}");
+    let wf = function(&state);
+    let first = controller::error_policy(wf.clone(), &err, ctx.clone());
+    let second = controller::error_policy(wf.clone(), &err, ctx.clone());
+    assert_eq!(first, Action::requeue(Duration::from_secs(2)));
+    assert_eq!(second, Action::requeue(Duration::from_secs(4)));
+    assert_eq!(controller::backoff(20), Duration::from_secs(300));
+    // The API recovers: the reconcile goes through and the backoff resets.
+    state.lock().unwrap().fail = None;
+    reconcile(&state, &ctx).await.unwrap();
+    assert!(object(&state, DEPLOY_PATH).is_some());
+    assert_eq!(
+        controller::error_policy(wf, &err, ctx.clone()),
+        Action::requeue(Duration::from_secs(2))
+    );
+}
