@@ -52,6 +52,14 @@ promtool check rules deploy/prometheus/alerts.yml
 promtool test rules deploy/prometheus/alerts_test.yml
 say "cargo test"
 cargo test --workspace --locked
+# The operator's end-to-end suite needs a Kubernetes cluster, which no
+# package registry provides: it runs only against one you name.
+if [ -n "${WEDGE_E2E_KUBECONFIG:-}" ]; then
+  say "operator end to end against $WEDGE_E2E_KUBECONFIG"
+  cargo test --locked -p wedge-operator --test e2e -- --ignored
+else
+  say "operator end to end: NOT RUN (set WEDGE_E2E_KUBECONFIG to a cluster's kubeconfig; docs/kubernetes.md)"
+fi
 say "schemathesis: the control API against its OpenAPI document"
 scripts/api-check.sh 30
 say "fuzz smoke: every target for 10 s on its committed corpus"

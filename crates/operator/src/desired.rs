@@ -368,11 +368,20 @@ fn deployment(
             ..VolumeMount::default()
         });
     }
-    let mut env = vec![EnvVar {
-        name: "WEDGE_CACHE_DIR".into(),
-        value: Some("/var/cache/wedge".into()),
-        ..EnvVar::default()
-    }];
+    // The root filesystem is read-only: the AOT cache, pulled modules and
+    // a generated admin token go to the emptyDir.
+    let mut env = vec![
+        EnvVar {
+            name: "WEDGE_CACHE_DIR".into(),
+            value: Some("/var/cache/wedge".into()),
+            ..EnvVar::default()
+        },
+        EnvVar {
+            name: "XDG_RUNTIME_DIR".into(),
+            value: Some("/var/cache/wedge".into()),
+            ..EnvVar::default()
+        },
+    ];
     if let Some(secret) = &settings.admin_token_secret {
         env.push(EnvVar {
             name: "WEDGE_ADMIN_TOKEN".into(),

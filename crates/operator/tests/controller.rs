@@ -102,7 +102,10 @@ fn serve(state: &Shared, method: &Method, path: &str, body: &[u8]) -> (StatusCod
                     );
                 }
                 if obj["metadata"]["finalizers"].is_null() {
-                    obj["metadata"].as_object_mut().unwrap().remove("finalizers");
+                    obj["metadata"]
+                        .as_object_mut()
+                        .unwrap()
+                        .remove("finalizers");
                 }
             } else if status {
                 merge(&mut obj, &json!({"status": patch["status"]}));
@@ -376,4 +379,114 @@ async fn api_errors_fail_the_reconcile_and_back_off() {
         controller::error_policy(wf, &err, ctx.clone()),
         Action::requeue(Duration::from_secs(2))
     );
+}
+
+/// (group, resource, verb) of an API request the fake saw.
+fn permission(request: &str) -> (String, String, String) {
+    let (method, path) = request.split_once(' ').unwrap();
+    let verb = match method {
+        "GET" => "get",
+        "PATCH" => "patch",
+        "POST" => "create",
+        "PUT" => "update",
+        other => panic!("unexpected method {other}"),
+    };
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    // api/v1/namespaces/NS/RES[/NAME[/SUB]] or apis/GROUP/V/namespaces/NS/RES[/NAME[/SUB]]
+    let (group, rest) = match parts[0] {
+        "api" => ("", &parts[2..]),
+        _ => (parts[1], &parts[3..]),
+    };
+    assert_eq!(rest[0], "namespaces", "{path}");
+    let mut resource = rest[2].to_string();
+    if let Some(sub) = rest.get(4) {
+        resource = format!("{resource}/{sub}");
+    }
+    (group.into(), resource, verb.into())
+}
+
+/// The rules of every Role and ClusterRole in deploy/k8s/rbac.yaml.
+fn rbac_rules() -> Vec<(Vec<String>, Vec<String>, Vec<String>)> {
+    use serde::Deserialize;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/k8s/rbac.yaml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut rules = Vec::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+        let v = Value::deserialize(doc).unwrap();
+        if v["kind"] != "ClusterRole" && v["kind"] != "Role" {
+            continue;
+        }
+        for r in v["rules"].as_array().unwrap() {
+            let list = |k: &str| -> Vec<String> {
+                r[k].as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_str().unwrap().to_string())
+                    .collect()
+            };
+            rules.push((list("apiGroups"), list("resources"), list("verbs")));
+        }
+    }
+    rules
+}
+
+#[tokio::test]
+async fn the_rbac_allows_every_call_and_nothing_broad() {
+    let (client, state) = fake();
+    let ctx = ctx(client);
+    put_function(&state, spec());
+    for _ in 0..3 {
+        reconcile(&state, &ctx).await.unwrap();
+    }
+    let mut bad = spec();
+    bad["routes"] = json!(["x"]);
+    put_function(&state, bad);
+    reconcile(&state, &ctx).await.unwrap();
+    state.lock().unwrap().objects.get_mut(FN_PATH).unwrap()["metadata"]["deletionTimestamp"] =
+        json!("2026-11-30T12:00:00Z");
+    reconcile(&state, &ctx).await.unwrap();
+
+    let mut needed: Vec<(String, String, String)> = state
+        .lock()
+        .unwrap()
+        .requests
+        .iter()
+        .map(|r| permission(r))
+        .collect();
+    // The controller's watches, and the leader Lease.
+    for (group, resource) in [
+        ("wedge.dev", "wasmfunctions"),
+        ("apps", "deployments"),
+        ("", "configmaps"),
+        ("", "services"),
+    ] {
+        for verb in ["list", "watch"] {
+            needed.push((group.into(), resource.into(), verb.into()));
+        }
+    }
+    for verb in ["get", "create", "update"] {
+        needed.push(("coordination.k8s.io".into(), "leases".into(), verb.into()));
+    }
+    needed.sort();
+    needed.dedup();
+    let rules = rbac_rules();
+    for (group, resource, verb) in &needed {
+        let allowed = rules
+            .iter()
+            .any(|(g, r, v)| g.contains(group) && r.contains(resource) && v.contains(verb));
+        assert!(
+            allowed,
+            "deploy/k8s/rbac.yaml does not allow {verb} {group}/{resource}"
+        );
+    }
+    for (g, r, v) in &rules {
+        assert!(
+            !g.iter().chain(r).chain(v).any(|x| x == "*"),
+            "a wildcard in {g:?} {r:?} {v:?}"
+        );
+        assert!(
+            !v.iter().any(|x| x == "delete"),
+            "the operator deletes nothing itself: {r:?}"
+        );
+    }
 }
