@@ -11,9 +11,10 @@ say() { printf '\n== %s\n' "$*"; }
 # committed prebuilt; these are the real servers and tools tests run (the
 # MQTT trigger tests start their own mosquitto brokers; the OCI tests their
 # own docker-registry, with skopeo as the independent client and htpasswd
-# for a registry that wants a login), and the font the benchmark plots
-# (and their unit test) draw text with.
-debs=(prometheus mosquitto mosquitto-clients fonts-dejavu-core openssl curl docker-registry skopeo apache2-utils)
+# for a registry that wants a login; the status page test drives headless
+# chromium through chromedriver), and the font the benchmark plots (and
+# their unit test) draw text with.
+debs=(prometheus mosquitto mosquitto-clients fonts-dejavu-core openssl curl docker-registry skopeo apache2-utils chromium chromium-driver)
 missing=()
 for pkg in "${debs[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

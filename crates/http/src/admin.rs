@@ -1,6 +1,7 @@
 //! The admin listener, separate from the data plane: `GET /metrics`
 //! (Prometheus text, or OpenMetrics on request), `GET /live`, `GET /ready`,
-//! and, with `Authorization: Bearer TOKEN` only, `GET /log-level`,
+//! `GET /` (the status page, see [`crate::page`]), and, with
+//! `Authorization: Bearer TOKEN` only, `GET /status`, `GET /log-level`,
 //! `PUT /log-level` (body: error, warn, info or debug),
 //! `POST /profile?function=NAME&seconds=N[&format=folded]` and
 //! `GET /triggers` (the state of every message trigger, as JSON).
@@ -18,6 +19,8 @@ use wedge_observe::log;
 use wedge_observe::metrics::Metrics;
 use wedge_telemetry::encode::{self, OPENMETRICS_TEXT, PROMETHEUS_TEXT};
 use wedge_trigger::table::Shared;
+
+use crate::page::PAGE;
 
 /// Largest admin request body.
 pub const MAX_BODY: usize = 4 << 10;
@@ -234,6 +237,22 @@ impl Admin {
                 );
             }
             (&Method::GET, "/live") => return reply(StatusCode::OK, PLAIN, "live\n".into()),
+            // The page holds no data: it asks for the token, then `/status`.
+            (&Method::GET, "/") => {
+                let mut r = reply(StatusCode::OK, "text/html; charset=utf-8", PAGE.into());
+                r.headers_mut().insert(
+                    header::CONTENT_SECURITY_POLICY,
+                    HeaderValue::from_static(
+                        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+                         connect-src 'self'; img-src 'self'; frame-ancestors 'none'",
+                    ),
+                );
+                r.headers_mut().insert(
+                    header::REFERRER_POLICY,
+                    HeaderValue::from_static("no-referrer"),
+                );
+                return r;
+            }
             (&Method::GET, "/ready") if self.ready.load(Ordering::Acquire) => {
                 return reply(StatusCode::OK, PLAIN, "ready\n".into());
             }
@@ -290,6 +309,17 @@ impl Admin {
         match (req.method(), req.uri().path()) {
             (&Method::POST, "/profile") => {
                 profile(req.uri().query().unwrap_or(""), &self.table).await
+            }
+            (&Method::GET, "/status") => {
+                let table = self.table.load_full();
+                let mut r = reply(
+                    StatusCode::OK,
+                    JSON,
+                    crate::page::json(&table, self.control.is_some()),
+                );
+                r.headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                r
             }
             (&Method::GET, "/triggers") => {
                 let list = self

@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod conns;
 pub mod handler;
+pub mod page;
 pub mod server;
 pub mod spans;
 pub mod status;

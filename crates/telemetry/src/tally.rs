@@ -20,6 +20,11 @@ fn bound(i: usize) -> f64 {
     FIRST_NS * GROWTH.powi(i as i32)
 }
 
+/// The upper bound of every latency bucket, in milliseconds.
+pub fn bounds_ms() -> Vec<f64> {
+    (0..BUCKETS).map(|i| bound(i) / 1e6).collect()
+}
+
 fn bucket(latency: Duration) -> usize {
     let ns = latency.as_nanos() as f64;
     if ns <= FIRST_NS {
@@ -90,6 +95,11 @@ impl Snapshot {
             errors: self.errors.saturating_sub(earlier.errors),
             latency: std::array::from_fn(|i| self.latency[i].saturating_sub(earlier.latency[i])),
         }
+    }
+
+    /// Requests per latency bucket (bounds: [`bounds_ms`]).
+    pub fn latency(&self) -> &[u64] {
+        &self.latency
     }
 
     /// Errors per request; 0 without requests.

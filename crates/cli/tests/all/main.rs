@@ -21,6 +21,7 @@ mod run;
 mod serve;
 mod serve_http;
 mod serve_limits;
+mod status_page;
 mod streaming;
 mod support;
 mod tls;
