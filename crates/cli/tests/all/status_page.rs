@@ -261,7 +261,12 @@ fn the_status_page_shows_live_traffic_and_drives_promote_and_rollback() {
             .as_str()
             .and_then(|p| p.parse::<u32>().ok())
             .unwrap_or(0);
-            rps > 1.0 && points >= 4
+            let memory = browser
+                .eval("return document.querySelector('section[data-function=\"api\"] canvas[data-metric=\"memory\"]').dataset.points || '0'")
+                .as_str()
+                .and_then(|p| p.parse::<u32>().ok())
+                .unwrap_or(0);
+            rps > 1.0 && points >= 4 && memory >= 2
         },
     );
     let weight =
@@ -352,6 +357,8 @@ fn the_status_document_needs_the_token_and_the_page_holds_no_data() {
     assert_eq!(f["routes"][0], "/api");
     assert_eq!(f["versions"][0]["requests"], 1);
     assert_eq!(f["versions"][0]["weight"], 100.0);
+    assert_eq!(f["memory_peak"]["count"], 1, "one instance ended");
+    assert!(f["memory_peak"]["sum"].as_f64().unwrap() >= 65536.0);
     assert_eq!(
         v["latency_bounds_ms"].as_array().unwrap().len(),
         f["versions"][0]["latency"].as_array().unwrap().len()

@@ -2,7 +2,8 @@
 //! (no data in it; it asks for the admin token and keeps it in the page),
 //! and `GET /status` (behind the token) the JSON it draws from — every
 //! function with its routes, versions, weights, limits, in-flight and
-//! queued requests, anomaly flags and each version's running tally. The
+//! queued requests, anomaly flags, each version's running tally, and the
+//! instances' peak memory. The
 //! page turns two tallies a second apart into requests/s, error ratio and
 //! latency quantiles, so the server keeps no history for it and does
 //! nothing while nobody looks.
@@ -57,8 +58,11 @@ pub fn json(table: &Table, control: bool) -> String {
                     })
                 })
                 .collect();
+            // Peak memory per instance is counted per function, not version.
+            let memory = &served.stable().spec.metrics.memory_peak;
             json!({
                 "name": served.name,
+                "memory_peak": {"sum": memory.sum(), "count": memory.count()},
                 "routes": served
                     .stable()
                     .config
