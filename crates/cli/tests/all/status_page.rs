@@ -86,9 +86,24 @@ impl Browser {
         v[ELEMENT].as_str().unwrap().to_string()
     }
 
+    /// Clicks the element `css` names. The page redraws its tables every
+    /// second, so an element found may be replaced before the click lands:
+    /// then it is found again.
     fn click(&self, css: &str) {
-        let id = self.find(css);
-        self.call("POST", &self.at(&format!("/element/{id}/click")), json!({}));
+        for _ in 0..20 {
+            let id = self.find(css);
+            let path = self.at(&format!("/element/{id}/click"));
+            let (status, body) = wd_request(self.addr, "POST", &path, b"{}").expect("chromedriver");
+            if status < 300 {
+                return;
+            }
+            let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            assert_eq!(
+                v["value"]["error"], "stale element reference",
+                "click {css}: {v}"
+            );
+        }
+        panic!("{css} kept being redrawn under the click");
     }
 
     fn type_into(&self, css: &str, text: &str) {
@@ -179,6 +194,21 @@ fn wait(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
         assert!(start.elapsed() < limit, "never: {what}");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The traffic split `GET /v1/functions/NAME` reports: (version, percent).
+fn weights_of(v: &Value) -> Vec<(String, f64)> {
+    v["traffic"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            (
+                t["version"].as_str().unwrap_or_default().to_string(),
+                t["weight"].as_f64().unwrap_or(-1.0),
+            )
+        })
+        .collect()
 }
 
 fn stable(srv: &Server) -> String {
@@ -290,6 +320,21 @@ fn the_status_page_shows_live_traffic_and_drives_promote_and_rollback() {
         std::fs::write(root().join("docs/status-page.png"), &shot).unwrap();
     }
 
+    // New weights from the page (set and applied in one script, so that a
+    // redraw cannot come between typing and clicking).
+    browser.eval(
+        "const s = document.querySelector('section[data-function=\"api\"]');
+         s.querySelector('input.weight[data-version=\"v1\"]').value = '60';
+         s.querySelector('input.weight[data-version=\"v2\"]').value = '40';
+         s.querySelector('button.set-weights').click(); return null",
+    );
+    wait("the server splits 60/40", Duration::from_secs(10), || {
+        let r = srv.admin_request("GET", "/v1/functions/api", b"");
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        v.to_string().contains("\"v2\"")
+            && weights_of(&v) == [("v2".into(), 40.0), ("v1".into(), 60.0)]
+    });
+
     // Promote v2 from the page: the server serves v2 only, and the page says so.
     browser.click("button.promote[data-version=\"v2\"]");
     wait("v2 is stable", Duration::from_secs(10), || {
@@ -312,6 +357,40 @@ fn the_status_page_shows_live_traffic_and_drives_promote_and_rollback() {
         Duration::from_secs(10),
         || cell("#message").is_some_and(|m| m.contains("rollback")),
     );
+
+    // A rollout started elsewhere shows on the page, which pauses and
+    // aborts it.
+    let plan = br#"{"version": "v2", "steps": [10, 100], "interval": "1h"}"#;
+    let r = srv.admin_request("POST", "/v1/functions/api/rollout", plan);
+    assert_eq!(r.status, 201, "{}", r.text());
+    wait(
+        "the page shows the rollout",
+        Duration::from_secs(15),
+        || {
+            cell(".rollout-state")
+                .is_some_and(|t| t.contains("rollout of v2") && t.contains("running"))
+        },
+    );
+    let rollout_state = || {
+        let r = srv.admin_request("GET", "/v1/functions/api/rollout", b"");
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        v["state"]
+            .as_str()
+            .or(v["rollout"]["state"].as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    browser.click("button.rollout-pause");
+    wait("paused", Duration::from_secs(10), || {
+        rollout_state() == "paused"
+    });
+    browser.click("button.rollout-abort");
+    wait("aborted", Duration::from_secs(10), || {
+        rollout_state() == "aborted"
+    });
+    wait("the page says aborted", Duration::from_secs(15), || {
+        cell(".rollout-state").is_some_and(|t| t.contains("aborted"))
+    });
 
     stop.store(true, Ordering::Relaxed);
     traffic.join().unwrap();
