@@ -166,15 +166,24 @@ const HOP_BY_HOP: [&str; 6] = [
     "trailer",
 ];
 
+/// Where the header block at the start of `out` ends and the body begins,
+/// once the blank line after it has been written (`\n\n` or `\r\n\r\n`).
+pub fn header_block(out: &[u8]) -> Option<(usize, usize)> {
+    match (find(out, b"\r\n\r\n"), find(out, b"\n\n")) {
+        (Some(a), Some(b)) if b < a => Some((b, b + 2)),
+        (Some(a), _) => Some((a, a + 4)),
+        (None, Some(b)) => Some((b, b + 2)),
+        (None, None) => None,
+    }
+}
+
 /// Parses the header block at the start of `out`. `Err` says what is wrong
 /// with it, for the 502.
 pub fn parse_response(out: &[u8]) -> Result<CgiResponse, String> {
-    let (head_end, body_start) = match (find(out, b"\r\n\r\n"), find(out, b"\n\n")) {
-        (Some(a), Some(b)) if b < a => (b, b + 2),
-        (Some(a), _) => (a, a + 4),
-        (None, Some(b)) => (b, b + 2),
-        (None, None) if out.is_empty() => return Err("the guest wrote nothing to stdout".into()),
-        (None, None) => {
+    let (head_end, body_start) = match header_block(out) {
+        Some(block) => block,
+        None if out.is_empty() => return Err("the guest wrote nothing to stdout".into()),
+        None => {
             return Err("no blank line ends the CGI header block (print headers, an empty line, then the body)".into());
         }
     };

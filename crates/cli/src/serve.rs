@@ -505,8 +505,7 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
             None => None,
         };
         let control = store.map(|store| {
-            let api =
-                crate::api::Api::new(store, reloader.clone(), ingress.clone(), Some(registry));
+            let api = crate::api::Api::new(store, reloader.clone(), ingress.clone(), registry);
             api.resume_rollouts();
             api as Arc<dyn wedge_http::admin::Control>
         });

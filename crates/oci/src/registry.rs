@@ -17,6 +17,9 @@ use tokio::io::AsyncWrite;
 
 /// The largest module pulled.
 pub const MAX_MODULE: u64 = 512 << 20;
+/// The longest a whole pull may take: the client's timeouts bound each
+/// connect and read, not a registry that drips bytes for ever.
+pub const PULL_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// How to reach registries.
 #[derive(Clone, Debug, Default)]
@@ -214,6 +217,19 @@ pub async fn push(wasm: Vec<u8>, reference: &str, opts: &Options) -> Result<Push
 /// resolved (and, if the registry cannot be reached, what it named last time
 /// is used, with the registry's error in [`Pulled::stale`]).
 pub async fn pull(reference: &str, store: &Store, opts: &Options) -> Result<Pulled, Error> {
+    match tokio::time::timeout(PULL_TIMEOUT, pull_within(reference, store, opts)).await {
+        Ok(pulled) => pulled,
+        Err(_) => Err(Error::Registry {
+            reference: reference.to_string(),
+            message: format!(
+                "the pull did not finish within {} s",
+                PULL_TIMEOUT.as_secs()
+            ),
+        }),
+    }
+}
+
+async fn pull_within(reference: &str, store: &Store, opts: &Options) -> Result<Pulled, Error> {
     let r = parse(reference)?;
     let io = |what: &str| {
         let what = format!("{reference}: {what}");

@@ -131,12 +131,8 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// TOML string literal.
+/// `s` as a TOML basic string, quoted and escaped.
 fn q(s: &str) -> String {
-    toml_string(s)
-}
-
-fn toml_string(s: &str) -> String {
     let mut out = String::from("\"");
     for c in s.chars() {
         match c {

@@ -35,7 +35,7 @@ pub struct Api {
     me: std::sync::Weak<Api>,
     /// How deploys with `?oci=REFERENCE` reach registries, and where the
     /// pulled modules are kept.
-    pub registry: Option<(wedge_oci::Options, wedge_oci::Store)>,
+    pub registry: (wedge_oci::Options, wedge_oci::Store),
 }
 
 pub(crate) type Reply = (StatusCode, String);
@@ -134,7 +134,7 @@ impl Api {
         store: Arc<Store>,
         reloader: Arc<Reloader>,
         ingress: Option<Arc<wedge_events::ingress::Ingress>>,
-        registry: Option<(wedge_oci::Options, wedge_oci::Store)>,
+        registry: (wedge_oci::Options, wedge_oci::Store),
     ) -> Arc<Api> {
         Arc::new_cyclic(|me| Api {
             store,
@@ -389,12 +389,7 @@ impl Api {
 
     /// Pulls an OCI artifact for a deploy; gives the module's file.
     async fn pull(&self, reference: &str) -> Result<String, Reply> {
-        let Some((options, store)) = &self.registry else {
-            return Err(error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "no registry settings",
-            ));
-        };
+        let (options, store) = &self.registry;
         match wedge_oci::pull(reference, store, options).await {
             Ok(pulled) => {
                 wedge_observe::log::line(

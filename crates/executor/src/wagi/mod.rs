@@ -20,8 +20,6 @@ use wedge_observe::log;
 use wedge_observe::stats::GuestStats;
 use wedge_runtime::limits::Limits;
 
-/// Room for CGI headers on top of `max_response_body`.
-const HEADER_ALLOWANCE: usize = 64 << 10;
 /// How much of a guest's stderr is kept per request.
 const STDERR_LIMIT: usize = 64 << 10;
 
@@ -144,9 +142,9 @@ impl Wagi {
         let end = Ending {
             spec: spec.clone(),
             metered: self.metered,
-            request_id: call.request_id.to_string(),
             stderr,
         };
+        let id = call.request_id;
         let mut head = head;
         let first = tokio::select! {
             biased;
@@ -156,14 +154,14 @@ impl Wagi {
         match first {
             Err(ran) => {
                 stats.cpu = meter.map(|m| m.counted());
-                let ended = end.record(ran, stats);
+                let ended = end.record(ran, stats, id);
                 match head.try_recv() {
                     // It streamed, and has ended since: the rest is in the pipe.
                     Ok(head) => {
-                        stdout.end(end.verdict(ended));
+                        stdout.end(end.verdict(ended, id));
                         Ok(streaming(head))
                     }
-                    Err(_) => whole(&end, ended, stdout.take()),
+                    Err(_) => whole(&end, id, ended, stdout.take()),
                 }
             }
             Ok(head) => {
@@ -171,6 +169,7 @@ impl Wagi {
                 // in a task of its own; the body holds the function's slot.
                 stats.peak_memory = Some(peak.load(std::sync::atomic::Ordering::Relaxed));
                 let gone = stdout.gone();
+                let id = id.to_string();
                 tokio::spawn(async move {
                     let ran = tokio::select! {
                         ran = guest => Some(ran),
@@ -182,11 +181,11 @@ impl Wagi {
                     };
                     match ran {
                         Some(ran) => {
-                            let ended = end.record(ran, &mut stats);
-                            stdout.end(end.verdict(ended));
+                            let ended = end.record(ran, &mut stats, &id);
+                            stdout.end(end.verdict(ended, &id));
                         }
                         // Dropping the guest stopped it; its stderr still counts.
-                        None => end.logs(),
+                        None => end.logs(&id),
                     }
                 });
                 Ok(streaming(head))
@@ -229,7 +228,6 @@ async fn run_guest(
 struct Ending {
     spec: Arc<Spec>,
     metered: bool,
-    request_id: String,
     stderr: Capture,
 }
 
@@ -242,7 +240,7 @@ struct Ended {
 
 impl Ending {
     /// Records the run's figures and logs; says how the guest ended.
-    fn record(&self, ran: Ran, stats: &mut GuestStats) -> Ended {
+    fn record(&self, ran: Ran, stats: &mut GuestStats, id: &str) -> Ended {
         let spec = &self.spec;
         let limits = &spec.limits;
         let Ran {
@@ -269,7 +267,7 @@ impl Ending {
         spec.metrics.instantiated();
         spec.metrics.memory(peak, grow_failures);
         stats.peak_memory = Some(peak);
-        self.logs();
+        self.logs(id);
         let exit = match result {
             Err(_elapsed) => Err(Failure::Timeout {
                 after: limits.timeout,
@@ -287,38 +285,27 @@ impl Ending {
     }
 
     /// Logs what the guest wrote to stderr.
-    fn logs(&self) {
+    fn logs(&self, id: &str) {
         let (err_bytes, err_truncated) = self.stderr.take();
-        log::guest_output(
-            "stderr",
-            &self.request_id,
-            &self.spec.name,
-            &err_bytes,
-            err_truncated,
-        );
+        log::guest_output("stderr", id, &self.spec.name, &err_bytes, err_truncated);
     }
 
     /// How a response that had started streaming ends: a failure cuts the
     /// body short (the status has gone), is logged with the request id and
     /// counted among the function's errors.
-    fn verdict(&self, ended: Ended) -> Result<(), String> {
+    fn verdict(&self, ended: Ended, id: &str) -> Result<(), String> {
         let spec = &self.spec;
         match ended.exit {
             Ok(0) => Ok(()),
             Ok(code) => {
-                log::line(
-                    "warn",
-                    &self.request_id,
-                    &spec.name,
-                    &format!("guest exited with status {code} after a complete response"),
-                );
+                exited_after_response(spec, id, code);
                 Ok(())
             }
             Err(failure) => {
                 let reason = failure.reason();
                 log::line(
                     "warn",
-                    &self.request_id,
+                    id,
                     &spec.name,
                     &format!("{reason}: the response had started, its body was cut short"),
                 );
@@ -329,20 +316,31 @@ impl Ending {
     }
 }
 
+/// A guest that wrote its whole response, then exited non-zero: the
+/// response stands, the log says so.
+fn exited_after_response(spec: &Spec, id: &str, code: i32) {
+    log::line(
+        "warn",
+        id,
+        &spec.name,
+        &format!("guest exited with status {code} after a complete response"),
+    );
+}
+
 /// The response of a guest that ended before its output streamed.
-fn whole(end: &Ending, ended: Ended, out: Bytes) -> Result<http::Response<Body>, Failure> {
+fn whole(
+    end: &Ending,
+    id: &str,
+    ended: Ended,
+    out: Bytes,
+) -> Result<http::Response<Body>, Failure> {
     let spec = &end.spec;
     let grow_failures = ended.grow_failures;
     let exit = ended.exit?;
     match cgi::parse_response(&out) {
         Ok(parsed) => {
             if exit != 0 {
-                log::line(
-                    "warn",
-                    &end.request_id,
-                    &spec.name,
-                    &format!("guest exited with status {exit} after a complete response"),
-                );
+                exited_after_response(spec, id, exit);
             }
             let mut response = http::Response::new(body::full(out.slice(parsed.body_start..)));
             *response.status_mut() = parsed.status;

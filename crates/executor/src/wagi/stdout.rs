@@ -15,7 +15,6 @@
 //! wait for room in bytes (WASI's `check-write`/`ready`), and the same
 //! state holds the guest's end, which the body reports as an error.
 
-use super::HEADER_ALLOWANCE;
 use crate::body::BodyError;
 use crate::capture::OutputTooLarge;
 use bytes::{Bytes, BytesMut};
@@ -30,6 +29,8 @@ use tokio::sync::{Notify, oneshot};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError, StreamResult};
 use wedge_cgi::{self as cgi, CgiResponse};
 
+/// Room for the CGI header block on top of `max_response_body`.
+const HEADER_ALLOWANCE: usize = 64 << 10;
 /// Body bytes buffered after the header block before the response streams.
 pub const STREAM_AFTER: usize = 64 << 10;
 /// Bytes the guest may have written that the client has not yet taken.
@@ -153,10 +154,12 @@ impl Stdout {
                 if s.buf.len() + bytes.len() > total {
                     return Err(too_large(total));
                 }
+                // A blank line straddling earlier writes starts at most
+                // 3 bytes back; before that none was found.
                 let from = s.buf.len().saturating_sub(3);
                 s.buf.extend_from_slice(&bytes);
                 if s.body_start.is_none() {
-                    s.body_start = header_end(&s.buf, from);
+                    s.body_start = cgi::header_block(&s.buf[from..]).map(|(_, body)| from + body);
                 }
                 let body = s.body_start.map_or(0, |start| s.buf.len() - start);
                 // Over the limit before it streams: a trap, and a precise
@@ -211,21 +214,6 @@ fn start_streaming(s: &mut State) -> Option<(oneshot::Sender<Head>, CgiResponse)
 
 fn too_large(limit: usize) -> StreamError {
     StreamError::Trap(wasmtime::Error::new(OutputTooLarge { limit }))
-}
-
-/// Where the blank line after the header block ends, searching from `from`.
-fn header_end(buf: &[u8], from: usize) -> Option<usize> {
-    let tail = &buf[from..];
-    let crlf = tail
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| i + 4);
-    let lf = tail.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
-    let end = match (crlf, lf) {
-        (Some(a), Some(b)) => a.min(b),
-        (a, b) => a.or(b)?,
-    };
-    Some(from + end)
 }
 
 impl wasmtime_wasi::cli::StdoutStream for Stdout {
