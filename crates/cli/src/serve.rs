@@ -464,6 +464,9 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
                 if let Some(note) = &v.cache_note {
                     eprintln!("  aot cache: {note}");
                 }
+                if let Some(note) = &v.snapshot {
+                    eprintln!("  {note}");
+                }
             }
         }
         let admin = tokio::net::TcpListener::bind(args.admin_listen)

@@ -67,6 +67,9 @@ pub enum Failure {
     ResponseTooLarge { limit: u64 },
     /// A WAGI guest exited non-zero without a response.
     GuestExit { code: i32 },
+    /// A Go SDK function's handler panicked (or failed) before its
+    /// response was complete; `message` is its reason.
+    Panicked { message: String },
     /// The server is shutting down.
     ShuttingDown,
     /// Something went wrong in wedge itself.
@@ -96,7 +99,8 @@ impl Failure {
             | Failure::CpuTime { .. }
             | Failure::Malformed { .. }
             | Failure::ResponseTooLarge { .. }
-            | Failure::GuestExit { .. } => Class::Guest,
+            | Failure::GuestExit { .. }
+            | Failure::Panicked { .. } => Class::Guest,
             Failure::Internal { .. } => Class::Internal,
         }
     }
@@ -123,6 +127,7 @@ impl Failure {
             Failure::Malformed { .. } => "malformed",
             Failure::ResponseTooLarge { .. } => "response-too-large",
             Failure::GuestExit { .. } => "exit",
+            Failure::Panicked { .. } => "panic",
             Failure::ShuttingDown => "shutdown",
             Failure::Internal { .. } => "internal",
         }
@@ -134,6 +139,7 @@ impl Failure {
             Failure::Trap { .. } => "guest trapped".into(),
             Failure::MemoryLimit { .. } => "guest hit its memory limit".into(),
             Failure::Malformed { .. } => "malformed guest response".into(),
+            Failure::Panicked { .. } => "the function panicked".into(),
             Failure::BadRequest { .. } => "the request could not be read".into(),
             Failure::Internal { .. } => "internal error".into(),
             _ => self.reason(),
@@ -195,6 +201,7 @@ impl Failure {
             Failure::GuestExit { code } => {
                 format!("guest exited with status {code} without a response")
             }
+            Failure::Panicked { message } => format!("the function panicked: {message}"),
             Failure::ShuttingDown => "server is shutting down".into(),
             Failure::Internal { message } => format!("internal error: {message}"),
         }

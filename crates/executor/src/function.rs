@@ -3,7 +3,7 @@
 //! only read it.
 
 pub use crate::spec::{InitialMemoryRefused, Spec, classify, preopen};
-use crate::{wagi, wasi_http};
+use crate::{sdk, wagi, wasi_http};
 use anyhow::{Context, Result, bail};
 use std::sync::Arc;
 use wasmtime::Engine;
@@ -15,6 +15,7 @@ use wedge_runtime::load::{CacheStatus, Program, Source};
 pub enum Executor {
     Wagi(wagi::Wagi),
     Http(wasi_http::HttpFunction),
+    Sdk(sdk::Sdk),
 }
 
 impl Executor {
@@ -24,6 +25,7 @@ impl Executor {
         match self {
             Executor::Wagi(w) => w.probe().await,
             Executor::Http(h) => h.probe().await,
+            Executor::Sdk(s) => s.probe().await,
         }
     }
 
@@ -32,6 +34,7 @@ impl Executor {
         match self {
             Executor::Wagi(w) => crate::profile::Code::Module(w.module()),
             Executor::Http(h) => crate::profile::Code::Component(h.component()),
+            Executor::Sdk(s) => crate::profile::Code::Module(s.module()),
         }
     }
 }
@@ -43,8 +46,11 @@ pub struct Loaded {
     pub sha256: [u8; 32],
     pub spec: Arc<Spec>,
     pub executor: Executor,
-    /// `wagi`, `wasi:http@0.2` or `wasi:http@0.3`.
+    /// `wagi`, `wasi:http@0.2`, `wasi:http@0.3` or `wedge-sdk@1`.
     pub abi: &'static str,
+    /// How a Go SDK function's snapshot was obtained, or why it is served
+    /// without one (a warning).
+    pub snapshot: Option<SnapshotNote>,
     pub cache: CacheStatus,
     /// Why the cached artifact was not used, if it was not.
     pub cache_note: Option<String>,
@@ -124,6 +130,21 @@ pub fn load(loader: Loader<'_>, f: &Function, shared: &mut Shared) -> Result<Loa
              fresh instance per request",
             f.name
         ),
+        (Program::Module(m), None) if sdk::is_sdk_module(m) => {
+            let sdk = sdk::Sdk::new(
+                engine,
+                m,
+                &sha256,
+                || {
+                    let mut source = Source::read(&f.source)?;
+                    Ok(source.bytes()?.to_vec())
+                },
+                spec.clone(),
+                cache,
+            )
+            .with_context(|| format!("function `{}`: {}", f.name, f.source.display()))?;
+            (Executor::Sdk(sdk), "wedge-sdk@1")
+        }
         (Program::Module(m), None | Some(Abi::Wagi)) => (
             Executor::Wagi(
                 wagi::Wagi::new(engine, m, spec.clone())
@@ -158,7 +179,18 @@ pub fn load(loader: Loader<'_>, f: &Function, shared: &mut Shared) -> Result<Loa
         ),
     };
     let cache_note = loaded.cache_note.clone();
+    let snapshot = match &executor {
+        Executor::Sdk(s) => Some(match &s.snapshot {
+            sdk::Snapshot::Taken { cache, took } => SnapshotNote::Taken {
+                cache: *cache,
+                took: *took,
+            },
+            sdk::Snapshot::None { why } => SnapshotNote::Missing { why: why.clone() },
+        }),
+        _ => None,
+    };
     Ok(Loaded {
+        snapshot,
         config: f.clone(),
         sha256,
         cache_note,
@@ -167,6 +199,35 @@ pub fn load(loader: Loader<'_>, f: &Function, shared: &mut Shared) -> Result<Loa
         abi,
         cache: loaded.cache,
     })
+}
+
+/// What became of a Go SDK function's snapshot.
+#[derive(Clone, Debug)]
+pub enum SnapshotNote {
+    Taken {
+        cache: CacheStatus,
+        took: std::time::Duration,
+    },
+    /// Served without one, initialised in every invocation.
+    Missing { why: String },
+}
+
+impl std::fmt::Display for SnapshotNote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SnapshotNote::Taken { cache, took } => write!(
+                f,
+                "pre-initialised snapshot ready in {} ms (aot cache {})",
+                took.as_millis(),
+                cache.as_str()
+            ),
+            SnapshotNote::Missing { why } => write!(
+                f,
+                "warning: served without a snapshot (initialised in every invocation, much \
+                 slower): {why}"
+            ),
+        }
+    }
 }
 
 /// The first 12 hex digits of a digest: a version's name when it has none.

@@ -103,6 +103,22 @@ impl Executor {
                     .await;
                 Outcome { result, stats }
             }
+            Executor::Sdk(sdk_fn) => {
+                let head = crate::sdk::request_head(
+                    inv.id,
+                    &inv.head,
+                    inv.peer,
+                    &inv.route,
+                    inv.body.known_len(),
+                );
+                let call = crate::sdk::Call {
+                    request_id: inv.id,
+                    head,
+                    body: inv.body.into_body(),
+                };
+                let (result, stats) = sdk_fn.call(call).await;
+                Outcome { result, stats }
+            }
             Executor::Http(http_fn) => {
                 let mut parts = inv.head;
                 absolute_uri(&mut parts, inv.peer.local);

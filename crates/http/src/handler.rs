@@ -291,7 +291,7 @@ impl Handler {
                 limit,
                 timeout: self.body_timeout,
                 streamable: f.config.cloudevents == CloudEvents::Off
-                    && matches!(f.executor, Executor::Http(_)),
+                    && matches!(f.executor, Executor::Http(_) | Executor::Sdk(_)),
             };
             upload::read(incoming, bounds, m.request_body.clone()).await?
         };

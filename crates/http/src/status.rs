@@ -27,6 +27,7 @@ pub fn of(failure: &Failure) -> StatusCode {
         | Failure::OutOfFuel { .. }
         | Failure::ResponseTooLarge { .. }
         | Failure::GuestExit { .. }
+        | Failure::Panicked { .. }
         | Failure::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         Failure::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         Failure::Malformed { .. } => StatusCode::BAD_GATEWAY,

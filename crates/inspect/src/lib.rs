@@ -313,12 +313,23 @@ fn exports_interface(r: &Report, iface: &str, version_prefix: &str) -> bool {
 fn worlds(r: &Report) -> Vec<String> {
     let mut w = Vec::new();
     if r.kind == "module" {
-        let wasi_only = r.imports.iter().all(|i| {
+        let wasi = |i: &Item| {
             i.name.starts_with("wasi_snapshot_preview1::") || i.name.starts_with("wasi_unstable::")
-        });
+        };
+        let wasi_only = r.imports.iter().all(wasi);
         let has =
             |name: &str, kind: &str| r.exports.iter().any(|e| e.name == name && e.kind == kind);
         let memory_exported = has("memory", "memory");
+        // wedge ABI v1 (docs/go-sdk.md): what the Go SDK builds.
+        let sdk = has("wedge_handle_v1", "func")
+            && memory_exported
+            && r
+                .imports
+                .iter()
+                .all(|i| wasi(i) || i.name.starts_with("wedge_v1::"));
+        if sdk {
+            w.push("wedge-sdk@1".to_string());
+        }
         if has("_start", "func") && wasi_only {
             w.push("wasi-preview1-command".to_string());
             if memory_exported {
@@ -328,7 +339,7 @@ fn worlds(r: &Report) -> Vec<String> {
         } else if has("_initialize", "func") && wasi_only {
             w.push("wasi-preview1-reactor".to_string());
         }
-        if !wasi_only {
+        if !wasi_only && !sdk {
             w.push("custom-imports".to_string());
         }
         return w;
@@ -354,6 +365,28 @@ mod tests {
 
     fn wasm(text: &str) -> Vec<u8> {
         wat::parse_str(text).unwrap()
+    }
+
+    #[test]
+    fn a_wedge_sdk_module_is_named() {
+        let r = inspect(&wasm(
+            r#"(module
+                (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))
+                (import "wedge_v1" "request_head" (func (param i32 i32) (result i32)))
+                (memory (export "memory") 1)
+                (func (export "_initialize"))
+                (func (export "wedge_handle_v1") (result i32) i32.const 0))"#,
+        ))
+        .unwrap();
+        assert_eq!(r.worlds, ["wedge-sdk@1"]);
+        // Importing the ABI without exporting its entry point is not it.
+        let r = inspect(&wasm(
+            r#"(module
+                (import "wedge_v1" "request_head" (func (param i32 i32) (result i32)))
+                (memory (export "memory") 1))"#,
+        ))
+        .unwrap();
+        assert_eq!(r.worlds, ["custom-imports"]);
     }
 
     #[test]

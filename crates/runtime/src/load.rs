@@ -428,3 +428,65 @@ pub fn precompile(source: &mut Source, options: EngineOptions) -> Result<Vec<u8>
     };
     Ok(artifact::encode(&header, payload.expect("serialized")))
 }
+
+/// A module made from another (a pre-initialised snapshot), loaded through
+/// the cache under `key`, a digest of everything it was made from; `make`
+/// produces its WebAssembly on a miss.
+pub fn derived_module(
+    engine: &Engine,
+    cache: Option<&Cache>,
+    key: [u8; 32],
+    make: impl FnOnce() -> anyhow::Result<Vec<u8>>,
+) -> anyhow::Result<(wasmtime::Module, CacheStatus, Option<String>)> {
+    let engine_hash = engine::hash(engine);
+    let cache_key = Key {
+        module_sha256: key,
+        engine_hash,
+    };
+    let mut status = CacheStatus::Disabled;
+    let mut note = None;
+    if let Some(cache) = cache {
+        match cache.lookup(&cache_key) {
+            Lookup::Hit { header, file, path } if header.kind == Kind::Module => {
+                match map_verified(engine, Kind::Module, file, &path) {
+                    Ok(Program::Module(m)) => return Ok((m, CacheStatus::Hit, None)),
+                    Ok(Program::Component(_)) => unreachable!("mapped as a module"),
+                    Err(e) => {
+                        status = CacheStatus::Rejected;
+                        note = Some(format!("{e:#}"));
+                    }
+                }
+            }
+            Lookup::Hit { .. } => {
+                status = CacheStatus::Rejected;
+                note = Some("cached artifact is of the wrong kind".into());
+            }
+            Lookup::Miss => status = CacheStatus::Miss,
+            Lookup::Rejected { reason } => {
+                status = CacheStatus::Rejected;
+                note = Some(reason);
+            }
+        }
+    }
+    let wasm = make()?;
+    let module = wasmtime::Module::from_binary(engine, &wasm)?;
+    if let Some(cache) = cache {
+        let header = Header {
+            option_bits: EngineOptions {
+                fuel: engine.get_consume_fuel(),
+            }
+            .to_bits(),
+            engine_hash,
+            kind: Kind::Module,
+            module_sha256: key,
+        };
+        let stored = module
+            .serialize()
+            .map_err(anyhow::Error::from)
+            .and_then(|payload| Ok(cache.store(&cache_key, &artifact::encode(&header, payload))?));
+        if let Err(e) = stored {
+            note = Some(format!("could not write the cache: {e:#}"));
+        }
+    }
+    Ok((module, status, note))
+}

@@ -1,0 +1,3 @@
+module wedge.dev/sdk
+
+go 1.24
