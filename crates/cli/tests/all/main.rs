@@ -8,6 +8,7 @@ mod cloudevents;
 mod conformance;
 mod control;
 mod errors;
+mod go_sdk;
 mod governance;
 mod hostile;
 mod inspect;
