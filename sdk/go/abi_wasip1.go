@@ -25,6 +25,9 @@ func hostFlush() int32
 //go:wasmimport wedge_v1 fail
 func hostFail(ptr unsafe.Pointer, length uint32)
 
+//go:wasmimport wedge_v1 memory_limit
+func hostMemoryLimit() int64
+
 // wasmHost is the host wedge provides through the imports above.
 type wasmHost struct{}
 
@@ -67,8 +70,4 @@ func wedgeHandle() int32 { return handle(wasmHost{}) }
 // package initialisers, when the function registered a warm-up.
 //
 //go:wasmexport wedge_warmup_v1
-func wedgeWarmup() {
-	if warmup != nil {
-		warmup()
-	}
-}
+func wedgeWarmup() { prepare(hostMemoryLimit()) }

@@ -20,7 +20,10 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/textproto"
+	"net/url"
 	"os"
+	"runtime"
 	"runtime/debug"
 )
 
@@ -48,6 +51,27 @@ func Serve(h http.Handler) {
 // compiling templates, touching lazily initialised tables) is done once,
 // not per request. It must not depend on any request and runs without one.
 func Warmup(f func()) { warmup = f }
+
+// prepare runs once, while wedge takes the snapshot: the function's warm-up,
+// then what makes every request cheaper. memoryLimit is the function's
+// max_memory in bytes (0 when unknown).
+func prepare(memoryLimit int64) {
+	if warmup != nil {
+		warmup()
+	}
+	// Tables net/http and its helpers build on first use, built once here
+	// rather than in every request.
+	textproto.CanonicalMIMEHeaderKey("Content-Type")
+	url.ParseRequestURI("/warm?up=1")
+	http.DetectContentType([]byte("warm"))
+	runtime.GC()
+	// An instance serves one request and is dropped: collecting garbage is
+	// wasted work unless memory runs short, so collect only near the limit.
+	if memoryLimit > 0 {
+		debug.SetMemoryLimit(memoryLimit / 8 * 7)
+		debug.SetGCPercent(-1)
+	}
+}
 
 type ctxKey int
 

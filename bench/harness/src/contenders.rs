@@ -71,6 +71,14 @@ pub fn all(p: &Paths, cache: &Path) -> Vec<Contender> {
             slow: Some(contract_slow),
         },
         Contender {
+            name: "wedge-go-sdk",
+            what: "wedge, the same Go work as net/http handlers with wedge's Go SDK, a fresh \
+                   instance of a pre-initialised snapshot per request",
+            workloads: vec![Hello, Json, Jwt, Image],
+            launch: wedge_serve(p, "bench/wedge/go-sdk.toml", cache),
+            slow: Some(contract_slow),
+        },
+        Contender {
             name: "wedge-c",
             what: "wedge, C wasi:http 0.2 component, fresh instance per request",
             workloads: vec![Hello, Jwt],

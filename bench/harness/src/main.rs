@@ -35,7 +35,7 @@ struct Args {
     /// Rounds over all contenders (at least 3 for a report worth keeping).
     #[arg(long)]
     rounds: Option<usize>,
-    /// Only these contenders (comma-separated): wedge-go, wedge-c, wasmtime, native, node, python.
+    /// Only these contenders (comma-separated): wedge-go, wedge-go-sdk, wedge-c, wasmtime, native, node, python.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Only these workloads (comma-separated): hello, json, jwt, image.
@@ -243,7 +243,9 @@ fn capture(program: &str, args: &[&str]) -> String {
 
 fn version(name: &str, p: &Paths) -> String {
     match name {
-        "wedge-go" | "wedge-c" => capture(&p.wedge.display().to_string(), &["--version"]),
+        "wedge-go" | "wedge-go-sdk" | "wedge-c" => {
+            capture(&p.wedge.display().to_string(), &["--version"])
+        }
         "wasmtime" => capture(&p.wasmtime.display().to_string(), &["--version"]),
         "node" => format!("node {}", capture("node", &["--version"])),
         "python" => capture(

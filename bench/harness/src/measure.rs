@@ -127,8 +127,10 @@ impl Bench<'_> {
         let warm = Request::new("GET", &slow(1), &[], b"");
         self.rt.block_on(once(server.addr, &warm))?;
         let before = server.rss_kib();
+        let before_private = crate::server::tree_private_kib(server.pid());
         let held = Request::new("GET", &slow(self.plan.hold.as_millis() as u64), &[], b"");
         let watch = RssWatch::start(server.pid());
+        let watch_private = RssWatch::start_with(server.pid(), crate::server::tree_private_kib);
         let addr = server.addr;
         let statuses = self.rt.block_on(async {
             let mut tasks = tokio::task::JoinSet::new();
@@ -143,6 +145,7 @@ impl Bench<'_> {
             statuses
         });
         let peak = watch.peak();
+        let peak_private = watch_private.peak();
         let failed = statuses.iter().filter(|&&s| s != 200).count();
         ensure!(
             failed == 0,
@@ -151,6 +154,9 @@ impl Bench<'_> {
         );
         let per = crate::stats::per_request_kib(before, peak, self.plan.inflight).unwrap_or(0.0);
         self.out.add(c.name, ANY, "inflight_kib", per);
+        let per = crate::stats::per_request_kib(before_private, peak_private, self.plan.inflight)
+            .unwrap_or(0.0);
+        self.out.add(c.name, ANY, "inflight_private_kib", per);
         Ok(())
     }
 

@@ -67,6 +67,20 @@ pub fn targets(r: &Results) -> Vec<Target> {
         9200.0,
         " req/s",
     );
+    at_least(
+        "Go SDK hello >= 5x the seed's 1,840 req/s (9,200)",
+        m("wedge-go-sdk", "hello", "rps"),
+        9200.0,
+        " req/s",
+    );
+    for w in ["json", "jwt"] {
+        at_least(
+            &format!("{w}, Go SDK >= 2.5x the same Go as WAGI"),
+            ratio(m("wedge-go-sdk", w, "rps"), m("wedge-go", w, "rps")),
+            2.5,
+            "x",
+        );
+    }
     for w in ["json", "jwt", "image"] {
         at_least(
             &format!("{w}, Go under wedge >= Node.js"),
@@ -139,6 +153,42 @@ pub fn targets(r: &Results) -> Vec<Target> {
         m("wedge-c", ANY, "inflight_kib"),
         64.0,
         " KiB",
+    );
+    at_most(
+        "Go SDK memory per in-flight request (RSS) <= 0.5x Go WAGI's",
+        ratio(
+            m("wedge-go-sdk", ANY, "inflight_kib"),
+            m("wedge-go", ANY, "inflight_kib"),
+        ),
+        0.5,
+        "x",
+    );
+    at_most(
+        "Go SDK memory per in-flight request (private) <= 0.5x Go WAGI's",
+        ratio(
+            m("wedge-go-sdk", ANY, "inflight_private_kib"),
+            m("wedge-go", ANY, "inflight_private_kib"),
+        ),
+        0.5,
+        "x",
+    );
+    at_most(
+        "Go SDK RSS under load (hello) <= 0.5x Go WAGI's",
+        ratio(
+            m("wedge-go-sdk", "hello", "rss_load_mib"),
+            m("wedge-go", "hello", "rss_load_mib"),
+        ),
+        0.5,
+        "x",
+    );
+    at_most(
+        "Go SDK `wedge serve` start to first response (cached snapshot) <= 2x a C component's",
+        ratio(
+            m("wedge-go-sdk", ANY, "start_ms"),
+            m("wedge-c", ANY, "start_ms"),
+        ),
+        2.0,
+        "x",
     );
     let overhead = ratio(
         m("wedge", ANY, "obs_on_rps"),
@@ -250,22 +300,26 @@ pub fn markdown(r: &Results) -> String {
         s,
         "Start is process spawn to the first 200 on `/hello` (wedge with a warm AOT cache). Idle RSS is \
          after ten requests. Per in-flight request: {} requests held open at once on `/slow`, the growth \
-         of resident memory divided by their number (wedge's figure includes each instance's linear memory).\n",
+         of resident memory divided by their number (wedge's figure includes each instance's linear memory); \
+         private is the same growth of memory the process alone holds (smaps_rollup `Private_*`), which \
+         leaves out pages several instances share, such as a Go SDK snapshot's image that instances only \
+         read.\n",
         c.inflight_requests
     );
     let _ = writeln!(
         s,
-        "| contender | start to first response (ms) | idle RSS (MiB) | per in-flight request (KiB) |\n|---|---|---|---|"
+        "| contender | start to first response (ms) | idle RSS (MiB) | per in-flight request, RSS (KiB) | per in-flight request, private (KiB) |\n|---|---|---|---|---|"
     );
     for ci in &r.contenders {
         let g = |k: &str| spread(r.get(&ci.name, ANY, k));
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} |",
             ci.name,
             g("start_ms"),
             g("idle_rss_mib"),
-            g("inflight_kib")
+            g("inflight_kib"),
+            g("inflight_private_kib")
         );
     }
 

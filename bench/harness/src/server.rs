@@ -171,6 +171,27 @@ pub fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Memory only this process holds (`Private_Clean` + `Private_Dirty` of
+/// smaps_rollup): unlike RSS, a page of a file or image several mappings
+/// share counts nowhere.
+pub fn private_kib(pid: u32) -> u64 {
+    let Ok(rollup) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) else {
+        return 0;
+    };
+    rollup
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("Private_Clean:")
+                .or_else(|| l.strip_prefix("Private_Dirty:"))
+        })
+        .filter_map(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+pub fn tree_private_kib(root: u32) -> u64 {
+    private_kib(root) + descendants(root).into_iter().map(private_kib).sum::<u64>()
+}
+
 pub fn tree_rss_kib(root: u32) -> u64 {
     rss_kib(root) + descendants(root).into_iter().map(rss_kib).sum::<u64>()
 }
@@ -183,16 +204,21 @@ pub struct RssWatch {
 
 impl RssWatch {
     pub fn start(pid: u32) -> RssWatch {
+        RssWatch::start_with(pid, tree_rss_kib)
+    }
+
+    /// Watches the peak of another reading (private memory, say).
+    pub fn start_with(pid: u32, read: fn(u32) -> u64) -> RssWatch {
         use std::sync::atomic::Ordering;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
             let mut peak = 0;
             while !flag.load(Ordering::Relaxed) {
-                peak = peak.max(tree_rss_kib(pid));
+                peak = peak.max(read(pid));
                 std::thread::sleep(Duration::from_millis(50));
             }
-            peak.max(tree_rss_kib(pid))
+            peak.max(read(pid))
         });
         RssWatch {
             stop,
@@ -220,6 +246,8 @@ mod tests {
         assert_eq!(rss_kib(u32::MAX), 0);
         let watch = RssWatch::start(me);
         assert!(watch.peak() >= rss_kib(me) / 2);
+        let private = private_kib(me);
+        assert!(private > 100 && private <= rss_kib(me) * 2, "{private}");
     }
 
     #[test]

@@ -111,16 +111,20 @@ func init() {
 		fmt.Println("a line on stdout")
 		io.WriteString(w, "logged\n")
 	})
-	mux.Handle("/event", wedge.EventHandler(func(ctx context.Context, ev wedge.Event) error {
+	// CloudEvents over HTTP on /event; the MQTT trigger delivers to "/".
+	// The type or the data asks for a failure.
+	events := wedge.EventHandler(func(ctx context.Context, ev wedge.Event) error {
 		fmt.Fprintf(os.Stderr, "event id=%s source=%s type=%s subject=%s data=%s\n", ev.ID, ev.Source, ev.Type, ev.Subject, ev.Data)
-		switch ev.Type {
-		case "test.fail":
+		switch {
+		case ev.Type == "test.fail" || string(ev.Data) == "fail":
 			return errors.New("asked to fail")
-		case "test.reject":
+		case ev.Type == "test.reject" || string(ev.Data) == "reject":
 			return wedge.Permanent(errors.New("asked to reject"))
 		}
 		return nil
-	}))
+	})
+	mux.Handle("/event", events)
+	mux.Handle("POST /{$}", events)
 	// Upper-cases a stream; "!" in the input fails it mid-stream.
 	mux.Handle("/upper", wedge.StreamHandler(func(ctx context.Context, in io.Reader, out io.Writer) error {
 		buf := make([]byte, 16<<10)

@@ -55,11 +55,8 @@ fn fields(r: &Response) -> std::collections::HashMap<String, String> {
 fn a_go_handler_sees_its_own_request_and_a_fresh_snapshot_every_time() {
     let sb = Sandbox::new();
     let srv = serve(&sb, "");
-    assert!(
-        srv.logs().contains("wedge-sdk@1") && srv.logs().contains("pre-initialised snapshot ready"),
-        "{}",
-        srv.logs()
-    );
+    srv.wait_for_line(&["function go (wedge-sdk@1"]);
+    srv.wait_for_log("pre-initialised snapshot ready");
     let r = call(&srv, "GET", "/hello", &[], b"");
     assert_eq!((r.status, r.text().as_str()), (200, "Hello, wedge\n"));
     assert_eq!(r.header("content-type"), Some("text/plain"));
@@ -286,6 +283,43 @@ fn cloud_events_reach_a_go_event_handler() {
 }
 
 #[test]
+fn mqtt_messages_reach_a_go_event_handler_and_its_errors_decide_retry_or_dead_letter() {
+    use crate::mqtt::Broker;
+    let sb = Sandbox::new();
+    let broker = Broker::start(sb.path());
+    broker.subscribe("reader", &["dlq/#"]);
+    let toml = sb.manifest(&format!(
+        "[[function]]\nname = \"go\"\nsource = \"{}\"\n\n\
+         [[trigger.mqtt]]\nbroker = \"{}\"\nclient_id = \"wedge-test-go\"\ntopics = [\"in/go\"]\n\
+         function = \"go\"\ndead_letter_topic = \"dlq/go\"\n\
+         retry = {{ attempts = 2, backoff = \"exponential\", delay = \"5ms\", max_delay = \"20ms\" }}\n",
+        s(&sdk_guest()),
+        broker.url()
+    ));
+    let srv = Server::start(&shared_cache(), &["-f", &toml]);
+    srv.wait_for_log("subscribed to in/go");
+    broker.publish(
+        "in/go",
+        &["reading-1".into(), "reject".into(), "fail".into()],
+    );
+    let dead = broker.read("reader", &["dlq/#"], 2, std::time::Duration::from_secs(60));
+    let by_payload = |p: &str| dead.iter().find(|m| m.payload == p).expect(p);
+    // Permanent(err) is a 422: dead-lettered at once; a plain error is a 500:
+    // retried, then dead-lettered.
+    assert_eq!(by_payload("reject").properties["wedgeerror"], "status-422");
+    assert_eq!(by_payload("reject").properties["wedgeattempts"], "1");
+    assert_eq!(by_payload("fail").properties["wedgeerror"], "status-500");
+    assert_eq!(by_payload("fail").properties["wedgeattempts"], "2");
+    // The handled one: the handler saw the MQTT message as a CloudEvent.
+    srv.wait_for_line(&[
+        "event id=",
+        "type=dev.wedge.mqtt.message",
+        "subject=in/go",
+        "data=reading-1",
+    ]);
+}
+
+#[test]
 fn a_snapshot_is_cached_and_one_that_cannot_be_taken_is_done_without() {
     let sb = Sandbox::new();
     let raw = wat_guest(sb.path(), "sdk_raw");
@@ -298,33 +332,20 @@ fn a_snapshot_is_cached_and_one_that_cannot_be_taken_is_done_without() {
     let cache = sb.cache_dir();
     {
         let srv = Server::start(&cache, &["-f", &toml]);
-        let logs = srv.logs();
-        assert!(
-            logs.contains("pre-initialised snapshot ready") && logs.contains("(aot cache miss)"),
-            "{logs}"
-        );
+        srv.wait_for_line(&["pre-initialised snapshot ready", "(aot cache miss)"]);
         // The raw module reads the request head in `_initialize`: no snapshot,
         // a warning saying why, and it still answers, initialised per call.
-        assert!(
-            logs.contains("warning: served without a snapshot"),
-            "{logs}"
-        );
-        assert!(
-            logs.contains("none can be called while the module initialises"),
-            "{logs}"
-        );
+        srv.wait_for_line(&[
+            "warning: served without a snapshot",
+            "none can be called while the module initialises",
+        ]);
         for _ in 0..2 {
             let r = call(&srv, "GET", "/raw", &[], b"");
             assert_eq!((r.status, r.text().as_str()), (200, "raw abi 1\n"));
         }
     }
     let srv = Server::start(&cache, &["-f", &toml]);
-    let line = srv
-        .logs()
-        .lines()
-        .find(|l| l.contains("pre-initialised snapshot ready"))
-        .unwrap()
-        .to_string();
+    let line = srv.wait_for_line(&["pre-initialised snapshot ready"]);
     assert!(line.contains("(aot cache hit)"), "{}", srv.logs());
     assert_eq!(call(&srv, "GET", "/hello", &[], b"").status, 200);
 }

@@ -333,6 +333,14 @@ pub fn add_to_linker(linker: &mut Linker<SdkHost>) -> wasmtime::Result<()> {
             Box::new(async move { Ok(call(caller.data_mut())?.out.flush().await) })
         },
     )?;
+    // The function's memory limit: constant, so callable while initialising.
+    linker.func_wrap(
+        MODULE,
+        "memory_limit",
+        |caller: Caller<'_, SdkHost>| -> i64 {
+            i64::try_from(caller.data().max_memory).unwrap_or(i64::MAX)
+        },
+    )?;
     linker.func_wrap(
         MODULE,
         "fail",

@@ -7,6 +7,7 @@
 
 mod abi;
 mod response;
+mod segments;
 mod snapshot;
 
 pub use abi::request_head;
@@ -42,6 +43,8 @@ pub struct SdkHost {
     limits: Limits,
     /// The invocation it serves (none while the snapshot is taken).
     call: Option<CallState>,
+    /// The function's `max_memory`, which the guest may ask for.
+    max_memory: u64,
     _active: wedge_runtime::ticker::Active,
 }
 
@@ -100,6 +103,7 @@ fn store(
             wasi: b.build_p1(),
             limits: Limits::new(Some(spec.limits.max_memory), false),
             call,
+            max_memory: spec.limits.max_memory,
             _active: spec.clock.active(),
         },
     );
@@ -146,9 +150,7 @@ impl Sdk {
                 linker
                     .instantiate_pre(module)
                     .map_err(|e| anyhow::anyhow!("cannot link: {e:#}"))?,
-                Snapshot::None {
-                    why: format!("{e:#}"),
-                },
+                Snapshot::None { why: one_line(&e) },
             ),
         };
         Ok(Sdk {
@@ -197,7 +199,7 @@ impl Sdk {
     ) -> Result<http::Response<Body>, Failure> {
         let spec = &self.spec;
         let limits = &spec.limits;
-        let (out, mut started, dropped) = Responder::new(limits.max_response_body);
+        let (out, mut started, mut gone) = Responder::new(limits.max_response_body);
         let logs = Logs {
             stdout: Capture::truncating(LOG_LIMIT),
             stderr: Capture::truncating(LOG_LIMIT),
@@ -267,10 +269,15 @@ impl Sdk {
                     // left, and the guest is stopped at once.
                     let ran = tokio::select! {
                         ran = &mut guest => ran,
-                        _ = dropped => {
-                            drop(guest);
-                            end.logs(&id);
-                            return;
+                        _ = &mut gone.dropped, if gone.by_client() => {
+                            if gone.by_client() {
+                                drop(guest);
+                                end.logs(&id);
+                                return;
+                            }
+                            // The host cut the body: the guest's writes fail
+                            // now, and it ends on its own.
+                            guest.await
                         }
                     };
                     let mut stats = GuestStats {
@@ -284,6 +291,17 @@ impl Sdk {
             }
         }
     }
+}
+
+/// An error's chain on one line, without the wasm backtrace a trap carries.
+fn one_line(e: &anyhow::Error) -> String {
+    let parts: Vec<String> = e
+        .chain()
+        .map(|c| c.to_string())
+        .filter(|c| !c.starts_with("error while executing at wasm backtrace"))
+        .map(|c| c.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    parts.join(": ")
 }
 
 struct Logs {

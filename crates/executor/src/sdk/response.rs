@@ -11,6 +11,8 @@ use http::{HeaderMap, StatusCode};
 use http_body::Frame;
 use http_body_util::BodyExt;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use tokio::sync::{mpsc, oneshot};
 
@@ -34,6 +36,9 @@ pub struct Responder {
     tx: Option<mpsc::Sender<Sent>>,
     /// Moves into the streaming body, whose end drops it.
     gone: Option<oneshot::Sender<()>>,
+    /// Set when the host itself cut the body (the limit), so that its end
+    /// is not taken for a client that left.
+    cut: Arc<AtomicBool>,
     /// Set once the response can take no more (the client left, or the
     /// limit was passed): writes fail.
     closed: bool,
@@ -44,16 +49,11 @@ pub struct Responder {
 impl Responder {
     /// A responder for a body of at most `limit` bytes, where the response
     /// arrives if it comes to stream, and what tells when a streaming
-    /// response's body is dropped (sent, or its client gone).
-    pub fn new(
-        limit: u64,
-    ) -> (
-        Self,
-        oneshot::Receiver<http::Response<Body>>,
-        oneshot::Receiver<()>,
-    ) {
+    /// response's body is dropped.
+    pub fn new(limit: u64) -> (Self, oneshot::Receiver<http::Response<Body>>, Gone) {
         let (start, started) = oneshot::channel();
         let (gone, dropped) = oneshot::channel();
+        let cut = Arc::new(AtomicBool::new(false));
         let r = Responder {
             limit,
             head: None,
@@ -62,10 +62,11 @@ impl Responder {
             start: Some(start),
             tx: None,
             gone: Some(gone),
+            cut: cut.clone(),
             closed: false,
             problem: None,
         };
-        (r, started, dropped)
+        (r, started, Gone { dropped, cut })
     }
 
     /// Takes the response head; a second one, or a malformed one, is refused.
@@ -102,6 +103,7 @@ impl Responder {
                 .get_or_insert(Failure::ResponseTooLarge { limit: self.limit });
             self.closed = true;
             if let Some(tx) = self.tx.take() {
+                self.cut.store(true, Ordering::Relaxed);
                 let _ = tx
                     .send(Err(BodyError::HttpResponseBodySize(Some(self.limit))))
                     .await;
@@ -184,6 +186,21 @@ impl Responder {
         if let (Some(tx), Err(reason)) = (self.tx.take(), end) {
             let _ = tx.send(Err(BodyError::InternalError(Some(reason)))).await;
         }
+    }
+}
+
+/// Tells when a streaming response's body was dropped: sent, or its client
+/// gone, unless the host cut it ([`Gone::by_client`]).
+pub struct Gone {
+    pub dropped: oneshot::Receiver<()>,
+    cut: Arc<AtomicBool>,
+}
+
+impl Gone {
+    /// Whether a dropped body means the client left (rather than the host
+    /// cutting the body at the limit).
+    pub fn by_client(&self) -> bool {
+        !self.cut.load(Ordering::Relaxed)
     }
 }
 

@@ -24,10 +24,10 @@ use wasmtime_wizer::{InstanceState, SnapshotVal, ValType, Wizer};
 const INIT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Bumped whenever snapshots are taken differently.
-const FORMAT: &[u8] = b"wedge-snapshot-1 wasmtime-wizer-48";
+const FORMAT: &[u8] = b"wedge-snapshot-3 wasmtime-wizer-48 coalesced";
 
 /// The cache key of a module's snapshot: the module and everything its
-/// initialisation can read.
+/// initialisation can read (its memory limit included).
 pub fn key(module_sha256: &[u8; 32], spec: &Spec) -> [u8; 32] {
     let mut h = Sha256::new();
     let mut field = |b: &[u8]| {
@@ -36,6 +36,7 @@ pub fn key(module_sha256: &[u8; 32], spec: &Spec) -> [u8; 32] {
     };
     field(FORMAT);
     field(module_sha256);
+    field(&spec.limits.max_memory.to_le_bytes());
     for a in super::args(spec) {
         field(a.as_bytes());
     }
@@ -95,7 +96,8 @@ pub fn take(linker: &Linker<SdkHost>, wasm: &[u8], spec: &Spec) -> Result<Vec<u8
                     store: &mut store,
                     instance,
                 };
-                Ok(wizer.snapshot(&cx, &mut state).await?)
+                let snap = wizer.snapshot(&cx, &mut state).await?;
+                super::segments::coalesce(&snap)
             })
         })
         .join()
