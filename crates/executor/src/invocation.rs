@@ -104,13 +104,14 @@ impl Executor {
                 Outcome { result, stats }
             }
             Executor::Sdk(sdk_fn) => {
-                let head = crate::sdk::request_head(
-                    inv.id,
-                    &inv.head,
-                    inv.peer,
-                    &inv.route,
-                    inv.body.known_len(),
-                );
+                let arrival = crate::sdk::Arrival {
+                    remote: inv.peer.remote,
+                    local: inv.peer.local,
+                    template: inv.route.template,
+                    params: inv.route.params,
+                };
+                let head =
+                    crate::sdk::request_head(inv.id, &inv.head, &arrival, inv.body.known_len());
                 let call = crate::sdk::Call {
                     request_id: inv.id,
                     head,

@@ -6,7 +6,6 @@
 use super::SdkHost;
 use super::response::{CHUNK, Responder};
 use crate::body::Body;
-use crate::invocation::{Peer, Route};
 use bytes::{Buf, Bytes};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use http_body_util::BodyExt;
@@ -134,12 +133,20 @@ pub fn decode(mut b: &[u8], max: usize) -> Result<Vec<&[u8]>, String> {
     Ok(fields)
 }
 
+/// Where an invocation arrived: its addresses and the route that matched.
+pub struct Arrival<'a> {
+    pub remote: std::net::SocketAddr,
+    pub local: std::net::SocketAddr,
+    /// The route as written in the manifest.
+    pub template: &'a str,
+    pub params: &'a [(String, &'a str)],
+}
+
 /// The request head record an invocation's guest reads.
 pub fn request_head(
     id: &str,
     parts: &http::request::Parts,
-    peer: Peer,
-    route: &Route<'_>,
+    route: &Arrival<'_>,
     content_length: Option<usize>,
 ) -> Vec<u8> {
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -148,8 +155,8 @@ pub fn request_head(
         http::Version::HTTP_10 => "HTTP/1.0",
         _ => "HTTP/1.1",
     };
-    let remote = peer.remote.to_string();
-    let local = peer.local.to_string();
+    let remote = route.remote.to_string();
+    let local = route.local.to_string();
     let length = content_length.map(|n| n.to_string());
     let params: Vec<(String, &str)> = route
         .params

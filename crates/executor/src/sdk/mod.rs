@@ -10,7 +10,7 @@ mod response;
 mod segments;
 mod snapshot;
 
-pub use abi::request_head;
+pub use abi::{Arrival, request_head};
 
 use crate::body::Body;
 use crate::capture::Capture;
