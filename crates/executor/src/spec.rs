@@ -46,6 +46,38 @@ pub fn preopen(b: &mut WasiCtxBuilder, files: &[FileMount]) -> Result<(), Failur
     Ok(())
 }
 
+/// Records what a finished instance cost (instantiation time, fuel, peak
+/// memory) in `stats` and the function's metrics, and counts it; gives the
+/// number of `memory.grow`s its limiter refused.
+pub fn record_costs<T>(
+    store: &wasmtime::Store<T>,
+    limiter: &wedge_runtime::limits::Limits,
+    spec: &Spec,
+    metered: bool,
+    instantiated: Option<std::time::Duration>,
+    stats: &mut wedge_observe::stats::GuestStats,
+) -> u64 {
+    stats.instantiate = instantiated;
+    if let Some(i) = instantiated {
+        spec.metrics.instantiate.observe(i.as_secs_f64());
+    }
+    if metered {
+        stats.fuel = store
+            .get_fuel()
+            .ok()
+            .map(|left| spec.limits.fuel.unwrap_or(u64::MAX) - left);
+        if let Some(f) = stats.fuel {
+            spec.metrics.fuel.observe(f as f64);
+        }
+    }
+    let grow_failures = limiter.grow_failures();
+    let peak = limiter.peak_memory();
+    spec.metrics.instantiated();
+    spec.metrics.memory(peak, grow_failures);
+    stats.peak_memory = Some(peak);
+    grow_failures
+}
+
 /// An instance could not be created because the memory limit refused the
 /// guest's initial memory.
 #[derive(Debug, thiserror::Error)]

@@ -281,54 +281,22 @@ impl Source {
             engine_hash,
         };
         let kind = self.program_kind();
-        let mut status = CacheStatus::Disabled;
-        let mut note = None;
-        if let Some(cache) = cache {
-            match cache.lookup(&key) {
-                Lookup::Hit { header, file, path } if header.kind == kind => {
-                    match map_verified(engine, kind, file, &path) {
-                        Ok(program) => {
-                            return Ok(Loaded {
-                                program,
-                                sha256,
-                                file_size: self.file_size,
-                                cache: CacheStatus::Hit,
-                                cache_note: None,
-                                load_time: start.elapsed(),
-                            });
-                        }
-                        Err(e) => {
-                            status = CacheStatus::Rejected;
-                            note = Some(format!("{e:#}"));
-                        }
-                    }
-                }
-                Lookup::Hit { .. } => {
-                    status = CacheStatus::Rejected;
-                    note = Some("cached artifact is of the wrong kind".into());
-                }
-                Lookup::Miss => status = CacheStatus::Miss,
-                Lookup::Rejected { reason } => {
-                    status = CacheStatus::Rejected;
-                    note = Some(reason);
-                }
+        let (status, mut note) = match lookup(engine, cache, &key, kind) {
+            Ok(program) => {
+                return Ok(Loaded {
+                    program,
+                    sha256,
+                    file_size: self.file_size,
+                    cache: CacheStatus::Hit,
+                    cache_note: None,
+                    load_time: start.elapsed(),
+                });
             }
-        }
+            Err(missed) => missed,
+        };
         let (program, serialized) = self.compile(engine, kind, cache.is_some())?;
         if let (Some(cache), Some(payload)) = (cache, serialized) {
-            let options = EngineOptions {
-                fuel: engine.get_consume_fuel(),
-            };
-            let header = Header {
-                option_bits: options.to_bits(),
-                engine_hash,
-                kind,
-                module_sha256: sha256,
-            };
-            // A cache that cannot be written only costs speed next time.
-            if let Err(e) = cache.store(&key, &artifact::encode(&header, payload)) {
-                note = Some(format!("could not write the cache: {e}"));
-            }
+            note = store(engine, cache, &key, kind, payload).or(note);
         }
         Ok(Loaded {
             program,
@@ -438,55 +406,72 @@ pub fn derived_module(
     key: [u8; 32],
     make: impl FnOnce() -> anyhow::Result<Vec<u8>>,
 ) -> anyhow::Result<(wasmtime::Module, CacheStatus, Option<String>)> {
-    let engine_hash = engine::hash(engine);
-    let cache_key = Key {
+    let key = Key {
         module_sha256: key,
-        engine_hash,
+        engine_hash: engine::hash(engine),
     };
-    let mut status = CacheStatus::Disabled;
-    let mut note = None;
-    if let Some(cache) = cache {
-        match cache.lookup(&cache_key) {
-            Lookup::Hit { header, file, path } if header.kind == Kind::Module => {
-                match map_verified(engine, Kind::Module, file, &path) {
-                    Ok(Program::Module(m)) => return Ok((m, CacheStatus::Hit, None)),
-                    Ok(Program::Component(_)) => unreachable!("mapped as a module"),
-                    Err(e) => {
-                        status = CacheStatus::Rejected;
-                        note = Some(format!("{e:#}"));
-                    }
-                }
-            }
-            Lookup::Hit { .. } => {
-                status = CacheStatus::Rejected;
-                note = Some("cached artifact is of the wrong kind".into());
-            }
-            Lookup::Miss => status = CacheStatus::Miss,
-            Lookup::Rejected { reason } => {
-                status = CacheStatus::Rejected;
-                note = Some(reason);
-            }
-        }
-    }
+    let (status, mut note) = match lookup(engine, cache, &key, Kind::Module) {
+        Ok(Program::Module(m)) => return Ok((m, CacheStatus::Hit, None)),
+        Ok(Program::Component(_)) => unreachable!("looked up as a module"),
+        Err(missed) => missed,
+    };
     let wasm = make()?;
     let module = wasmtime::Module::from_binary(engine, &wasm)?;
     if let Some(cache) = cache {
-        let header = Header {
-            option_bits: EngineOptions {
-                fuel: engine.get_consume_fuel(),
-            }
-            .to_bits(),
-            engine_hash,
-            kind: Kind::Module,
-            module_sha256: key,
-        };
-        let stored = module
-            .serialize()
-            .map_err(anyhow::Error::from)
-            .and_then(|payload| Ok(cache.store(&cache_key, &artifact::encode(&header, payload))?));
-        if let Err(e) = stored {
-            note = Some(format!("could not write the cache: {e:#}"));
+        note = match module.serialize() {
+            Ok(payload) => store(engine, cache, &key, Kind::Module, payload),
+            Err(e) => Some(format!("could not write the cache: {e:#}")),
         }
+        .or(note);
     }
     Ok((module, status, note))
+}
+
+/// The cached program under `key`, or how the cache missed: its status
+/// and why an artifact was rejected.
+fn lookup(
+    engine: &Engine,
+    cache: Option<&Cache>,
+    key: &Key,
+    kind: Kind,
+) -> Result<Program, (CacheStatus, Option<String>)> {
+    let Some(cache) = cache else {
+        return Err((CacheStatus::Disabled, None));
+    };
+    match cache.lookup(key) {
+        Lookup::Hit { header, file, path } if header.kind == kind => {
+            map_verified(engine, kind, file, &path)
+                .map_err(|e| (CacheStatus::Rejected, Some(format!("{e:#}"))))
+        }
+        Lookup::Hit { .. } => Err((
+            CacheStatus::Rejected,
+            Some("cached artifact is of the wrong kind".into()),
+        )),
+        Lookup::Miss => Err((CacheStatus::Miss, None)),
+        Lookup::Rejected { reason } => Err((CacheStatus::Rejected, Some(reason))),
+    }
+}
+
+/// Stores compiled code under `key`; says why when it could not (a cache
+/// that cannot be written only costs speed next time).
+fn store(
+    engine: &Engine,
+    cache: &Cache,
+    key: &Key,
+    kind: Kind,
+    payload: Vec<u8>,
+) -> Option<String> {
+    let header = Header {
+        option_bits: EngineOptions {
+            fuel: engine.get_consume_fuel(),
+        }
+        .to_bits(),
+        engine_hash: key.engine_hash,
+        kind,
+        module_sha256: key.module_sha256,
+    };
+    cache
+        .store(key, &artifact::encode(&header, payload))
+        .err()
+        .map(|e| format!("could not write the cache: {e}"))
 }

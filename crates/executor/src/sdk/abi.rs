@@ -91,17 +91,49 @@ pub struct Parts {
     pub failed: Option<String>,
 }
 
-/// Encodes a record: a count, then each string's length and bytes, all
-/// lengths 32-bit little-endian.
-pub fn record<'a>(fields: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
-    let fields: Vec<&[u8]> = fields.into_iter().collect();
-    let mut out = Vec::with_capacity(4 + fields.iter().map(|f| 4 + f.len()).sum::<usize>());
-    out.extend_from_slice(&(fields.len() as u32).to_le_bytes());
-    for f in fields {
-        out.extend_from_slice(&(f.len() as u32).to_le_bytes());
-        out.extend_from_slice(f);
+/// Writes a record: a count, then each string's length and bytes, all
+/// 32-bit little-endian; one buffer, the count filled in at the end.
+struct Writer {
+    buf: Vec<u8>,
+    count: u32,
+}
+
+impl Writer {
+    fn new(capacity: usize) -> Self {
+        let mut buf = Vec::with_capacity(capacity);
+        buf.extend_from_slice(&[0; 4]);
+        Writer { buf, count: 0 }
     }
-    out
+
+    /// Adds one string, the concatenation of `parts`.
+    fn field(&mut self, parts: &[&[u8]]) {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        self.buf.extend_from_slice(&(len as u32).to_le_bytes());
+        for p in parts {
+            self.buf.extend_from_slice(p);
+        }
+        self.count += 1;
+    }
+
+    fn pair(&mut self, name: &[u8], value: &[u8]) {
+        self.field(&[name]);
+        self.field(&[value]);
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        self.buf[..4].copy_from_slice(&self.count.to_le_bytes());
+        self.buf
+    }
+}
+
+/// Encodes a record of `fields`.
+#[cfg(test)]
+pub fn record<'a>(fields: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut w = Writer::new(64);
+    for f in fields {
+        w.field(&[f]);
+    }
+    w.finish()
 }
 
 /// Decodes a record, refusing one that is malformed or has more than
@@ -157,42 +189,36 @@ pub fn request_head(
     };
     let remote = route.remote.to_string();
     let local = route.local.to_string();
-    let length = content_length.map(|n| n.to_string());
-    let params: Vec<(String, &str)> = route
-        .params
-        .iter()
-        .map(|(k, v)| (format!(":param:{k}"), *v))
-        .collect();
-    let mut fields: Vec<&[u8]> = vec![
-        b":method",
-        parts.method.as_str().as_bytes(),
-        b":path",
-        path.as_bytes(),
-        b":proto",
-        proto.as_bytes(),
-        b":id",
-        id.as_bytes(),
-        b":remote",
-        remote.as_bytes(),
-        b":local",
-        local.as_bytes(),
-        b":route",
-        route.template.as_bytes(),
-    ];
-    if let Some(n) = &length {
-        fields.extend([b":content-length".as_slice(), n.as_bytes()]);
+    let size = 256
+        + path.len()
+        + parts
+            .headers
+            .iter()
+            .map(|(k, v)| 8 + k.as_str().len() + v.len())
+            .sum::<usize>();
+    let mut w = Writer::new(size);
+    w.pair(b":method", parts.method.as_str().as_bytes());
+    w.pair(b":path", path.as_bytes());
+    w.pair(b":proto", proto.as_bytes());
+    w.pair(b":id", id.as_bytes());
+    w.pair(b":remote", remote.as_bytes());
+    w.pair(b":local", local.as_bytes());
+    w.pair(b":route", route.template.as_bytes());
+    if let Some(n) = content_length {
+        w.pair(b":content-length", n.to_string().as_bytes());
     }
-    for (k, v) in &params {
-        fields.extend([k.as_bytes(), v.as_bytes()]);
+    for (k, v) in route.params {
+        w.field(&[b":param:", k.as_bytes()]);
+        w.field(&[v.as_bytes()]);
     }
     let authority = parts.uri.authority().map(|a| a.as_str());
     if let (false, Some(a)) = (parts.headers.contains_key(http::header::HOST), authority) {
-        fields.extend([b"host".as_slice(), a.as_bytes()]);
+        w.pair(b"host", a.as_bytes());
     }
     for (name, value) in &parts.headers {
-        fields.extend([name.as_str().as_bytes(), value.as_bytes()]);
+        w.pair(name.as_str().as_bytes(), value.as_bytes());
     }
-    record(fields)
+    w.finish()
 }
 
 /// Parses a response head record: `:status`, then header pairs.

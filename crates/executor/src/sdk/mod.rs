@@ -367,30 +367,20 @@ impl Ending {
             mut store,
             instantiated,
         } = ran;
-        stats.instantiate = instantiated;
-        if let Some(i) = instantiated {
-            spec.metrics.instantiate.observe(i.as_secs_f64());
-        }
-        if self.metered {
-            stats.fuel = store
-                .get_fuel()
-                .ok()
-                .map(|left| limits.fuel.unwrap_or(u64::MAX) - left);
-            if let Some(f) = stats.fuel {
-                spec.metrics.fuel.observe(f as f64);
-            }
-        }
-        let grow_failures = store.data().limits.grow_failures();
-        let peak = store.data().limits.peak_memory();
+        let grow_failures = spec::record_costs(
+            &store,
+            &store.data().limits,
+            spec,
+            self.metered,
+            instantiated,
+            stats,
+        );
         let call = store
             .data_mut()
             .call
             .take()
             .expect("an invocation's store holds its call");
         drop(store);
-        spec.metrics.instantiated();
-        spec.metrics.memory(peak, grow_failures);
-        stats.peak_memory = Some(peak);
         self.logs(id);
         let abi::Parts { out, failed } = call.into_parts();
         let verdict = match result {
