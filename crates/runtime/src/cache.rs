@@ -59,6 +59,13 @@ fn stat_stamp(m: &fs::Metadata) -> String {
     )
 }
 
+/// Memo kinds: a source module's SHA-256, an artifact's verified digest.
+const SOURCE_SHA256: &str = "sha256";
+const VERIFIED: &str = "verified";
+
+/// How old an artifact's last-use time may grow before a hit renews it.
+const TOUCH_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// A cache rooted at one directory.
 #[derive(Debug, Clone)]
 pub struct Cache {
@@ -132,11 +139,33 @@ impl Cache {
                 path.display()
             ));
         }
-        if let Err(e) = artifact::verify_file(&mut file, &trailer) {
-            return rejected(format!("{}: {e}", path.display()));
+        // A payload verified before is not hashed again while its file is
+        // unchanged (hashing a Go module's tens of megabytes dominated the
+        // start of `wedge serve`); any write to it moves its change time.
+        let meta = file.metadata().ok();
+        let digest = hex(&trailer.digest);
+        let known = meta
+            .as_ref()
+            .and_then(|m| self.remembered(VERIFIED, &path, m))
+            .is_some_and(|d| d == digest);
+        if !known {
+            if let Err(e) = artifact::verify_file(&mut file, &trailer) {
+                return rejected(format!("{}: {e}", path.display()));
+            }
+            if let Some(m) = &meta {
+                self.remember(VERIFIED, &path, m, &digest);
+            }
         }
-        // Least-recently-used bookkeeping for `gc`; failure is harmless.
-        let _ = file.set_modified(SystemTime::now());
+        // Least-recently-used bookkeeping for `gc`, at most hourly (touching
+        // the file moves its change time, so it is verified again once or
+        // twice after); failure is harmless.
+        let stale = meta
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.elapsed().ok())
+            .is_none_or(|age| age > TOUCH_AFTER);
+        if stale {
+            let _ = file.set_modified(SystemTime::now());
+        }
         Lookup::Hit {
             header: trailer.header,
             file,
@@ -144,38 +173,36 @@ impl Cache {
         }
     }
 
-    fn memo_path(&self, source: &Path) -> PathBuf {
-        let abs = std::path::absolute(source).unwrap_or_else(|_| source.to_path_buf());
-        let name = blake3::hash(abs.as_os_str().as_encoded_bytes()).to_hex();
+    fn memo_path(&self, what: &str, file: &Path) -> PathBuf {
+        let abs = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
+        let name = blake3::Hasher::new()
+            .update(what.as_bytes())
+            .update(b"\0")
+            .update(abs.as_os_str().as_encoded_bytes())
+            .finalize()
+            .to_hex();
         self.dir.join("index").join(&name.as_str()[..32])
     }
 
-    /// The SHA-256 recorded for `source` when its file metadata (device,
-    /// inode, size, modification and change times) is unchanged, so that a
-    /// cached run need not read and hash the module at all.
-    pub fn remembered_sha256(&self, source: &Path, meta: &fs::Metadata) -> Option<[u8; 32]> {
-        let text = fs::read_to_string(self.memo_path(source)).ok()?;
-        let (stamp, sha) = text.trim_end().rsplit_once(' ')?;
-        if stamp != stat_stamp(meta) || sha.len() != 64 {
-            return None;
-        }
-        let mut out = [0u8; 32];
-        for (i, byte) in out.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&sha[2 * i..2 * i + 2], 16).ok()?;
-        }
-        Some(out)
+    /// What was recorded as `what` for `file`, if its metadata (device,
+    /// inode, size, modification and change times) is unchanged since.
+    fn remembered(&self, what: &str, file: &Path, meta: &fs::Metadata) -> Option<String> {
+        let text = fs::read_to_string(self.memo_path(what, file)).ok()?;
+        let (stamp, value) = text.trim_end().rsplit_once(' ')?;
+        (stamp == stat_stamp(meta)).then(|| value.to_string())
     }
 
-    /// Records `sha256` for `source`. Skipped while the file is younger than
-    /// two seconds, so a write within the same timestamp tick cannot hide.
-    pub fn remember_sha256(&self, source: &Path, meta: &fs::Metadata, sha256: &[u8; 32]) {
+    /// Records `value` as `what` for `file`. Skipped while the file is
+    /// younger than two seconds, so a write within the same timestamp tick
+    /// cannot hide.
+    fn remember(&self, what: &str, file: &Path, meta: &fs::Metadata, value: &str) {
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
         if now - meta.mtime().max(meta.ctime()) < 2 {
             return;
         }
-        let path = self.memo_path(source);
+        let path = self.memo_path(what, file);
         let Some(parent) = path.parent() else { return };
         if fs::DirBuilder::new()
             .recursive(true)
@@ -186,10 +213,28 @@ impl Cache {
             return;
         }
         let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
-        let record = format!("{} {}\n", stat_stamp(meta), hex(sha256));
-        if fs::write(&tmp, record).is_ok() {
+        if fs::write(&tmp, format!("{} {value}\n", stat_stamp(meta))).is_ok() {
             let _ = fs::rename(&tmp, &path);
         }
+    }
+
+    /// The SHA-256 recorded for `source` while its file is unchanged, so
+    /// that a cached run need not read and hash the module at all.
+    pub fn remembered_sha256(&self, source: &Path, meta: &fs::Metadata) -> Option<[u8; 32]> {
+        let sha = self.remembered(SOURCE_SHA256, source, meta)?;
+        if sha.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(sha.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(out)
+    }
+
+    /// Records `sha256` for `source` (see [`Cache::remembered_sha256`]).
+    pub fn remember_sha256(&self, source: &Path, meta: &fs::Metadata, sha256: &[u8; 32]) {
+        self.remember(SOURCE_SHA256, source, meta, &hex(sha256));
     }
 
     /// Stores an encoded artifact atomically (write a temporary file, then
@@ -280,6 +325,7 @@ impl Cache {
             total += entry.size;
             if total > max_size {
                 fs::remove_file(&entry.path)?;
+                let _ = fs::remove_file(self.memo_path(VERIFIED, &entry.path));
                 removed.push(entry);
             }
         }
@@ -369,7 +415,7 @@ mod tests {
         // The change time moved with set_modified; wait it out by faking age
         // through a record written with the current stamp.
         let meta = fs::metadata(&module).unwrap();
-        let path = cache.memo_path(&module);
+        let path = cache.memo_path(SOURCE_SHA256, &module);
         fs::create_dir_all(path.parent().unwrap()).unwrap();
         fs::write(&path, format!("{} {}\n", stat_stamp(&meta), hex(&[2; 32]))).unwrap();
         assert_eq!(cache.remembered_sha256(&module, &meta), Some([2; 32]));
@@ -381,6 +427,73 @@ mod tests {
             None,
             "a rewrite invalidates"
         );
+    }
+
+    #[test]
+    fn a_verified_artifact_is_trusted_only_while_its_file_is_unchanged() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = Cache::new(tmp.path().join("c"));
+        cache.store(&key(1), &encoded(&key(1), b"abc")).unwrap();
+        let path = cache.path(&key(1));
+        assert!(matches!(cache.lookup(&key(1)), Lookup::Hit { .. }));
+        assert!(
+            !cache.memo_path(VERIFIED, &path).exists(),
+            "a file younger than two seconds is never vouched for"
+        );
+
+        // Corrupt the payload, then vouch for the file as it now stands (as
+        // if it had been verified with this very stamp): the memo is what
+        // spares the hashing, so the corruption goes unseen...
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[0] ^= 0xff;
+        fs::write(&path, &bytes).unwrap();
+        let trailer = artifact::read_trailer(&mut fs::File::open(&path).unwrap()).unwrap();
+        let memo = cache.memo_path(VERIFIED, &path);
+        fs::create_dir_all(memo.parent().unwrap()).unwrap();
+        let stamp = stat_stamp(&fs::metadata(&path).unwrap());
+        fs::write(&memo, format!("{stamp} {}\n", hex(&trailer.digest))).unwrap();
+        let Lookup::Hit { mut file, .. } = cache.lookup(&key(1)) else {
+            panic!("a vouched-for file is not hashed again")
+        };
+        let mut head = [0u8; 1];
+        std::io::Read::read_exact(&mut file, &mut head).unwrap();
+        assert_eq!(head[0], b'a' ^ 0xff, "positioned at the payload");
+
+        // ...but any change moves the stamp (a write within the same clock
+        // tick might not: hence the two seconds), and the file is hashed
+        // again.
+        fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(SystemTime::now() - std::time::Duration::from_secs(100))
+            .unwrap();
+        assert!(matches!(cache.lookup(&key(1)), Lookup::Rejected { .. }));
+    }
+
+    #[test]
+    fn a_hit_renews_the_last_use_time_only_when_it_is_old() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = Cache::new(tmp.path());
+        cache.store(&key(1), &encoded(&key(1), b"abc")).unwrap();
+        let path = cache.path(&key(1));
+        let set = |ago: u64| {
+            let t = SystemTime::now() - std::time::Duration::from_secs(ago);
+            fs::File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(t)
+                .unwrap();
+            t
+        };
+        let recent = set(600);
+        assert!(matches!(cache.lookup(&key(1)), Lookup::Hit { .. }));
+        assert_eq!(fs::metadata(&path).unwrap().modified().unwrap(), recent);
+        let old = set(7200);
+        assert!(matches!(cache.lookup(&key(1)), Lookup::Hit { .. }));
+        let now = fs::metadata(&path).unwrap().modified().unwrap();
+        assert!(now.duration_since(old).unwrap().as_secs() > 7000, "renewed");
     }
 
     #[test]
