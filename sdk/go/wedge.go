@@ -20,8 +20,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"net/textproto"
-	"net/url"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -59,11 +57,9 @@ func prepare(memoryLimit int64) {
 	if warmup != nil {
 		warmup()
 	}
-	// Tables net/http and its helpers build on first use, built once here
+	// What net/http and its helpers build on first use, built once here
 	// rather than in every request.
-	textproto.CanonicalMIMEHeaderKey("Content-Type")
-	url.ParseRequestURI("/warm?up=1")
-	http.DetectContentType([]byte("warm"))
+	warmSDK()
 	runtime.GC()
 	// An instance serves one request and is dropped: collecting garbage is
 	// wasted work unless memory runs short, so collect only near the limit.
