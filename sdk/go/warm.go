@@ -1,5 +1,7 @@
 package wedge
 
+import "unsafe"
+
 // warmHost serves one made-up request and discards the response. The
 // warm-up runs the SDK's own request and response code through it once, so
 // that what net/http and its helpers build lazily on first use (textproto's
@@ -45,4 +47,39 @@ func warmSDK() {
 	w.Header().Set("Cache-Control", "no-store")
 	_, _ = w.Write([]byte("<!doctype html><p>warm</p>"))
 	w.finish()
+}
+
+// The largest object the Go runtime allocates from size-classed spans.
+const maxSmallSize = 32 << 10
+
+const ptrSize = int(unsafe.Sizeof(uintptr(0)))
+
+var spanSink []any
+
+// cacheSpans allocates one object of every small size class, with and
+// without pointers, so that the snapshot's allocator holds a span of each
+// class. A request then allocates from those spans instead of fetching a
+// span from the heap for each class it uses: that path writes the heap's
+// bookkeeping all over memory, and every page it writes is a copy-on-write
+// fault in a fresh instance. The classes are found, not listed: append
+// rounds a new slice's capacity up to its size class.
+func cacheSpans() {
+	zeros := make([]byte, maxSmallSize)
+	for size := 1; size <= maxSmallSize; {
+		b := append([]byte(nil), zeros[:size]...)
+		class := cap(b)
+		spanSink = append(spanSink, b)
+		if class >= 16 {
+			// Objects with pointers above 512 bytes carry a one-word
+			// header (Go 1.22 and later), so leave room for it. Were that
+			// to change, some classes would just not be cached.
+			words := class / ptrSize
+			if class > 512 {
+				words--
+			}
+			spanSink = append(spanSink, make([]unsafe.Pointer, words))
+		}
+		size = class + 1
+	}
+	spanSink = nil
 }

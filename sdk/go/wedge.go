@@ -67,6 +67,7 @@ func prepare(memoryLimit int64) {
 		debug.SetMemoryLimit(memoryLimit / 8 * 7)
 		debug.SetGCPercent(-1)
 	}
+	cacheSpans()
 }
 
 type ctxKey int
