@@ -37,20 +37,22 @@ func decodeRecord(b []byte) ([]string, error) {
 	if count > maxFields || int(count)*4 > len(b) {
 		return nil, errRecord
 	}
+	// One copy of the whole record; the fields are slices of it.
+	s := string(b)
 	fields := make([]string, 0, count)
 	for i := uint32(0); i < count; i++ {
-		if len(b) < 4 {
+		if len(s) < 4 {
 			return nil, errRecord
 		}
-		n := binary.LittleEndian.Uint32(b)
-		b = b[4:]
-		if uint64(n) > uint64(len(b)) {
+		n := uint32(s[0]) | uint32(s[1])<<8 | uint32(s[2])<<16 | uint32(s[3])<<24
+		s = s[4:]
+		if uint64(n) > uint64(len(s)) {
 			return nil, errRecord
 		}
-		fields = append(fields, string(b[:n]))
-		b = b[n:]
+		fields = append(fields, s[:n])
+		s = s[n:]
 	}
-	if len(b) != 0 {
+	if len(s) != 0 {
 		return nil, errRecord
 	}
 	return fields, nil

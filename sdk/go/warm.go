@@ -1,14 +1,21 @@
 package wedge
 
-import "unsafe"
+import (
+	"io"
+	"unsafe"
+)
 
 // warmHost serves one made-up request and discards the response. The
 // warm-up runs the SDK's own request and response code through it once, so
 // that what net/http and its helpers build lazily on first use (textproto's
 // table of common header names, which every request needs since hosts send
-// header names in lower case) is built before the snapshot instead of in
-// every request. The user's handler is never called.
-type warmHost struct{ head []byte }
+// header names in lower case; the caches of the type assertions on the body
+// path) is built before the snapshot instead of in every request. The
+// user's handler is never called.
+type warmHost struct {
+	head []byte
+	body string
+}
 
 func (h *warmHost) requestHead(buf []byte) int {
 	if len(h.head) <= len(buf) {
@@ -17,7 +24,15 @@ func (h *warmHost) requestHead(buf []byte) int {
 	return len(h.head)
 }
 
-func (h *warmHost) read([]byte) int    { return 0 }
+func (h *warmHost) read(p []byte) int {
+	if h.body == "" || len(p) == 0 {
+		return 0
+	}
+	n := copy(p, h.body)
+	h.body = h.body[n:]
+	return n
+}
+
 func (h *warmHost) respond([]byte) int { return 0 }
 func (h *warmHost) write([]byte) int   { return 0 }
 func (h *warmHost) flush() int         { return 0 }
@@ -27,19 +42,20 @@ func (h *warmHost) fail(string)        {}
 var warmRequest = []string{
 	":method", "POST", ":path", "/warm/up?a=1&b=2", ":proto", "HTTP/1.1",
 	":id", "warm-up", ":remote", "127.0.0.1:1", ":local", "127.0.0.1:2",
-	":route", "/warm/:name", ":param:name", "up", ":content-length", "0",
+	":route", "/warm/:name", ":param:name", "up", ":content-length", "4",
 	"host", "localhost", "user-agent", "wedge-warm-up", "accept", "*/*",
 	"accept-encoding", "gzip", "accept-language", "en", "content-type", "text/plain",
-	"content-length", "0", "connection", "keep-alive", "cache-control", "no-cache",
+	"content-length", "4", "connection", "keep-alive", "cache-control", "no-cache",
 	"cookie", "a=b", "x-forwarded-for", "127.0.0.1",
 }
 
 func warmSDK() {
-	h := &warmHost{head: encodeRecord(warmRequest)}
+	h := &warmHost{head: encodeRecord(warmRequest), body: "warm"}
 	r, err := readRequest(h)
 	if err != nil {
 		return
 	}
+	_, _ = io.ReadAll(r.Body)
 	_ = r.PathValue("name")
 	_ = r.URL.Query()
 	_, _ = r.Cookie("a")
