@@ -171,11 +171,14 @@ impl Bench<'_> {
             rate: None,
         };
         let watch = RssWatch::start(server.pid());
+        let pss = RssWatch::start_with(server.pid(), crate::server::tree_pss_kib);
         let mut full = self
             .rt
             .block_on(load::run(server.addr, &req, 200, saturate));
         self.out
             .add(name, wl, "rss_load_mib", watch.peak() as f64 / MIB);
+        self.out
+            .add(name, wl, "pss_load_mib", pss.peak() as f64 / MIB);
         let rps = full.rate();
         self.out.add(name, wl, "rps", rps);
         if let Some(l) = full.samples.latency() {

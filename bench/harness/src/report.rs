@@ -182,6 +182,15 @@ pub fn targets(r: &Results) -> Vec<Target> {
         "x",
     );
     at_most(
+        "Go SDK PSS under load (hello) <= 0.5x Go WAGI's",
+        ratio(
+            m("wedge-go-sdk", "hello", "pss_load_mib"),
+            m("wedge-go", "hello", "pss_load_mib"),
+        ),
+        0.5,
+        "x",
+    );
+    at_most(
         "Go SDK `wedge serve` start to first response (cached snapshot) <= 2x a C component's",
         ratio(
             m("wedge-go-sdk", ANY, "start_ms"),
@@ -237,15 +246,19 @@ pub fn markdown(r: &Results) -> String {
 
     let _ = writeln!(
         s,
-        "\n## Throughput at {} connections, 16 for image (req/s)\n",
+        "\n## Throughput at {} connections, 16 for image (req/s)\n\n\
+         Memory under load is the peak over the run, sampled every 50 ms. RSS counts a page once per \
+         mapping of it: wedge maps a module's memory image into every instance slot, so a page of it \
+         that many instances read counts many times though one copy exists. PSS (smaps_rollup) \
+         shares each page among its mappings and counts it once: what the process costs the machine.\n",
         c.connections
     );
     let _ = writeln!(
         s,
-        "| workload | contender | req/s | vs native | vs wasmtime serve | P99 at {} conns (ms) | RSS under load (MiB) |",
+        "| workload | contender | req/s | vs native | vs wasmtime serve | P99 at {} conns (ms) | RSS under load (MiB) | PSS under load (MiB) |",
         c.connections
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
     for w in ALL.map(|w| w.name()) {
         for ci in &r.contenders {
             let Some(rps) = r.get(&ci.name, w, "rps") else {
@@ -254,13 +267,14 @@ pub fn markdown(r: &Results) -> String {
             let vs = |other: &str| times(ratio(Some(rps.median), r.median(other, w, "rps")));
             let _ = writeln!(
                 s,
-                "| {w} | {} | {} | {} | {} | {} | {} |",
+                "| {w} | {} | {} | {} | {} | {} | {} | {} |",
                 ci.name,
                 spread(Some(rps)),
                 vs("native"),
                 vs("wasmtime"),
                 spread(r.get(&ci.name, w, "p99_saturated_ms")),
                 spread(r.get(&ci.name, w, "rss_load_mib")),
+                spread(r.get(&ci.name, w, "pss_load_mib")),
             );
         }
     }

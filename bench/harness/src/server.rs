@@ -188,6 +188,24 @@ pub fn private_kib(pid: u32) -> u64 {
         .sum()
 }
 
+/// Proportional set size (`Pss` of smaps_rollup): each resident page divided
+/// among the mappings that share it, so a page mapped many times (a module's
+/// memory image in many instance slots) counts once.
+pub fn pss_kib(pid: u32) -> u64 {
+    let Ok(rollup) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) else {
+        return 0;
+    };
+    rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+pub fn tree_pss_kib(root: u32) -> u64 {
+    pss_kib(root) + descendants(root).into_iter().map(pss_kib).sum::<u64>()
+}
+
 pub fn tree_private_kib(root: u32) -> u64 {
     private_kib(root) + descendants(root).into_iter().map(private_kib).sum::<u64>()
 }
@@ -248,6 +266,9 @@ mod tests {
         assert!(watch.peak() >= rss_kib(me) / 2);
         let private = private_kib(me);
         assert!(private > 100 && private <= rss_kib(me) * 2, "{private}");
+        let pss = pss_kib(me);
+        assert!(pss > 100 && pss <= rss_kib(me) * 2, "{pss}");
+        assert_eq!(pss_kib(u32::MAX), 0);
     }
 
     #[test]
