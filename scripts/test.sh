@@ -5,7 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-say() { printf '\n== %s\n' "$*"; }
+# Each step says when it started (seconds since the start), so a slow CI
+# run shows where its time went.
+say() { printf '\n== [%ds] %s\n' "$SECONDS" "$*"; }
 
 # Debian packages the tests use, installed when missing. Every guest but the
 # Go SDK ones (built below) is committed prebuilt; these are the real servers
@@ -80,3 +82,4 @@ scripts/api-check.sh 30
 say "fuzz smoke: every target for 10 s on its committed corpus"
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
 fuzz/run-all.sh 10 2 --smoke
+say "all checks passed"
