@@ -92,11 +92,15 @@ fn summary(r: &RolloutRecord) -> serde_json::Value {
 }
 
 /// What one interval's figures say about the canary.
+#[derive(Debug)]
 enum Verdict {
     Pass(String),
     Fail(String),
     Wait(String),
 }
+
+/// Requests each side needs in an interval before P99s are compared.
+const LATENCY_SAMPLES: u64 = 100;
 
 fn judge(r: &RolloutRecord, canary: &Snapshot, stable: &Snapshot) -> Verdict {
     if canary.requests < r.min_requests {
@@ -116,8 +120,13 @@ fn judge(r: &RolloutRecord, canary: &Snapshot, stable: &Snapshot) -> Verdict {
         ));
     }
     let (c99, s99) = (canary.quantile(0.99), stable.quantile(0.99));
+    // A P99 of fewer than 100 requests is their slowest one: for a version
+    // just deployed, its first request into a cold instance slot. Below that
+    // the step is judged on errors alone.
+    let enough = r.min_requests.max(LATENCY_SAMPLES);
     if let (Some(c), Some(s)) = (c99, s99)
-        && stable.requests >= r.min_requests
+        && canary.requests >= enough
+        && stable.requests >= enough
         && c.as_secs_f64() > s.as_secs_f64() * r.max_latency_ratio
     {
         return Verdict::Fail(format!(
@@ -634,7 +643,64 @@ fn without(t: &TrafficRecord, version: &str) -> TrafficRecord {
 
 #[cfg(test)]
 mod tests {
-    use super::first_value;
+    use super::{Verdict, first_value, judge};
+    use std::time::Duration;
+    use wedge_control::RolloutRecord;
+    use wedge_telemetry::tally::{Snapshot, Tally};
+
+    fn plan() -> RolloutRecord {
+        RolloutRecord {
+            version: "v2".into(),
+            steps: vec![2500, 10_000],
+            step: 0,
+            interval_ms: 500,
+            max_error_ratio: 0.05,
+            max_latency_ratio: 2.0,
+            min_requests: 10,
+            on_failure: "rollback".into(),
+            prometheus: None,
+            queries: vec![],
+            state: "running".into(),
+            history: vec![],
+        }
+    }
+
+    /// `n` requests of 1 ms, then `slow` of `slow_ms`.
+    fn traffic(n: u64, slow: u64, slow_ms: u64) -> Snapshot {
+        let t = Tally::default();
+        for _ in 0..n {
+            t.record(Duration::from_millis(1), false);
+        }
+        for _ in 0..slow {
+            t.record(Duration::from_millis(slow_ms), false);
+        }
+        t.snapshot()
+    }
+
+    #[test]
+    fn one_cold_request_does_not_fail_a_healthy_canary() {
+        // 12 canary requests, the first into a cold slot: their P99 is it.
+        let verdict = judge(&plan(), &traffic(11, 1, 20), &traffic(300, 0, 0));
+        assert!(matches!(verdict, Verdict::Pass(_)), "{verdict:?}");
+    }
+
+    #[test]
+    fn a_slow_canary_fails_once_its_p99_means_something() {
+        let verdict = judge(&plan(), &traffic(180, 20, 20), &traffic(300, 0, 0));
+        let Verdict::Fail(why) = verdict else {
+            panic!("{verdict:?}")
+        };
+        assert!(why.contains("p99"), "{why}");
+        // Errors are judged at any count.
+        let t = Tally::default();
+        for i in 0..12 {
+            t.record(Duration::from_millis(1), i < 3);
+        }
+        assert!(matches!(
+            judge(&plan(), &t.snapshot(), &traffic(300, 0, 0)),
+            Verdict::Fail(_)
+        ));
+    }
 
     #[test]
     fn prometheus_answers_give_their_first_number() {
