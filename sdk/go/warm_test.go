@@ -14,13 +14,7 @@ import (
 // after the warm-up, canonicalising the lower-case header names hosts send
 // allocates nothing, because textproto's common-header table already exists.
 func TestWarmUpBuildsWhatRequestsWouldBuildLazily(t *testing.T) {
-	if os.Getenv("WEDGE_WARM_CHILD") == "" {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestWarmUpBuildsWhatRequestsWouldBuildLazily$", "-test.v")
-		cmd.Env = append(os.Environ(), "WEDGE_WARM_CHILD=1")
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("child: %v\n%s", err, out)
-		}
+	if !inChild(t) {
 		return
 	}
 	prepare(0)
@@ -42,13 +36,7 @@ func TestWarmUpBuildsWhatRequestsWouldBuildLazily(t *testing.T) {
 // holds one of each class), so a request never writes the heap's span
 // bookkeeping.
 func TestWarmUpLeavesASpanOfEverySizeClassCached(t *testing.T) {
-	if os.Getenv("WEDGE_WARM_CHILD") == "" {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestWarmUpLeavesASpanOfEverySizeClassCached$", "-test.v")
-		cmd.Env = append(os.Environ(), "WEDGE_WARM_CHILD=1")
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("child: %v\n%s", err, out)
-		}
+	if !inChild(t) {
 		return
 	}
 	// One processor, as under wasip1 (each has its own cache of spans).
@@ -75,4 +63,20 @@ func TestWarmUpLeavesASpanOfEverySizeClassCached(t *testing.T) {
 		t.Fatalf("allocating one object of %d size classes took %d bytes of new spans", 2*len(sizes), after-before)
 	}
 	runtime.KeepAlive(keep)
+}
+
+// inChild reports whether this is the test's own process; if not, it runs
+// the test again in a fresh one (whose runtime nothing else has warmed) and
+// fails when that fails.
+func inChild(t *testing.T) bool {
+	t.Helper()
+	if os.Getenv("WEDGE_WARM_CHILD") != "" {
+		return true
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^"+t.Name()+"$", "-test.v")
+	cmd.Env = append(os.Environ(), "WEDGE_WARM_CHILD=1")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	return false
 }

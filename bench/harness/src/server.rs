@@ -159,47 +159,38 @@ fn parent_of(pid: u32) -> Option<u32> {
     rest.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// VmRSS of one process in KiB (0 when it is gone).
-pub fn rss_kib(pid: u32) -> u64 {
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+/// The sum of the `fields` (KiB values) in a `/proc/PID/` file; 0 when the
+/// process is gone.
+fn proc_kib(pid: u32, file: &str, fields: &[&str]) -> u64 {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/{file}")) else {
         return 0;
     };
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
+    text.lines()
+        .filter_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            fields.contains(&name).then_some(value)
+        })
+        .filter_map(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// VmRSS of one process in KiB (0 when it is gone).
+pub fn rss_kib(pid: u32) -> u64 {
+    proc_kib(pid, "status", &["VmRSS"])
 }
 
 /// Memory only this process holds (`Private_Clean` + `Private_Dirty` of
 /// smaps_rollup): unlike RSS, a page of a file or image several mappings
 /// share counts nowhere.
 pub fn private_kib(pid: u32) -> u64 {
-    let Ok(rollup) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) else {
-        return 0;
-    };
-    rollup
-        .lines()
-        .filter_map(|l| {
-            l.strip_prefix("Private_Clean:")
-                .or_else(|| l.strip_prefix("Private_Dirty:"))
-        })
-        .filter_map(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .sum()
+    proc_kib(pid, "smaps_rollup", &["Private_Clean", "Private_Dirty"])
 }
 
 /// Proportional set size (`Pss` of smaps_rollup): each resident page divided
 /// among the mappings that share it, so a page mapped many times (a module's
 /// memory image in many instance slots) counts once.
 pub fn pss_kib(pid: u32) -> u64 {
-    let Ok(rollup) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) else {
-        return 0;
-    };
-    rollup
-        .lines()
-        .find_map(|l| l.strip_prefix("Pss:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
+    proc_kib(pid, "smaps_rollup", &["Pss"])
 }
 
 pub fn tree_pss_kib(root: u32) -> u64 {
