@@ -9,6 +9,16 @@ cd "$(dirname "$0")/.."
 # run shows where its time went.
 say() { printf '\n== [%ds] %s\n' "$SECONDS" "$*"; }
 
+# Free disk where the build goes, printed at the start and the end: a full
+# disk shows up as a linker "Bus error", far from its cause.
+target="${CARGO_TARGET_DIR:-target}"
+mkdir -p "$target"
+disk() { df -h "$target" | awk 'NR==2 {print "disk: " $4 " free of " $2 " where the build goes"}'; }
+disk
+# A CI run builds once from clean: incremental state would only cost disk
+# (several GB) and time.
+if [ -n "${CI:-}" ]; then export CARGO_INCREMENTAL=0; fi
+
 # Debian packages the tests use, installed when missing. Every guest but the
 # Go SDK ones (built below) is committed prebuilt; these are the real servers
 # and tools tests run (the MQTT trigger tests start their own mosquitto
@@ -37,7 +47,7 @@ fi
 
 # The CloudEvents Python SDK (PyPI), an independent encoder the CloudEvents
 # ingress tests check wedge against, in a venv beside the build.
-venv="${CARGO_TARGET_DIR:-target}/test-venv"
+venv="$target/test-venv"
 if ! "$venv/bin/python3" -c "import cloudevents.conversion" 2>/dev/null; then
   say "installing the CloudEvents Python SDK into $venv"
   python3 -m venv "$venv"
@@ -82,4 +92,5 @@ scripts/api-check.sh 30
 say "fuzz smoke: every target for 10 s on its committed corpus"
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
 fuzz/run-all.sh 10 2 --smoke
+disk
 say "all checks passed"
