@@ -4,21 +4,24 @@
 //! `Ready=False` and a Warning event, and waits for a change: never a crash
 //! loop. Errors back off exponentially per object. A finalizer makes
 //! deletion an explicit step (the owned objects go by owner reference).
+//! With an admin key, traffic weights also go straight to the ready pods
+//! through wedge's admin API ([`crate::weights`]).
 
 use crate::crd::WasmFunction;
 use crate::desired::{self, Desired, Invalid, Settings, object_name};
-use crate::status;
+use crate::{status, weights};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{self, finalizer};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,6 +37,8 @@ pub struct Ctx {
     pub recorder: Recorder,
     /// Failures in a row, per object, for the backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// Per object, the traffic last pushed and the pods (by uid) that have it.
+    pushed: Mutex<HashMap<String, (String, HashSet<String>)>>,
 }
 
 impl Ctx {
@@ -47,6 +52,7 @@ impl Ctx {
             client,
             settings,
             failures: Mutex::new(HashMap::new()),
+            pushed: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -162,7 +168,111 @@ async fn apply(wf: &WasmFunction, ctx: &Ctx) -> Result<Action, Error> {
     };
     let deployment = apply_objects(ctx, &ns, wf, desired).await?;
     write_status(&functions, wf, Some(&deployment), None).await?;
-    Ok(Action::requeue(Duration::from_secs(300)))
+    if push_traffic(ctx, &ns, wf).await? {
+        Ok(Action::requeue(Duration::from_secs(300)))
+    } else {
+        // A pod refused or did not answer: try again soon (the ConfigMap
+        // brings the weights meanwhile).
+        Ok(Action::requeue(RETRY_PUSH))
+    }
+}
+
+/// How soon a failed push of traffic weights is tried again.
+pub const RETRY_PUSH: Duration = Duration::from_secs(30);
+
+/// The pod's uid, name and admin address, when it is ready to be told.
+fn ready_admin(pod: &Pod) -> Option<(String, String, SocketAddr)> {
+    let status = pod.status.as_ref()?;
+    let ready = status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    if !ready || pod.metadata.deletion_timestamp.is_some() {
+        return None;
+    }
+    let ip: IpAddr = status.pod_ip.as_deref()?.parse().ok()?;
+    let port = pod
+        .spec
+        .iter()
+        .flat_map(|s| &s.containers)
+        .flat_map(|c| c.ports.iter().flatten())
+        .find(|p| p.name.as_deref() == Some("admin"))
+        .map_or(desired::ADMIN_PORT, |p| p.container_port);
+    let port = u16::try_from(port).ok()?;
+    Some((pod.uid()?, pod.name_any(), SocketAddr::new(ip, port)))
+}
+
+/// Sets the spec's traffic weights on every ready pod that does not have
+/// them yet, through wedge's admin API. False when a pod could not be told
+/// (a Warning event says which and why); API errors listing pods fail the
+/// reconcile as any other.
+async fn push_traffic(ctx: &Ctx, ns: &str, wf: &WasmFunction) -> Result<bool, Error> {
+    let (Some(admin_key), Some(split)) = (&ctx.settings.admin_key, weights::traffic(&wf.spec))
+    else {
+        lock(&ctx.pushed).remove(&key(wf));
+        return Ok(true);
+    };
+    let name = wf.name_any();
+    let described = weights::describe(&split);
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let list = pods
+        .list(&ListParams::default().labels(&desired::selector_string(&name)))
+        .await?;
+    let todo: Vec<(String, String, SocketAddr)> = {
+        let mut pushed = lock(&ctx.pushed);
+        let (last, done) = pushed.entry(key(wf)).or_default();
+        if *last != described {
+            *last = described.clone();
+            done.clear();
+        }
+        list.items
+            .iter()
+            .filter_map(ready_admin)
+            .filter(|(uid, _, _)| !done.contains(uid))
+            .collect()
+    };
+    if todo.is_empty() {
+        return Ok(true);
+    }
+    let token = weights::token(admin_key, ns, &name);
+    let addrs: Vec<SocketAddr> = todo.iter().map(|t| t.2).collect();
+    let results: Vec<_> = futures::stream::iter(addrs)
+        .map(|addr| weights::put_traffic(addr, &name, &token, &split))
+        .buffered(16)
+        .collect()
+        .await;
+    let mut told = 0;
+    let mut failed = Vec::new();
+    for ((uid, pod, addr), result) in todo.iter().zip(results) {
+        match result {
+            Ok(()) => {
+                told += 1;
+                if let Some((_, done)) = lock(&ctx.pushed).get_mut(&key(wf)) {
+                    done.insert(uid.clone());
+                }
+            }
+            Err(e) => failed.push(format!("pod {pod} ({addr}): {e}")),
+        }
+    }
+    if told > 0 {
+        let note = format!("traffic {described} set through the admin API of {told} pod(s)");
+        publish(ctx, wf, EventType::Normal, "TrafficSet", note).await;
+    }
+    if !failed.is_empty() {
+        let note = format!(
+            "traffic {described} not set through the admin API of {}; the pods get it from \
+             the ConfigMap within about a minute; retrying in {}s",
+            failed.join("; "),
+            RETRY_PUSH.as_secs()
+        );
+        publish(ctx, wf, EventType::Warning, "TrafficNotSet", note).await;
+    }
+    Ok(failed.is_empty())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Applies the ConfigMap, Service and Deployment; gives the Deployment as
@@ -175,6 +285,16 @@ async fn apply_objects(
 ) -> Result<Deployment, Error> {
     let pp = PatchParams::apply(MANAGER).force();
     let name = object_name(&wf.name_any());
+    if let Some(secret) = &d.admin_secret {
+        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+        secrets
+            .patch(
+                &desired::admin_secret_name(&wf.name_any()),
+                &pp,
+                &Patch::Apply(&with_kind(secret, "v1", "Secret")),
+            )
+            .await?;
+    }
     let maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
     maps.patch(
         &name,
@@ -268,6 +388,7 @@ fn same_status(a: &crate::crd::WasmFunctionStatus, b: &crate::crd::WasmFunctionS
 }
 
 async fn cleanup(wf: &WasmFunction, ctx: &Ctx) -> Result<Action, Error> {
+    lock(&ctx.pushed).remove(&key(wf));
     // The ConfigMap, Deployment and Service carry owner references: the
     // garbage collector deletes them. Say so, and let the object go.
     publish(

@@ -4,9 +4,11 @@
 //! `testdata/` pin the output.
 //!
 //! Pods run `wedge serve --watch`, so a change that only moves traffic
-//! weights reaches them through the ConfigMap (kubelet refreshes mounted
-//! ConfigMaps) and a hot reload, without a restart; every other change
-//! alters the pod template's `wedge.dev/config-hash` and rolls the pods.
+//! weights reaches them without a restart: through wedge's admin API when
+//! the operator has an admin key (see [`crate::weights`]), and in any case
+//! through the ConfigMap (kubelet refreshes mounted ConfigMaps) and a hot
+//! reload. Every other change alters the pod template's
+//! `wedge.dev/config-hash` and rolls the pods.
 
 use crate::crd::{Abi, Module, WasmFunction};
 use k8s_openapi::api::apps::v1::{
@@ -16,8 +18,8 @@ use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
     EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler,
     PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
-    SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec, SleepAction, Volume,
-    VolumeMount,
+    Secret, SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec, SleepAction,
+    Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -31,14 +33,20 @@ use std::collections::BTreeMap;
 pub struct Settings {
     /// The `wedge` image pods run unless the function names one.
     pub image: String,
-    /// A Secret (key `token`) holding the admin token the pods use, if any.
-    pub admin_token_secret: Option<String>,
+    /// The key the pods' admin tokens are derived from ([`crate::weights`]).
+    /// With it, pods keep an API state and the operator pushes traffic
+    /// weights to them; without it, weights reach pods only through the
+    /// ConfigMap.
+    pub admin_key: Option<String>,
 }
 
 /// The objects a function is run by.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Desired {
     pub config_map: ConfigMap,
+    /// The pods' admin token (`NAME-wedge-admin`, key `token`), when the
+    /// operator has an admin key.
+    pub admin_secret: Option<Secret>,
     pub deployment: Deployment,
     pub service: Service,
 }
@@ -52,6 +60,8 @@ pub const HTTP_PORT: i32 = 8080;
 pub const ADMIN_PORT: i32 = 9464;
 const CONFIG_DIR: &str = "/etc/wedge";
 const MODULES_DIR: &str = "/var/lib/wedge/modules";
+/// The API's store: in the emptyDir, so a new pod starts from the ConfigMap.
+const STATE_DIR: &str = "/var/cache/wedge/state";
 const HEALTH: &str = wedge_manifest::DEFAULT_HEALTH_PREFIX;
 
 /// The label every object of function `name` carries; the pods' selector.
@@ -67,6 +77,11 @@ pub fn selector_string(name: &str) -> String {
 /// The name of the objects run for function `name`.
 pub fn object_name(name: &str) -> String {
     format!("{name}-wedge")
+}
+
+/// The name of the Secret with the admin token of function `name`'s pods.
+pub fn admin_secret_name(name: &str) -> String {
+    format!("{name}-wedge-admin")
 }
 
 fn labels(name: &str) -> BTreeMap<String, String> {
@@ -104,8 +119,25 @@ pub fn desired(wf: &WasmFunction, settings: &Settings) -> Result<Desired, Invali
         data: Some(data),
         ..ConfigMap::default()
     };
+    let token = settings
+        .admin_key
+        .as_ref()
+        .map(|key| crate::weights::token(key, &wf.namespace().unwrap_or_default(), &name));
+    // Pods read the token at start: a new one (a rotated key) rolls them.
+    let mut restart_relevant = restart_relevant;
+    if let Some(t) = &token {
+        restart_relevant.push_str(t);
+    }
     let hash = hex(&Sha256::digest(restart_relevant.as_bytes()))[..16].to_string();
     let deployment = deployment(wf, settings, &owner, &hash);
+    let admin_secret = token.map(|token| Secret {
+        metadata: ObjectMeta {
+            name: Some(admin_secret_name(&name)),
+            ..meta(wf, &owner)
+        },
+        string_data: Some(BTreeMap::from([("token".to_string(), token)])),
+        ..Secret::default()
+    });
     let service = Service {
         metadata: meta(wf, &owner),
         spec: Some(ServiceSpec {
@@ -122,6 +154,7 @@ pub fn desired(wf: &WasmFunction, settings: &Settings) -> Result<Desired, Invali
     };
     Ok(Desired {
         config_map,
+        admin_secret,
         deployment,
         service,
     })
@@ -378,12 +411,12 @@ fn deployment(
             ..EnvVar::default()
         },
     ];
-    if let Some(secret) = &settings.admin_token_secret {
+    if settings.admin_key.is_some() {
         env.push(EnvVar {
             name: "WEDGE_ADMIN_TOKEN".into(),
             value_from: Some(EnvVarSource {
                 secret_key_ref: Some(SecretKeySelector {
-                    name: secret.clone(),
+                    name: admin_secret_name(&name),
                     key: "token".into(),
                     optional: Some(false),
                 }),
@@ -415,22 +448,26 @@ fn deployment(
             )])),
             ..ResourceRequirements::default()
         });
+    let mut args: Vec<String> = [
+        "serve",
+        "-f",
+        &format!("{CONFIG_DIR}/wedge.toml"),
+        "--watch",
+        "--admin-listen",
+        &format!("0.0.0.0:{ADMIN_PORT}"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if settings.admin_key.is_some() {
+        // The admin API (and its store, for traffic set through it) is on
+        // only with a state directory.
+        args.extend(["--state".to_string(), STATE_DIR.to_string()]);
+    }
     let container = Container {
         name: "wedge".into(),
         image: Some(spec.image.clone().unwrap_or_else(|| settings.image.clone())),
-        args: Some(
-            [
-                "serve",
-                "-f",
-                &format!("{CONFIG_DIR}/wedge.toml"),
-                "--watch",
-                "--admin-listen",
-                &format!("0.0.0.0:{ADMIN_PORT}"),
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-        ),
+        args: Some(args),
         ports: Some(vec![
             ContainerPort {
                 name: Some("http".into()),

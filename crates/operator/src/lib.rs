@@ -2,14 +2,16 @@
 //!
 //! [`crd`] is the resource; [`desired`] and [`status`] are pure functions
 //! from a resource (and its Deployment) to the objects and status it should
-//! have; [`controller`] applies them through the API server; [`lease`]
-//! keeps two replicas from both acting.
+//! have; [`controller`] applies them through the API server and pushes
+//! traffic weights to running pods ([`weights`]); [`lease`] keeps two
+//! replicas from both acting.
 
 pub mod controller;
 pub mod crd;
 pub mod desired;
 pub mod lease;
 pub mod status;
+pub mod weights;
 
 use kube::CustomResourceExt;
 

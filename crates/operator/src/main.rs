@@ -34,9 +34,10 @@ enum Command {
             default_value = "ghcr.io/wedge-dev/wedge:latest"
         )]
         image: String,
-        /// A Secret (key `token`) with the admin token for the pods
-        #[arg(long, env = "WEDGE_ADMIN_TOKEN_SECRET")]
-        admin_token_secret: Option<String>,
+        /// Key the pods' admin tokens are derived from; with it, traffic
+        /// weights go to running pods through wedge's admin API at once
+        #[arg(long, env = "WEDGE_ADMIN_KEY", hide_env_values = true)]
+        admin_key: Option<String>,
         /// Namespace of the leader Lease [default: the pod's, else default]
         #[arg(long, env = "POD_NAMESPACE")]
         lease_namespace: Option<String>,
@@ -57,15 +58,12 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Run {
             image,
-            admin_token_secret,
+            admin_key,
             lease_namespace,
             identity,
             no_leader_election,
         } => tokio::runtime::Runtime::new()?.block_on(run(
-            Settings {
-                image,
-                admin_token_secret,
-            },
+            Settings { image, admin_key },
             lease_namespace,
             identity,
             no_leader_election,

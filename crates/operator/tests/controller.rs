@@ -1,8 +1,8 @@
 //! The controller against a mocked API server (tower-test, as kube-rs's
 //! own controller tests do; the server is `fake/`). Every path of a
 //! reconcile: create, becoming ready, update, scale, an invalid spec,
-//! deletion through the finalizer, and API errors with backoff; and the
-//! RBAC that allows exactly those calls.
+//! deletion through the finalizer, API errors with backoff, traffic weights
+//! pushed to ready pods; and the RBAC that allows exactly those calls.
 
 mod fake;
 
@@ -26,7 +26,7 @@ fn ctx(client: Client) -> Arc<Ctx> {
         client,
         Settings {
             image: "wedge:test".into(),
-            admin_token_secret: None,
+            admin_key: None,
         },
         Some("test".into()),
     ))
@@ -250,14 +250,16 @@ async fn api_errors_fail_the_reconcile_and_back_off() {
 /// (group, resource, verb) of an API request the fake saw.
 fn permission(request: &str) -> (String, String, String) {
     let (method, path) = request.split_once(' ').unwrap();
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let collection = parts.len() == if parts[0] == "api" { 5 } else { 6 };
     let verb = match method {
+        "GET" if collection => "list",
         "GET" => "get",
         "PATCH" => "patch",
         "POST" => "create",
         "PUT" => "update",
         other => panic!("unexpected method {other}"),
     };
-    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     // api/v1/namespaces/NS/RES[/NAME[/SUB]] or apis/GROUP/V/namespaces/NS/RES[/NAME[/SUB]]
     let (group, rest) = match parts[0] {
         "api" => ("", &parts[2..]),
@@ -299,11 +301,14 @@ fn rbac_rules() -> Vec<(Vec<String>, Vec<String>, Vec<String>)> {
 #[tokio::test]
 async fn the_rbac_allows_every_call_and_nothing_broad() {
     let (client, state) = fake();
-    let ctx = ctx(client);
-    put_function(&state, spec());
+    let ctx = keyed_ctx(client);
+    let pod = FakePod::start(vec![200]).await;
+    put_pod(&state, "hello-wedge-a", "hello", true, pod.addr.port());
+    put_function(&state, canary_spec(10.0));
     for _ in 0..3 {
         reconcile(&state, &ctx).await.unwrap();
     }
+    assert_eq!(pod.seen().len(), 1, "the push path ran");
     let mut bad = spec();
     bad["routes"] = json!(["x"]);
     put_function(&state, bad);
@@ -355,4 +360,195 @@ async fn the_rbac_allows_every_call_and_nothing_broad() {
             "the operator deletes nothing itself: {r:?}"
         );
     }
+}
+
+/// A pod's admin API standing in for wedge's (the real one is tested
+/// against `put_traffic` in the CLI's tests): records each request and
+/// answers with the next of `statuses` (then 200).
+struct FakePod {
+    addr: std::net::SocketAddr,
+    seen: Arc<std::sync::Mutex<Vec<(String, String, Value)>>>,
+}
+
+impl FakePod {
+    async fn start(statuses: Vec<u16>) -> FakePod {
+        use http_body_util::BodyExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen: Arc<std::sync::Mutex<Vec<(String, String, Value)>>> = Arc::default();
+        let statuses = Arc::new(std::sync::Mutex::new(statuses));
+        let (s, st) = (seen.clone(), statuses.clone());
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let (s, st) = (s.clone(), st.clone());
+                let service =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let (s, st) = (s.clone(), st.clone());
+                        async move {
+                            let line = format!("{} {}", req.method(), req.uri().path());
+                            let auth = req
+                                .headers()
+                                .get("authorization")
+                                .map(|v| v.to_str().unwrap().to_string())
+                                .unwrap_or_default();
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            s.lock().unwrap().push((
+                                line,
+                                auth,
+                                serde_json::from_slice(&body).unwrap_or(Value::Null),
+                            ));
+                            let mut st = st.lock().unwrap();
+                            let status = if st.is_empty() { 200 } else { st.remove(0) };
+                            let text = if status == 200 {
+                                "{}".to_string()
+                            } else {
+                                json!({"error": "not now"}).to_string()
+                            };
+                            Ok::<_, std::convert::Infallible>(
+                                http::Response::builder()
+                                    .status(status)
+                                    .body(http_body_util::Full::new(hyper::body::Bytes::from(text)))
+                                    .unwrap(),
+                            )
+                        }
+                    });
+                tokio::spawn(async move {
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, service)
+                        .await;
+                });
+            }
+        });
+        FakePod { addr, seen }
+    }
+
+    fn seen(&self) -> Vec<(String, String, Value)> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+fn keyed_ctx(client: Client) -> Arc<Ctx> {
+    Arc::new(Ctx::new(
+        client,
+        Settings {
+            image: "wedge:test".into(),
+            admin_key: Some("operator-key".into()),
+        },
+        Some("test".into()),
+    ))
+}
+
+fn canary_spec(weight: f64) -> Value {
+    let mut s = spec();
+    s["canaries"] = json!([{"version": "v2", "module": {"oci": "oci://registry.example/acme/hello:v2"}, "weight": weight}]);
+    s
+}
+
+/// A pod of function `function`, ready or not, whose admin API is on 127.0.0.1:`port`.
+fn put_pod(state: &Shared, name: &str, function: &str, ready: bool, port: u16) {
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "edge", "uid": format!("uid-{name}"),
+                     "labels": {"wedge.dev/function": function}},
+        "spec": {"containers": [{"name": "wedge", "ports": [
+            {"name": "http", "containerPort": 8080}, {"name": "admin", "containerPort": port}]}]},
+        "status": {"podIP": "127.0.0.1",
+                   "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]},
+    });
+    state
+        .lock()
+        .unwrap()
+        .objects
+        .insert(format!("/api/v1/namespaces/edge/pods/{name}"), pod);
+}
+
+#[tokio::test]
+async fn weights_go_to_the_ready_pods_through_the_admin_api() {
+    let (client, state) = fake();
+    let ctx = keyed_ctx(client);
+    let a = FakePod::start(vec![]).await;
+    let b = FakePod::start(vec![503]).await;
+    let not_ready = FakePod::start(vec![]).await;
+    let other = FakePod::start(vec![]).await;
+    put_function(&state, canary_spec(10.0));
+    reconcile(&state, &ctx).await.unwrap();
+    reconcile(&state, &ctx).await.unwrap();
+    // The pods' token, in a Secret the function owns.
+    let secret = object(&state, "/api/v1/namespaces/edge/secrets/hello-wedge-admin")
+        .expect("the token Secret");
+    let token = wedge_operator::weights::token("operator-key", "edge", "hello");
+    assert_eq!(secret["stringData"]["token"], token.as_str());
+    assert_eq!(secret["metadata"]["ownerReferences"][0]["uid"], "fn-uid");
+
+    put_pod(&state, "hello-wedge-a", "hello", true, a.addr.port());
+    put_pod(&state, "hello-wedge-b", "hello", true, b.addr.port());
+    put_pod(
+        &state,
+        "hello-wedge-c",
+        "hello",
+        false,
+        not_ready.addr.port(),
+    );
+    put_pod(&state, "bye-wedge-a", "bye", true, other.addr.port());
+    let action = reconcile(&state, &ctx).await.unwrap();
+    let put = |weights: Value| {
+        (
+            "PUT /v1/functions/hello/traffic".to_string(),
+            format!("Bearer {token}"),
+            weights,
+        )
+    };
+    assert_eq!(a.seen(), [put(json!({"v1": 90.0, "v2": 10.0}))]);
+    assert_eq!(b.seen().len(), 1, "b was asked and refused");
+    assert!(
+        not_ready.seen().is_empty(),
+        "a pod that is not ready is not asked"
+    );
+    assert!(
+        other.seen().is_empty(),
+        "another function's pod is not asked"
+    );
+    assert_eq!(
+        action,
+        Action::requeue(controller::RETRY_PUSH),
+        "b is retried soon"
+    );
+    let ev = events(&state);
+    assert!(ev.contains(&"Normal TrafficSet".to_string()), "{ev:?}");
+    assert!(ev.contains(&"Warning TrafficNotSet".to_string()), "{ev:?}");
+
+    // The retry tells b only; a already has these weights.
+    let action = reconcile(&state, &ctx).await.unwrap();
+    assert_eq!(action, Action::requeue(Duration::from_secs(300)));
+    assert_eq!(a.seen().len(), 1);
+    assert_eq!(
+        b.seen().last().unwrap(),
+        &put(json!({"v1": 90.0, "v2": 10.0}))
+    );
+    assert_eq!(b.seen().len(), 2);
+
+    // New weights: every ready pod is told again, and no pod rolls.
+    let hash = |s: &Shared| {
+        object(s, DEPLOY_PATH).unwrap()["spec"]["template"]["metadata"]["annotations"]["wedge.dev/config-hash"].clone()
+    };
+    let before = hash(&state);
+    put_function(&state, canary_spec(30.0));
+    reconcile(&state, &ctx).await.unwrap();
+    assert_eq!(hash(&state), before);
+    assert_eq!(
+        a.seen().last().unwrap(),
+        &put(json!({"v1": 70.0, "v2": 30.0}))
+    );
+    assert_eq!(
+        b.seen().last().unwrap(),
+        &put(json!({"v1": 70.0, "v2": 30.0}))
+    );
+    assert!(not_ready.seen().is_empty());
+
+    // Without canaries there is nothing to push.
+    put_function(&state, spec());
+    reconcile(&state, &ctx).await.unwrap();
+    assert_eq!(a.seen().len(), 2);
 }

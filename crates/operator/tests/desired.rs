@@ -18,7 +18,7 @@ fn root() -> PathBuf {
 fn settings() -> Settings {
     Settings {
         image: "ghcr.io/wedge-dev/wedge:0.1.0".into(),
-        admin_token_secret: Some("wedge-admin".into()),
+        admin_key: Some("operator-key".into()),
     }
 }
 
@@ -72,11 +72,15 @@ fn golden(name: &str, actual: &str) {
 
 fn yaml(d: &desired::Desired) -> String {
     let mut out = String::new();
-    for (kind, v) in [
+    let secret = d
+        .admin_secret
+        .as_ref()
+        .map(|s| ("Secret", serde_json::to_value(s).unwrap()));
+    for (kind, v) in secret.into_iter().chain([
         ("ConfigMap", serde_json::to_value(&d.config_map).unwrap()),
         ("Deployment", serde_json::to_value(&d.deployment).unwrap()),
         ("Service", serde_json::to_value(&d.service).unwrap()),
-    ] {
+    ]) {
         out.push_str(&format!(
             "# {kind}\n---\n{}",
             serde_yaml_ng::to_string(&v).unwrap()
@@ -167,6 +171,98 @@ fn only_a_weight_change_leaves_the_pods_running() {
         config_hash(&first),
         config_hash(&limits),
         "limits roll the pods"
+    );
+}
+
+fn container(d: &desired::Desired) -> k8s_openapi::api::core::v1::Container {
+    let spec = d.deployment.spec.as_ref().unwrap();
+    spec.template.spec.as_ref().unwrap().containers[0].clone()
+}
+
+#[test]
+fn an_admin_key_gives_each_function_a_token_and_the_api() {
+    let d = desired::desired(&function(canary_spec()), &settings()).unwrap();
+    let secret = d.admin_secret.as_ref().expect("a token Secret");
+    assert_eq!(secret.metadata.name.as_deref(), Some("hello-wedge-admin"));
+    assert_eq!(secret.metadata.namespace.as_deref(), Some("edge"));
+    let token = &secret.string_data.as_ref().unwrap()["token"];
+    // HMAC-SHA256(key, "namespace/name") as an independent implementation
+    // (openssl) computes it.
+    let out = std::process::Command::new("openssl")
+        .args(["dgst", "-sha256", "-hmac", "operator-key", "-r"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(b"edge/hello")?;
+            child.wait_with_output()
+        })
+        .expect("openssl (the test command installs it)");
+    let expected = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(token, expected.split_whitespace().next().unwrap());
+    assert_ne!(
+        token,
+        &wedge_operator::weights::token("operator-key", "other", "hello"),
+        "another namespace, another token"
+    );
+    let c = container(&d);
+    let args = c.args.unwrap().join(" ");
+    assert!(args.contains("--state /var/cache/wedge/state"), "{args}");
+    let env = c.env.unwrap();
+    let t = env.iter().find(|e| e.name == "WEDGE_ADMIN_TOKEN").unwrap();
+    let from = t
+        .value_from
+        .as_ref()
+        .unwrap()
+        .secret_key_ref
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        (from.name.as_str(), from.key.as_str()),
+        ("hello-wedge-admin", "token")
+    );
+
+    // A new key is a new token, which pods read at start: they roll.
+    let rotated = Settings {
+        admin_key: Some("new-key".into()),
+        ..settings()
+    };
+    let r = desired::desired(&function(canary_spec()), &rotated).unwrap();
+    assert_ne!(config_hash(&d), config_hash(&r));
+
+    // Without a key: no token, no API state; weights come with the ConfigMap.
+    let plain = Settings {
+        admin_key: None,
+        ..settings()
+    };
+    let p = desired::desired(&function(canary_spec()), &plain).unwrap();
+    assert!(p.admin_secret.is_none());
+    let c = container(&p);
+    assert!(!c.args.unwrap().iter().any(|a| a == "--state"));
+    assert!(!c.env.unwrap().iter().any(|e| e.name == "WEDGE_ADMIN_TOKEN"));
+}
+
+#[test]
+fn the_traffic_pushed_is_the_canaries_and_the_rest_for_stable() {
+    use wedge_operator::weights::{describe, traffic};
+    let mut spec = canary_spec();
+    spec["canaries"] = json!([
+        {"version": "v2", "module": {"oci": "oci://r.example/a:v2"}, "weight": 12.5},
+        {"version": "v3", "module": {"oci": "oci://r.example/a:v3"}, "weight": 0.35}]);
+    let split = traffic(&function(spec).spec).unwrap();
+    assert_eq!(describe(&split), "v1=87.15% v2=12.5% v3=0.35%");
+    assert_eq!(
+        split
+            .values()
+            .map(|w| (w * 100.0).round() as u32)
+            .sum::<u32>(),
+        10_000
+    );
+    assert_eq!(
+        traffic(&function(oci_spec()).spec),
+        None,
+        "nothing to split"
     );
 }
 

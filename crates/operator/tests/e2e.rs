@@ -103,7 +103,7 @@ async fn a_function_is_created_scaled_updated_and_deleted_in_a_real_cluster() {
             image: image
                 .clone()
                 .unwrap_or_else(|| "ghcr.io/wedge-dev/wedge:0.1.0".into()),
-            admin_token_secret: None,
+            admin_key: None,
         },
         Some("e2e".into()),
     ));

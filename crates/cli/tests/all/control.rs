@@ -723,3 +723,73 @@ fn promql_checks_against_a_real_prometheus_gate_each_step() {
     );
     assert_eq!(s, 400, "queries without a prometheus URL: {v}");
 }
+
+/// wedge-operator's traffic push (crates/operator/src/weights.rs) against a
+/// real server: the split a `WasmFunction` asks for takes the function over
+/// and serves; a wrong token is refused with the server's reason.
+#[test]
+fn the_operators_traffic_push_sets_the_weights_of_a_running_wedge() {
+    let sb = Sandbox::new();
+    std::fs::write(sb.path().join("v1.wasm"), versioned(1)).unwrap();
+    std::fs::write(sb.path().join("v2.wasm"), versioned(2)).unwrap();
+    let manifest = sb.manifest(
+        "[[function]]\nname = \"api\"\nsource = \"v1.wasm\"\nroutes = [\"/api\"]\nversion = \"v1\"\n\
+         [[function.canary]]\nversion = \"v2\"\nsource = \"v2.wasm\"\nweight = 10\n",
+    );
+    let srv = start(&sb, &manifest, &sb.path().join("state"));
+    let wf: wedge_operator::crd::WasmFunction = serde_json::from_value(serde_json::json!({
+        "apiVersion": "wedge.dev/v1alpha1", "kind": "WasmFunction",
+        "metadata": {"name": "api", "namespace": "edge"},
+        "spec": {"module": {"oci": "oci://r.example/api:v1"}, "routes": ["/api"], "version": "v1",
+                 "canaries": [{"version": "v2", "module": {"oci": "oci://r.example/api:v2"}, "weight": 40.0}]}
+    }))
+    .unwrap();
+    let split = wedge_operator::weights::traffic(&wf.spec).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let push = |token: &str| {
+        rt.block_on(wedge_operator::weights::put_traffic(
+            srv.admin, "api", token, &split,
+        ))
+    };
+    let refused = push("not-the-token").unwrap_err();
+    assert!(refused.starts_with("401"), "{refused}");
+    let (_, v) = api(&srv, "GET", "/v1/functions/api", b"");
+    assert_eq!(
+        v["managed_by"], "manifest",
+        "a refused push changes nothing"
+    );
+
+    push(crate::client::ADMIN_TOKEN).unwrap();
+    let (_, v) = api(&srv, "GET", "/v1/functions/api", b"");
+    assert_eq!(v["managed_by"], "api");
+    assert_eq!(v["stable"], "v1");
+    let mut served = weights(&v);
+    served.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(served, [("v1".to_string(), 60.0), ("v2".to_string(), 40.0)]);
+    // Both versions serve under the new split.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..200 {
+        seen.insert(body(&srv, None));
+        if seen.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    // Pushing the same split again is harmless.
+    push(crate::client::ADMIN_TOKEN).unwrap();
+
+    // A pod that is gone: a clear error, quickly.
+    let gone = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let e = rt
+        .block_on(wedge_operator::weights::put_traffic(
+            gone, "api", "t", &split,
+        ))
+        .unwrap_err();
+    assert!(e.contains("cannot connect"), "{e}");
+}

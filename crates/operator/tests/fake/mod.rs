@@ -51,7 +51,38 @@ fn merge(doc: &mut Value, patch: &Value) {
     }
 }
 
-fn serve(state: &Shared, method: &Method, path: &str, body: &[u8]) -> (StatusCode, Value) {
+/// The objects directly under `base` whose labels match `selector`
+/// (`k=v,k2=v2`), as a List.
+fn list(objects: &BTreeMap<String, Value>, base: &str, selector: Option<&str>) -> Value {
+    let wanted: Vec<(&str, &str)> = selector
+        .unwrap_or("")
+        .split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .collect();
+    let items: Vec<Value> = objects
+        .iter()
+        .filter(|(path, _)| {
+            path.strip_prefix(base)
+                .and_then(|rest| rest.strip_prefix('/'))
+                .is_some_and(|name| !name.contains('/'))
+        })
+        .filter(|(_, o)| {
+            wanted
+                .iter()
+                .all(|(k, v)| o["metadata"]["labels"][*k] == *v)
+        })
+        .map(|(_, o)| o.clone())
+        .collect();
+    json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": items})
+}
+
+fn serve(
+    state: &Shared,
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    body: &[u8],
+) -> (StatusCode, Value) {
     let mut s = state.lock().unwrap();
     s.requests.push(format!("{method} {path}"));
     if s.fail.as_deref().is_some_and(|f| path.contains(f)) {
@@ -75,6 +106,15 @@ fn serve(state: &Shared, method: &Method, path: &str, body: &[u8]) -> (StatusCod
     match *method {
         Method::GET => match s.objects.get(&base) {
             Some(o) => (StatusCode::OK, o.clone()),
+            // A collection: list it.
+            None if base.rsplit('/').nth(1) == Some(ns_of(&base)) => {
+                let selector = query.and_then(|q| {
+                    q.split('&')
+                        .find_map(|kv| kv.strip_prefix("labelSelector="))
+                        .map(percent_decode)
+                });
+                (StatusCode::OK, list(&s.objects, &base, selector.as_deref()))
+            }
             None => (StatusCode::NOT_FOUND, status_json(404, "NotFound")),
         },
         Method::PATCH => {
@@ -160,6 +200,39 @@ fn serve(state: &Shared, method: &Method, path: &str, body: &[u8]) -> (StatusCod
     }
 }
 
+/// `%XX` escapes decoded (a query's values).
+fn percent_decode(v: &str) -> String {
+    let bytes = v.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The namespace in `.../namespaces/NS/RESOURCE[/NAME]`.
+fn ns_of(path: &str) -> &str {
+    let mut parts = path.split('/');
+    parts
+        .by_ref()
+        .find(|p| *p == "namespaces")
+        .and_then(|_| parts.next())
+        .unwrap_or("")
+}
+
 /// A client whose requests the fake answers, and the fake's state.
 pub fn fake() -> (Client, Shared) {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
@@ -169,7 +242,13 @@ pub fn fake() -> (Client, Shared) {
         while let Some((request, send)) = handle.next_request().await {
             let (parts, body) = request.into_parts();
             let bytes = body.collect().await.unwrap().to_bytes();
-            let (code, v) = serve(&s, &parts.method, parts.uri.path(), &bytes);
+            let (code, v) = serve(
+                &s,
+                &parts.method,
+                parts.uri.path(),
+                parts.uri.query(),
+                &bytes,
+            );
             let response = Response::builder()
                 .status(code)
                 .header("content-type", "application/json")
