@@ -6,6 +6,7 @@
 //! through its environment (which the snapshot froze).
 
 mod abi;
+mod coalesce;
 mod response;
 mod segments;
 mod snapshot;
@@ -334,7 +335,11 @@ async fn run_guest(
         }
         instantiated = Some(t0.elapsed());
         let handle = instance.get_typed_func::<(), i32>(&mut store, abi::HANDLE)?;
-        handle.call_async(&mut store, ()).await
+        let returned = handle.call_async(&mut store, ()).await;
+        if let Some(memory) = instance.get_memory(&mut store, "memory") {
+            coalesce::fill_gaps(memory.data_mut(&mut store));
+        }
+        returned
     };
     let result = tokio::time::timeout(timeout, run).await;
     Ran {
