@@ -226,6 +226,8 @@ async fn push_traffic(ctx: &Ctx, ns: &str, wf: &WasmFunction) -> Result<bool, Er
             *last = described.clone();
             done.clear();
         }
+        // Pods that are gone are forgotten.
+        done.retain(|uid| list.items.iter().any(|p| p.uid().as_ref() == Some(uid)));
         list.items
             .iter()
             .filter_map(ready_admin)
