@@ -244,21 +244,20 @@ async fn push_traffic(ctx: &Ctx, ns: &str, wf: &WasmFunction) -> Result<bool, Er
         .buffered(16)
         .collect()
         .await;
-    let mut told = 0;
+    let mut told = Vec::new();
     let mut failed = Vec::new();
-    for ((uid, pod, addr), result) in todo.iter().zip(results) {
+    for ((uid, pod, addr), result) in todo.into_iter().zip(results) {
         match result {
-            Ok(()) => {
-                told += 1;
-                if let Some((_, done)) = lock(&ctx.pushed).get_mut(&key(wf)) {
-                    done.insert(uid.clone());
-                }
-            }
+            Ok(()) => told.push(uid),
             Err(e) => failed.push(format!("pod {pod} ({addr}): {e}")),
         }
     }
-    if told > 0 {
-        let note = format!("traffic {described} set through the admin API of {told} pod(s)");
+    let count = told.len();
+    if let Some((_, done)) = lock(&ctx.pushed).get_mut(&key(wf)) {
+        done.extend(told);
+    }
+    if count > 0 {
+        let note = format!("traffic {described} set through the admin API of {count} pod(s)");
         publish(ctx, wf, EventType::Normal, "TrafficSet", note).await;
     }
     if !failed.is_empty() {

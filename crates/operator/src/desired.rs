@@ -128,7 +128,7 @@ pub fn desired(wf: &WasmFunction, settings: &Settings) -> Result<Desired, Invali
     if let Some(t) = &token {
         restart_relevant.push_str(t);
     }
-    let hash = hex(&Sha256::digest(restart_relevant.as_bytes()))[..16].to_string();
+    let hash = format!("{:x}", Sha256::digest(restart_relevant.as_bytes()))[..16].to_string();
     let deployment = deployment(wf, settings, &owner, &hash);
     let admin_secret = token.map(|token| Secret {
         metadata: ObjectMeta {
@@ -158,10 +158,6 @@ pub fn desired(wf: &WasmFunction, settings: &Settings) -> Result<Desired, Invali
         deployment,
         service,
     })
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `s` as a TOML basic string, quoted and escaped.

@@ -23,11 +23,7 @@ pub const TIMEOUT: Duration = Duration::from_secs(5);
 pub fn token(key: &str, namespace: &str, name: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("HMAC takes any key");
     mac.update(format!("{namespace}/{name}").as_bytes());
-    mac.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    format!("{:x}", mac.finalize().into_bytes())
 }
 
 /// The traffic split a spec asks for, as wedge's `PUT .../traffic` takes it

@@ -20,9 +20,8 @@
 //! 836 → 719 µs, 2.34k → 2.71k requests/s. Go WAGI modules do not need it:
 //! they take 2 faults per request.
 
-use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 /// The largest gap of clean pages filled between two written runs.
 const MAX_GAP: usize = 4;
@@ -32,12 +31,19 @@ const PASSES: u8 = 3;
 
 const PAGE: usize = 4096;
 
-/// Slots (by memory address) already looked at, and how often. Pooled
-/// memories sit at fixed addresses, so this holds one entry per slot; it is
-/// cleared past [`MAX_SLOTS`] in case memories come from elsewhere.
-static SEEN: Mutex<Option<HashMap<usize, u8>>> = Mutex::new(None);
+/// How often each slot was looked at, by a hash of its memory's address
+/// (pooled memories sit at fixed addresses). No lock on the request path; a
+/// slot that shares a counter with another (a few in a pool of a thousand)
+/// merely gets fewer passes.
+static PASSES_DONE: [AtomicU8; 1 << COUNTER_BITS] = [const { AtomicU8::new(0) }; 1 << COUNTER_BITS];
 
-const MAX_SLOTS: usize = 1 << 16;
+const COUNTER_BITS: u32 = 16;
+
+fn passes_done(base: usize) -> &'static AtomicU8 {
+    // Fibonacci hashing of the page number: its top bits pick the counter.
+    let hash = ((base / PAGE) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    &PASSES_DONE[(hash >> (64 - COUNTER_BITS)) as usize]
+}
 
 /// Fills the small gaps between written runs of `memory` (see the module
 /// docs). Any failure just leaves the memory as it is.
@@ -46,17 +52,11 @@ pub fn fill_gaps(memory: &mut [u8]) {
     if !base.is_multiple_of(PAGE) || memory.len() < PAGE {
         return;
     }
-    {
-        let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
-        let seen = seen.get_or_insert_with(HashMap::new);
-        if seen.len() >= MAX_SLOTS {
-            seen.clear();
-        }
-        let passes = seen.entry(base).or_insert(0);
-        if *passes >= PASSES {
-            return;
-        }
-        *passes += 1;
+    let counted = passes_done(base).fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+        (n < PASSES).then_some(n + 1)
+    });
+    if counted.is_err() {
+        return;
     }
     let Some(written) = written_pages(base, memory.len() / PAGE) else {
         return;

@@ -109,9 +109,9 @@ fn serve(
             // A collection: list it.
             None if base.rsplit('/').nth(1) == Some(ns_of(&base)) => {
                 let selector = query.and_then(|q| {
-                    q.split('&')
-                        .find_map(|kv| kv.strip_prefix("labelSelector="))
-                        .map(percent_decode)
+                    form_urlencoded::parse(q.as_bytes())
+                        .find(|(k, _)| k == "labelSelector")
+                        .map(|(_, v)| v.into_owned())
                 });
                 (StatusCode::OK, list(&s.objects, &base, selector.as_deref()))
             }
@@ -198,29 +198,6 @@ fn serve(
             status_json(405, "MethodNotAllowed"),
         ),
     }
-}
-
-/// `%XX` escapes decoded (a query's values).
-fn percent_decode(v: &str) -> String {
-    let bytes = v.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok());
-        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The namespace in `.../namespaces/NS/RESOURCE[/NAME]`.
