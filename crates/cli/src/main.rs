@@ -10,6 +10,7 @@ mod reload;
 mod rollout;
 mod run;
 mod serve;
+mod startup;
 mod watch;
 
 use clap::{Parser, Subcommand};
