@@ -167,6 +167,16 @@ pub struct ServeArgs {
     /// per request) or `guard-pages` (faster compute-heavy guests)
     #[arg(long, value_name = "HOW", default_value = "explicit", value_parser = ["explicit", "guard-pages"])]
     bounds_checks: String,
+    /// How HTTP connections are spread over threads: `per-core` has each of
+    /// `--threads` threads accept on the listening socket and keeps every
+    /// connection, its requests and their guests on the thread that
+    /// accepted it; `shared` runs them on one work-stealing runtime
+    #[arg(long, value_name = "HOW", default_value = "per-core", value_parser = ["per-core", "shared"])]
+    threading: String,
+    /// Threads serving HTTP with `--threading per-core` [default: the CPUs
+    /// this process may use]
+    #[arg(long, value_name = "N")]
+    threads: Option<std::num::NonZeroUsize>,
     /// Keep versions and traffic rules deployed through the admin API
     /// (`/v1/...`) in DIR, crash-safe; without it the API is off
     #[arg(long, value_name = "DIR", env = "WEDGE_STATE_DIR")]
@@ -307,6 +317,7 @@ fn backtrace_warning(
 }
 
 pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
+    let mut start = crate::startup::Startup::new();
     wedge_observe::log::set_level(&args.log_level)
         .map_err(|e| anyhow::anyhow!("--log-level: {e}"))?;
     wedge_observe::log::set_json(args.log_format == "json");
@@ -354,7 +365,9 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
     ) {
         eprintln!("wedge: warning: {warning}");
     }
+    start.mark("manifest");
     let (engine, node) = engine_for(&app, args.keep_resident, args.bounds_checks == "explicit")?;
+    start.mark("engine");
     let mut metrics = Metrics::default();
     metrics.anomaly_config.window = args.anomaly_window;
     if let Some(url) = &args.anomaly_webhook {
@@ -375,6 +388,7 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
         clock: &ticker.clock(),
     };
     let table = Table::load(&app, loader)?;
+    start.mark("functions");
     let listen = args
         .listen
         .or(app.server.listen)
@@ -431,10 +445,19 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
             pipeline.tracer = Some(wedge_observe::traces::Tracer::start(config, dropped));
         }
         table.probe().await?;
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("cannot listen on {listen}"))?;
-        let bound = listener.local_addr()?;
+        start.mark("probe");
+        let (threading, sockets) = match args.threading.as_str() {
+            "shared" => (server::Threads::Shared, 1),
+            _ => (
+                server::Threads::PerSocket,
+                args.threads
+                    .or_else(|| std::thread::available_parallelism().ok())
+                    .map_or(1, |n| n.get()),
+            ),
+        };
+        let listeners =
+            server::bind(listen, sockets).with_context(|| format!("cannot listen on {listen}"))?;
+        let bound = listeners[0].local_addr()?;
         for (served, spec) in table.functions.iter().zip(&app.functions) {
             let mut routes: Vec<&str> = spec.routes.iter().map(|r| r.template()).collect();
             if routes.is_empty() {
@@ -575,15 +598,17 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
         let scheme = if tls_files.is_some() { "https" } else { "http" };
         println!("admin on http://{admin_addr}");
         println!("listening on {scheme}://{bound}");
+        eprintln!("{}", start.finish());
         std::io::stdout().flush()?;
-        let drained = server::serve(
-            listener,
+        let drained = server::serve_sockets(
+            listeners,
+            threading,
             handler,
             data_listener,
             shutdown_signal(),
             app.server.shutdown_grace,
         )
-        .await;
+        .await?;
         // Then the triggers: each finishes (and acknowledges) what it is
         // handling, within the grace; the broker keeps the rest.
         triggers.stop_all(app.server.shutdown_grace).await;

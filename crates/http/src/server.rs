@@ -23,6 +23,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -137,6 +138,65 @@ fn builder(limits: &Connections) -> auto::Builder<TokioExecutor> {
     b
 }
 
+/// Binds one listening socket to `addr` and returns `count` descriptors of
+/// it (at least one), one for each thread that is to accept on it.
+///
+/// Each thread waits on the socket with its own epoll; a new connection
+/// wakes them all and goes to whichever accepts first, the least busy one
+/// (a keep-alive connection then stays on that thread). One socket rather
+/// than one per thread with `SO_REUSEPORT` keeps "address in use" an
+/// error: with `SO_REUSEPORT` a second server of the same user would bind
+/// the same port and silently take a share of the connections.
+pub fn bind(addr: SocketAddr, count: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    let first = std::net::TcpListener::from(socket);
+    let mut out = Vec::with_capacity(count.max(1));
+    for _ in 1..count.max(1) {
+        out.push(first.try_clone()?);
+    }
+    out.insert(0, first);
+    Ok(out)
+}
+
+/// Where the accept loops and their connections run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Threads {
+    /// Each descriptor gets a thread of its own with a current-thread
+    /// runtime: a connection, its requests and their guests stay on the
+    /// thread that accepted it, with no hand-off to another thread.
+    PerSocket,
+    /// As tasks of the calling (multi-threaded, work-stealing) runtime.
+    Shared,
+}
+
+/// What every accept loop of one listener shares.
+struct Shared<A> {
+    app: Arc<A>,
+    config: Arc<Listener>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    registry: Arc<Registry>,
+    permits: Arc<Semaphore>,
+    stopped: watch::Receiver<bool>,
+}
+
+impl<A> Clone for Shared<A> {
+    fn clone(&self) -> Self {
+        Shared {
+            app: self.app.clone(),
+            config: self.config.clone(),
+            builder: self.builder.clone(),
+            registry: self.registry.clone(),
+            permits: self.permits.clone(),
+            stopped: self.stopped.clone(),
+        }
+    }
+}
+
 /// Serves `listener` until `shutdown` resolves, then stops accepting and
 /// lets in-flight requests finish for up to `grace`. Returns whether every
 /// connection finished in time.
@@ -147,15 +207,121 @@ pub async fn serve<A: App>(
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) -> bool {
-    let config = Arc::new(config);
+    let (shared, stop) = shared(app, config);
+    let accepting = tokio::spawn(accept(listener, shared.clone()));
+    finish(shared, stop, shutdown, grace, || accepting.abort()).await
+}
+
+/// Serves the descriptors of [`bind`] as [`serve`] serves one listener,
+/// an accept loop on each, placed (with its connections) as `threads`
+/// says. Connection limits, eviction and draining cover them together.
+pub async fn serve_sockets<A: App>(
+    sockets: Vec<std::net::TcpListener>,
+    threads: Threads,
+    app: Arc<A>,
+    config: Listener,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) -> std::io::Result<bool> {
+    let (shared, stop) = shared(app, config);
+    // Told once draining is over: a current-thread runtime runs its
+    // connections only while its thread is inside `block_on`.
+    let (done, finished) = watch::channel(false);
+    let mut loops = Vec::new();
+    let mut handles = Vec::new();
+    for (i, socket) in sockets.into_iter().enumerate() {
+        let shared = shared.clone();
+        match threads {
+            Threads::Shared => {
+                let listener = TcpListener::from_std(socket)?;
+                loops.push(tokio::spawn(accept(listener, shared)));
+            }
+            Threads::PerSocket => {
+                let name = format!("wedge-{}-{i}", shared.config.name);
+                let mut finished = finished.clone();
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                let handle = std::thread::Builder::new().name(name).spawn(move || {
+                    rt.block_on(async move {
+                        match TcpListener::from_std(socket) {
+                            Ok(listener) => accept(listener, shared).await,
+                            Err(e) => {
+                                let what = format!("cannot accept on a socket: {e}");
+                                wedge_observe::log::line("error", "-", "-", &what);
+                            }
+                        }
+                        let _ = finished.wait_for(|done| *done).await;
+                    });
+                })?;
+                handles.push(handle);
+            }
+        }
+    }
+    let drained = finish(shared, stop, shutdown, grace, || {
+        loops.iter().for_each(|l| l.abort());
+    })
+    .await;
+    let _ = done.send(true);
+    for h in handles {
+        let _ = tokio::task::spawn_blocking(move || h.join()).await;
+    }
+    Ok(drained)
+}
+
+fn shared<A: App>(app: Arc<A>, config: Listener) -> (Shared<A>, watch::Sender<bool>) {
     let builder = Arc::new(builder(&config.limits));
-    let registry = Arc::new(Registry::default());
     let max = config.limits.max_connections as usize;
-    let permits = Arc::new(Semaphore::new(max));
-    let sweeper = tokio::spawn(sweep(registry.clone(), config.clone()));
     let (stop, stopped) = watch::channel(false);
-    tokio::pin!(shutdown);
+    let shared = Shared {
+        app,
+        config: Arc::new(config),
+        builder,
+        registry: Arc::new(Registry::default()),
+        permits: Arc::new(Semaphore::new(max)),
+        stopped,
+    };
+    (shared, stop)
+}
+
+/// Sweeps until `shutdown`, then stops the accept loops, tells every
+/// connection to finish, and waits up to `grace` for them.
+async fn finish<A: App>(
+    shared: Shared<A>,
+    stop: watch::Sender<bool>,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+    stop_accepting: impl FnOnce(),
+) -> bool {
+    let sweeper = tokio::spawn(sweep(shared.registry.clone(), shared.config.clone()));
+    shutdown.await;
+    shared.app.stopping();
+    let _ = stop.send(true);
+    stop_accepting();
+    let max = shared.config.limits.max_connections;
+    let drained = tokio::select! {
+        all = shared.permits.acquire_many(max) => all.is_ok(),
+        () = tokio::time::sleep(grace) => false,
+    };
+    sweeper.abort();
+    drained
+}
+
+/// Accepts connections on `listener` until the server stops.
+async fn accept<A: App>(listener: TcpListener, shared: Shared<A>) {
+    let Shared {
+        app,
+        config,
+        builder,
+        registry,
+        permits,
+        stopped,
+    } = shared;
+    let mut stopping = stopped.clone();
     loop {
+        if *stopping.borrow_and_update() {
+            break;
+        }
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -167,7 +333,7 @@ pub async fn serve<A: App>(
                     continue;
                 }
             },
-            () = &mut shutdown => break,
+            _ = stopping.changed() => break,
         };
         let permit = match permits.clone().try_acquire_owned() {
             Ok(p) => p,
@@ -177,7 +343,7 @@ pub async fn serve<A: App>(
                 }
                 tokio::select! {
                     p = permits.clone().acquire_owned() => p.expect("never closed"),
-                    () = &mut shutdown => break,
+                    _ = stopping.changed() => break,
                 }
             }
         };
@@ -228,15 +394,6 @@ pub async fn serve<A: App>(
             drop(permit);
         });
     }
-    drop(listener);
-    app.stopping();
-    let _ = stop.send(true);
-    let drained = tokio::select! {
-        all = permits.acquire_many(max as u32) => all.is_ok(),
-        () = tokio::time::sleep(grace) => false,
-    };
-    sweeper.abort();
-    drained
 }
 
 /// One connection's service.

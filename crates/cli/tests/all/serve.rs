@@ -264,3 +264,73 @@ fn functions_sharing_a_module_share_its_code_but_not_their_limits() {
     };
     assert_eq!(outcome("one"), outcome("two"), "{logs}");
 }
+
+/// Names of the threads of process `pid` that serve data connections.
+fn data_threads(pid: u32) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_string())
+        .filter(|n| n.starts_with("wedge-data"))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn connections_are_served_by_per_core_threads_or_a_shared_runtime() {
+    let sb = Sandbox::new();
+    let module = example("c-http/demo.component.wasm");
+    for (args, threads) in [
+        (
+            vec!["--threads", "3"],
+            vec!["wedge-data-0", "wedge-data-1", "wedge-data-2"],
+        ),
+        (vec!["--threading", "shared"], vec![]),
+    ] {
+        let mut all = vec![s(&module)];
+        all.extend(&args);
+        let srv = Server::start(&sb.cache_dir(), &all);
+        assert_eq!(data_threads(srv.child.id()), threads, "{args:?}");
+        // Concurrent clients, each request a connection of its own: every
+        // one is answered, whichever thread accepted it.
+        let addr = srv.addr;
+        let clients: Vec<_> = (0..6)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    (0..20)
+                        .map(|_| get(addr, "/hello"))
+                        .filter(|r| r.status == 200 && r.text().contains("wasi:http"))
+                        .count()
+                })
+            })
+            .collect();
+        let answered: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
+        assert_eq!(answered, 120, "{args:?}: {}", srv.logs());
+    }
+}
+
+#[test]
+fn a_port_in_use_is_refused_not_shared() {
+    // A second server on the port of a running one must fail to start, not
+    // bind beside it (as SO_REUSEPORT would) and take some of its clients.
+    let sb = Sandbox::new();
+    let module = example("c-http/demo.component.wasm");
+    let first = Server::start(&sb.cache_dir(), &[s(&module)]);
+    let addr = first.addr.to_string();
+    let r = sb.run(&[
+        "serve",
+        s(&module),
+        "--listen",
+        &addr,
+        "--admin-listen",
+        "127.0.0.1:0",
+    ]);
+    r.expect(1);
+    assert!(
+        r.stderr.contains(&format!("cannot listen on {addr}")),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(get(first.addr, "/hello").status, 200);
+}
