@@ -167,10 +167,10 @@ pub struct ServeArgs {
     /// per request) or `guard-pages` (faster compute-heavy guests)
     #[arg(long, value_name = "HOW", default_value = "explicit", value_parser = ["explicit", "guard-pages"])]
     bounds_checks: String,
-    /// How HTTP connections are spread over threads: `per-core` has each of
-    /// `--threads` threads accept on the listening socket and keeps every
-    /// connection, its requests and their guests on the thread that
-    /// accepted it; `shared` runs them on one work-stealing runtime
+    /// How HTTP connections are spread over threads: `per-core` hands each
+    /// new connection to the least loaded of `--threads` threads and keeps
+    /// it, its requests and their guests there; `shared` runs them on one
+    /// work-stealing runtime
     #[arg(long, value_name = "HOW", default_value = "per-core", value_parser = ["per-core", "shared"])]
     threading: String,
     /// Threads serving HTTP with `--threading per-core` [default: the CPUs
@@ -446,18 +446,18 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
         }
         table.probe().await?;
         start.mark("probe");
-        let (threading, sockets) = match args.threading.as_str() {
-            "shared" => (server::Threads::Shared, 1),
-            _ => (
-                server::Threads::PerSocket,
+        let threading = match args.threading.as_str() {
+            "shared" => server::Threads::Shared,
+            _ => server::Threads::PerCore(
                 args.threads
                     .or_else(|| std::thread::available_parallelism().ok())
                     .map_or(1, |n| n.get()),
             ),
         };
-        let listeners =
-            server::bind(listen, sockets).with_context(|| format!("cannot listen on {listen}"))?;
-        let bound = listeners[0].local_addr()?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let bound = listener.local_addr()?;
         for (served, spec) in table.functions.iter().zip(&app.functions) {
             let mut routes: Vec<&str> = spec.routes.iter().map(|r| r.template()).collect();
             if routes.is_empty() {
@@ -600,8 +600,8 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
         println!("listening on {scheme}://{bound}");
         eprintln!("{}", start.finish());
         std::io::stdout().flush()?;
-        let drained = server::serve_sockets(
-            listeners,
+        let drained = server::serve_on(
+            listener,
             threading,
             handler,
             data_listener,

@@ -26,11 +26,12 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, oneshot, watch};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use wedge_executor::body::Body;
 use wedge_manifest::Connections;
 use wedge_telemetry::metric::{Counter, Family, Gauge};
@@ -138,38 +139,15 @@ fn builder(limits: &Connections) -> auto::Builder<TokioExecutor> {
     b
 }
 
-/// Binds one listening socket to `addr` and returns `count` descriptors of
-/// it (at least one), one for each thread that is to accept on it.
-///
-/// Each thread waits on the socket with its own epoll; a new connection
-/// wakes them all and goes to whichever accepts first, the least busy one
-/// (a keep-alive connection then stays on that thread). One socket rather
-/// than one per thread with `SO_REUSEPORT` keeps "address in use" an
-/// error: with `SO_REUSEPORT` a second server of the same user would bind
-/// the same port and silently take a share of the connections.
-pub fn bind(addr: SocketAddr, count: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
-    use socket2::{Domain, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    socket.set_reuse_address(true)?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(1024)?;
-    let first = std::net::TcpListener::from(socket);
-    let mut out = Vec::with_capacity(count.max(1));
-    for _ in 1..count.max(1) {
-        out.push(first.try_clone()?);
-    }
-    out.insert(0, first);
-    Ok(out)
-}
-
-/// Where the accept loops and their connections run.
+/// Where connections and their requests run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Threads {
-    /// Each descriptor gets a thread of its own with a current-thread
-    /// runtime: a connection, its requests and their guests stay on the
-    /// thread that accepted it, with no hand-off to another thread.
-    PerSocket,
+    /// On this many threads, each with a current-thread runtime of its own.
+    /// The listener's task accepts and hands each new connection to the
+    /// thread with the fewest open connections; from then on the
+    /// connection, its requests and their guests stay on that thread, with
+    /// no hand-off between threads per request.
+    PerCore(usize),
     /// As tasks of the calling (multi-threaded, work-stealing) runtime.
     Shared,
 }
@@ -197,6 +175,21 @@ impl<A> Clone for Shared<A> {
     }
 }
 
+/// A connection accepted for a worker thread, with its place in the
+/// listener's connection limit.
+struct Accepted {
+    stream: std::net::TcpStream,
+    remote: SocketAddr,
+    permit: OwnedSemaphorePermit,
+}
+
+/// A worker thread as the accept loop sees it.
+struct Worker {
+    hand: mpsc::UnboundedSender<Accepted>,
+    /// Connections open on the thread.
+    open: Arc<AtomicUsize>,
+}
+
 /// Serves `listener` until `shutdown` resolves, then stops accepting and
 /// lets in-flight requests finish for up to `grace`. Returns whether every
 /// connection finished in time.
@@ -207,69 +200,22 @@ pub async fn serve<A: App>(
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) -> bool {
-    let (shared, stop) = shared(app, config);
-    let accepting = tokio::spawn(accept(listener, shared.clone()));
-    finish(shared, stop, shutdown, grace, || accepting.abort()).await
+    serve_on(listener, Threads::Shared, app, config, shutdown, grace)
+        .await
+        .unwrap_or(false)
 }
 
-/// Serves the descriptors of [`bind`] as [`serve`] serves one listener,
-/// an accept loop on each, placed (with its connections) as `threads`
-/// says. Connection limits, eviction and draining cover them together.
-pub async fn serve_sockets<A: App>(
-    sockets: Vec<std::net::TcpListener>,
+/// Serves `listener` as [`serve`] does, with its connections placed as
+/// `threads` says. Connection limits, eviction and draining cover all
+/// threads together. Fails only if a thread cannot be started.
+pub async fn serve_on<A: App>(
+    listener: TcpListener,
     threads: Threads,
     app: Arc<A>,
     config: Listener,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) -> std::io::Result<bool> {
-    let (shared, stop) = shared(app, config);
-    // Told once draining is over: a current-thread runtime runs its
-    // connections only while its thread is inside `block_on`.
-    let (done, finished) = watch::channel(false);
-    let mut loops = Vec::new();
-    let mut handles = Vec::new();
-    for (i, socket) in sockets.into_iter().enumerate() {
-        let shared = shared.clone();
-        match threads {
-            Threads::Shared => {
-                let listener = TcpListener::from_std(socket)?;
-                loops.push(tokio::spawn(accept(listener, shared)));
-            }
-            Threads::PerSocket => {
-                let name = format!("wedge-{}-{i}", shared.config.name);
-                let mut finished = finished.clone();
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?;
-                let handle = std::thread::Builder::new().name(name).spawn(move || {
-                    rt.block_on(async move {
-                        match TcpListener::from_std(socket) {
-                            Ok(listener) => accept(listener, shared).await,
-                            Err(e) => {
-                                let what = format!("cannot accept on a socket: {e}");
-                                wedge_observe::log::line("error", "-", "-", &what);
-                            }
-                        }
-                        let _ = finished.wait_for(|done| *done).await;
-                    });
-                })?;
-                handles.push(handle);
-            }
-        }
-    }
-    let drained = finish(shared, stop, shutdown, grace, || {
-        loops.iter().for_each(|l| l.abort());
-    })
-    .await;
-    let _ = done.send(true);
-    for h in handles {
-        let _ = tokio::task::spawn_blocking(move || h.join()).await;
-    }
-    Ok(drained)
-}
-
-fn shared<A: App>(app: Arc<A>, config: Listener) -> (Shared<A>, watch::Sender<bool>) {
     let builder = Arc::new(builder(&config.limits));
     let max = config.limits.max_connections as usize;
     let (stop, stopped) = watch::channel(false);
@@ -281,59 +227,71 @@ fn shared<A: App>(app: Arc<A>, config: Listener) -> (Shared<A>, watch::Sender<bo
         permits: Arc::new(Semaphore::new(max)),
         stopped,
     };
-    (shared, stop)
-}
-
-/// Sweeps until `shutdown`, then stops the accept loops, tells every
-/// connection to finish, and waits up to `grace` for them.
-async fn finish<A: App>(
-    shared: Shared<A>,
-    stop: watch::Sender<bool>,
-    shutdown: impl Future<Output = ()>,
-    grace: Duration,
-    stop_accepting: impl FnOnce(),
-) -> bool {
+    // Told once draining is over: a current-thread runtime runs its
+    // connections only while its thread is inside `block_on`.
+    let (done, finished) = watch::channel(false);
+    let mut workers = Vec::new();
+    let mut handles = Vec::new();
+    if let Threads::PerCore(n) = threads {
+        for i in 0..n.max(1) {
+            let (hand, mut arrivals) = mpsc::unbounded_channel::<Accepted>();
+            let open = Arc::new(AtomicUsize::new(0));
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let (shared, load, mut finished) = (shared.clone(), open.clone(), finished.clone());
+            let name = format!("wedge-{}-{i}", shared.config.name);
+            handles.push(std::thread::Builder::new().name(name).spawn(move || {
+                rt.block_on(async move {
+                    while let Some(a) = arrivals.recv().await {
+                        match TcpStream::from_std(a.stream) {
+                            Ok(stream) => {
+                                connection(&shared, stream, a.remote, a.permit, Some(load.clone()))
+                            }
+                            Err(_) => {
+                                load.fetch_sub(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                    let _ = finished.wait_for(|done| *done).await;
+                });
+            })?);
+            workers.push(Worker { hand, open });
+        }
+    }
+    let accepting = tokio::spawn(accept(listener, shared.clone(), workers));
     let sweeper = tokio::spawn(sweep(shared.registry.clone(), shared.config.clone()));
     shutdown.await;
     shared.app.stopping();
     let _ = stop.send(true);
-    stop_accepting();
-    let max = shared.config.limits.max_connections;
+    accepting.abort();
     let drained = tokio::select! {
-        all = shared.permits.acquire_many(max) => all.is_ok(),
+        all = shared.permits.acquire_many(max as u32) => all.is_ok(),
         () = tokio::time::sleep(grace) => false,
     };
     sweeper.abort();
-    drained
+    let _ = done.send(true);
+    for h in handles {
+        let _ = tokio::task::spawn_blocking(move || h.join()).await;
+    }
+    Ok(drained)
 }
 
-/// Accepts connections on `listener` until the server stops.
-async fn accept<A: App>(listener: TcpListener, shared: Shared<A>) {
-    let Shared {
-        app,
-        config,
-        builder,
-        registry,
-        permits,
-        stopped,
-    } = shared;
-    let mut stopping = stopped.clone();
+/// Accepts connections on `listener` until the server stops: serves each
+/// here, or hands it to the least loaded of `workers` if there are any.
+async fn accept<A: App>(listener: TcpListener, shared: Shared<A>, workers: Vec<Worker>) {
+    let (config, registry, permits) = (&shared.config, &shared.registry, &shared.permits);
+    let mut next = 0;
     loop {
-        if *stopping.borrow_and_update() {
-            break;
-        }
-        let (stream, remote) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of descriptors and the like: back off, keep serving.
-                    let what = format!("{} listener: accept failed: {e}", config.name);
-                    wedge_observe::log::line("warn", "-", "-", &what);
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stopping.changed() => break,
+        let (stream, remote) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of descriptors and the like: back off, keep serving.
+                let what = format!("{} listener: accept failed: {e}", config.name);
+                wedge_observe::log::line("warn", "-", "-", &what);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
         };
         let permit = match permits.clone().try_acquire_owned() {
             Ok(p) => p,
@@ -341,59 +299,91 @@ async fn accept<A: App>(listener: TcpListener, shared: Shared<A>) {
                 if registry.evict_oldest_idle() {
                     config.count_closed(Closed::Evicted, 1);
                 }
-                tokio::select! {
-                    p = permits.clone().acquire_owned() => p.expect("never closed"),
-                    _ = stopping.changed() => break,
-                }
+                permits.clone().acquire_owned().await.expect("never closed")
             }
         };
         let _ = stream.set_nodelay(true);
-        let local = stream.local_addr().unwrap_or(remote);
-        let peer = Peer { remote, local };
-        let (app, builder, config) = (app.clone(), builder.clone(), config.clone());
-        let (registration, stopped) = (registry.open(), stopped.clone());
-        tokio::spawn(async move {
-            config.open.inc();
-            let mut registration = registration;
-            let state = registration.state.clone();
-            let closed = &mut registration.closed;
-            let conn = Conn {
-                app,
-                peer,
-                state,
-                builder: &builder,
-            };
-            match &config.tls {
-                None => conn.run(stream, closed, stopped, &config).await,
-                Some(tls) => {
-                    let handshake = tokio::time::timeout(
-                        config.limits.tls_handshake_timeout,
-                        tls.accept(stream),
-                    );
-                    let stream = tokio::select! {
-                        done = handshake => match done {
-                            Ok(Ok(tls_stream)) => Some(tls_stream),
-                            Ok(Err(_)) => None,
-                            Err(_) => {
-                                config.count_closed(Closed::TlsHandshake, 1);
-                                None
-                            }
-                        },
-                        Ok(reason) = &mut *closed => {
-                            config.count_closed(reason, 1);
-                            None
-                        }
-                    };
-                    if let Some(stream) = stream {
-                        conn.run(stream, closed, stopped, &config).await;
-                    }
-                }
-            }
-            config.open.dec();
-            drop(registration);
-            drop(permit);
+        if workers.is_empty() {
+            connection(&shared, stream, remote, permit, None);
+            continue;
+        }
+        // The fewest open connections; ties taken in turn.
+        next = (next + 1) % workers.len();
+        let w = (0..workers.len())
+            .map(|k| &workers[(next + k) % workers.len()])
+            .min_by_key(|w| w.open.load(Ordering::Relaxed))
+            .expect("at least one worker");
+        let Ok(stream) = stream.into_std() else {
+            continue;
+        };
+        w.open.fetch_add(1, Ordering::Relaxed);
+        let _ = w.hand.send(Accepted {
+            stream,
+            remote,
+            permit,
         });
     }
+}
+
+/// Serves one accepted connection as a task of the current runtime;
+/// `open` counts it while it lasts.
+fn connection<A: App>(
+    shared: &Shared<A>,
+    stream: TcpStream,
+    remote: SocketAddr,
+    permit: OwnedSemaphorePermit,
+    open: Option<Arc<AtomicUsize>>,
+) {
+    let local = stream.local_addr().unwrap_or(remote);
+    let peer = Peer { remote, local };
+    let (app, builder, config) = (
+        shared.app.clone(),
+        shared.builder.clone(),
+        shared.config.clone(),
+    );
+    let (registration, stopped) = (shared.registry.open(), shared.stopped.clone());
+    tokio::spawn(async move {
+        config.open.inc();
+        let mut registration = registration;
+        let state = registration.state.clone();
+        let closed = &mut registration.closed;
+        let conn = Conn {
+            app,
+            peer,
+            state,
+            builder: &builder,
+        };
+        match &config.tls {
+            None => conn.run(stream, closed, stopped, &config).await,
+            Some(tls) => {
+                let handshake =
+                    tokio::time::timeout(config.limits.tls_handshake_timeout, tls.accept(stream));
+                let stream = tokio::select! {
+                    done = handshake => match done {
+                        Ok(Ok(tls_stream)) => Some(tls_stream),
+                        Ok(Err(_)) => None,
+                        Err(_) => {
+                            config.count_closed(Closed::TlsHandshake, 1);
+                            None
+                        }
+                    },
+                    Ok(reason) = &mut *closed => {
+                        config.count_closed(reason, 1);
+                        None
+                    }
+                };
+                if let Some(stream) = stream {
+                    conn.run(stream, closed, stopped, &config).await;
+                }
+            }
+        }
+        config.open.dec();
+        drop(registration);
+        drop(permit);
+        if let Some(open) = open {
+            open.fetch_sub(1, Ordering::Relaxed);
+        }
+    });
 }
 
 /// One connection's service.
