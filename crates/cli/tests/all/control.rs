@@ -514,8 +514,12 @@ fn a_healthy_canary_advances_step_by_step_to_stable() {
     );
     assert_eq!(s, 201, "{v}");
     let load = Load::start(srv.addr);
-    let plan =
-        br#"{"version": "v2", "steps": [25, 50, 100], "interval": "500ms", "min_requests": 10}"#;
+    // Healthy means no errors here. The latency verdict compares the P99s
+    // of a few dozen requests each, which a CI machine running the other
+    // tests in parallel can push apart at random (seen: 4.3 ms against
+    // 1.8 ms); the rollout's unit tests check that verdict.
+    let plan = br#"{"version": "v2", "steps": [25, 50, 100], "interval": "500ms",
+        "min_requests": 10, "max_latency_ratio": 1000}"#;
     let (s, v) = api(&srv, "POST", "/v1/functions/api/rollout", plan);
     assert_eq!(s, 201, "{v}");
     let v = rollout_until(&srv, &["rolled-back", "done", "frozen"]);
