@@ -5,7 +5,8 @@
 #
 # Per request: user and kernel CPU µs of the server process (utime and
 # stime from /proc/PID/stat around the measured run), context switches of
-# all its threads (/proc/PID/task/*/status), and req/s; then instructions
+# all its threads (/proc/PID/task/*/status), peak RSS (VmHWM, start-up and
+# warm-up included), and req/s; then instructions
 # per request counted by callgrind (user space only, deterministic): the
 # server is run under valgrind and sent N1 then N1+N2 keep-alive requests
 # (ab -k), and the difference divided by N2 leaves start-up out.
@@ -77,14 +78,15 @@ max_memory = "16MiB"
 EOF
 servers="wedge wasmtime native"
 [ -n "${WEDGE_ONLY:-}" ] && servers=wedge
-echo "| server | req/s | user µs/req | kernel µs/req | context switches/req | instructions/req |"
-echo "|---|---|---|---|---|---|"
+echo "| server | req/s | user µs/req | kernel µs/req | context switches/req | peak RSS (MiB) | instructions/req |"
+echo "|---|---|---|---|---|---|---|"
 for name in $servers; do
   start "$name"
   wrk -t2 -c64 -d2s "http://127.0.0.1:$port/hello" > /dev/null # warm up
   read -r u0 s0 < <(ticks "$pid"); c0=$(switches "$pid")
   wrk -t2 -c64 -d"${secs}s" "http://127.0.0.1:$port/hello" > "$out/wrk"
   read -r u1 s1 < <(ticks "$pid"); c1=$(switches "$pid")
+  hwm=$(awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$pid/status")
   kill "$pid"; wait "$pid" 2>/dev/null || true
   n=$(awk '/requests in/ {print $1}' "$out/wrk")
   rate=$(awk '/Requests\/sec/ {printf "%.0f", $2}' "$out/wrk")
@@ -107,7 +109,7 @@ for name in $servers; do
     rm -f "$out"/cg.*
   fi
   awk -v n="$n" -v hz="$hz" -v u="$((u1 - u0))" -v s="$((s1 - s0))" -v c="$((c1 - c0))" \
-    -v name="$name" -v rate="$rate" -v ir="$ir" 'BEGIN {
-      printf "| %s | %d | %.1f | %.1f | %.2f | %s |\n",
-        name, rate, u * 1e6 / hz / n, s * 1e6 / hz / n, c / n, ir }'
+    -v name="$name" -v rate="$rate" -v ir="$ir" -v hwm="$hwm" 'BEGIN {
+      printf "| %s | %d | %.1f | %.1f | %.2f | %s | %s |\n",
+        name, rate, u * 1e6 / hz / n, s * 1e6 / hz / n, c / n, hwm, ir }'
 done
