@@ -185,6 +185,8 @@ struct Accepted {
 
 /// A worker thread as the accept loop sees it.
 struct Worker {
+    /// Unbounded, but each connection in it holds one of the listener's
+    /// `max_connections` permits.
     hand: mpsc::UnboundedSender<Accepted>,
     /// Connections open on the thread.
     open: Arc<AtomicUsize>,

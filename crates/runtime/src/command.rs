@@ -192,21 +192,19 @@ pub fn run(engine: &Engine, loaded: &Loaded, mut cfg: RunConfig) -> wasmtime::Re
             let pre = linker.instantiate_pre(module).map_err(link_error)?;
             let _watchdog = watchdog_timeout.map(|t| Watchdog::start(engine, t, on_stuck));
             let (result, inst, run) = rt.block_on(async {
-                match pre.instantiate_async(&mut store).await {
-                    Err(e) => (Err(e), t0.elapsed(), Duration::ZERO),
-                    Ok(instance) => {
-                        let inst = t0.elapsed();
-                        let t1 = Instant::now();
-                        let result = match instance.get_typed_func::<(), ()>(&mut store, "_start") {
-                            Ok(start) => start.call_async(&mut store, ()).await,
-                            Err(_) => Err(wasmtime::format_err!(
-                                "the module exports no `_start` function: it is not a WASI \
-                                 command (a reactor or library cannot be run)"
-                            )),
-                        };
-                        (result, inst, t1.elapsed())
-                    }
-                }
+                let instance = pre.instantiate_async(&mut store).await;
+                let (inst, t1) = (t0.elapsed(), Instant::now());
+                let result = match instance {
+                    Err(e) => return (Err(e), inst, Duration::ZERO),
+                    Ok(i) => match i.get_typed_func::<(), ()>(&mut store, "_start") {
+                        Ok(start) => start.call_async(&mut store, ()).await,
+                        Err(_) => Err(wasmtime::format_err!(
+                            "the module exports no `_start` function: it is not a WASI command \
+                             (a reactor or library cannot be run)"
+                        )),
+                    },
+                };
+                (result, inst, t1.elapsed())
             });
             let fuel = metered.then(|| store.get_fuel().unwrap_or(0));
             (result, (inst, run), store.into_data().limits, fuel)
@@ -233,22 +231,14 @@ pub fn run(engine: &Engine, loaded: &Loaded, mut cfg: RunConfig) -> wasmtime::Re
             })?;
             let _watchdog = watchdog_timeout.map(|t| Watchdog::start(engine, t, on_stuck));
             let (result, inst, run) = rt.block_on(async {
-                match pre.instantiate_async(&mut store).await {
-                    Err(e) => (Err(e), t0.elapsed(), Duration::ZERO),
-                    Ok(command) => {
-                        let inst = t0.elapsed();
-                        let t1 = Instant::now();
-                        let result =
-                            command
-                                .wasi_cli_run()
-                                .call_run(&mut store)
-                                .await
-                                .and_then(|r| {
-                                    r.map_err(|()| wasmtime::Error::new(wasmtime_wasi::I32Exit(1)))
-                                });
-                        (result, inst, t1.elapsed())
-                    }
-                }
+                let command = pre.instantiate_async(&mut store).await;
+                let (inst, t1) = (t0.elapsed(), Instant::now());
+                let result = match command {
+                    Err(e) => return (Err(e), inst, Duration::ZERO),
+                    Ok(c) => c.wasi_cli_run().call_run(&mut store).await,
+                };
+                let exit = |()| wasmtime::Error::new(wasmtime_wasi::I32Exit(1));
+                (result.and_then(|r| r.map_err(exit)), inst, t1.elapsed())
             });
             let fuel = metered.then(|| store.get_fuel().unwrap_or(0));
             (result, (inst, run), store.into_data().limits, fuel)
