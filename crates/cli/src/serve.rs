@@ -321,6 +321,7 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
     wedge_observe::log::set_level(&args.log_level)
         .map_err(|e| anyhow::anyhow!("--log-level: {e}"))?;
     wedge_observe::log::set_json(args.log_format == "json");
+    wedge_observe::log::start();
     wedge_observe::log::forward_library_events(std::env::var("RUST_LOG").ok().as_deref())
         .map_err(|e| anyhow::anyhow!(e))?;
     let store = match &args.state {

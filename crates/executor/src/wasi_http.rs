@@ -296,11 +296,13 @@ impl WorkerState for Worker {
     }
 
     fn drop(&self, store: Store<HttpHost>, result: Result<(), wasmtime::Error>) {
-        if let (true, Some(budget), Ok(left)) = (
-            store.engine().get_consume_fuel(),
-            self.spec.limits.fuel,
-            store.get_fuel(),
-        ) {
+        // Fuel is read only when metered: `get_fuel` on an unmetered store
+        // builds an error, and with RUST_BACKTRACE set a backtrace with it,
+        // on every request.
+        if let Some(budget) = self.spec.limits.fuel
+            && store.engine().get_consume_fuel()
+            && let Ok(left) = store.get_fuel()
+        {
             self.spec
                 .metrics
                 .fuel

@@ -42,6 +42,12 @@ fn queue() -> &'static Queue {
     QUEUE.get_or_init(|| Queue::start("wedge-log", Box::new(std::io::stderr()), MAX_QUEUED_BYTES))
 }
 
+/// Starts the writer thread now, so that the first request does not wait
+/// for it to be spawned.
+pub fn start() {
+    queue();
+}
+
 /// Lines dropped so far because the queue was full.
 pub fn dropped() -> u64 {
     QUEUE.get().map_or(0, Queue::dropped)
