@@ -298,9 +298,8 @@ async fn accept<A: App>(listener: TcpListener, shared: Shared<A>, workers: Vec<W
         let permit = match permits.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
-                if registry.evict_oldest_idle() {
-                    config.count_closed(Closed::Evicted, 1);
-                }
+                // The evicted connection's task counts it as it closes.
+                registry.evict_oldest_idle();
                 permits.clone().acquire_owned().await.expect("never closed")
             }
         };
@@ -358,10 +357,15 @@ fn connection<A: App>(
         match &config.tls {
             None => conn.run(stream, closed, stopped, &config).await,
             Some(tls) => {
-                let handshake =
-                    tokio::time::timeout(config.limits.tls_handshake_timeout, tls.accept(stream));
+                // Pinned outside the select so that the socket it holds is
+                // closed only after the reason is counted: a client that
+                // sees the close then reads the metrics finds it there.
+                let mut handshake = Box::pin(tokio::time::timeout(
+                    config.limits.tls_handshake_timeout,
+                    tls.accept(stream),
+                ));
                 let stream = tokio::select! {
-                    done = handshake => match done {
+                    done = &mut handshake => match done {
                         Ok(Ok(tls_stream)) => Some(tls_stream),
                         Ok(Err(_)) => None,
                         Err(_) => {
@@ -374,6 +378,7 @@ fn connection<A: App>(
                         None
                     }
                 };
+                drop(handshake);
                 if let Some(stream) = stream {
                     conn.run(stream, closed, stopped, &config).await;
                 }
@@ -465,9 +470,8 @@ async fn sweep(registry: Arc<Registry>, config: Arc<Listener>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let swept = registry.sweep(&timeouts);
-        config.count_closed(Closed::HeadTimeout, swept.head);
-        config.count_closed(Closed::Idle, swept.idle);
-        config.count_closed(Closed::SendTimeout, swept.send);
+        // Each swept connection's task counts its reason as it closes,
+        // before its socket does.
+        registry.sweep(&timeouts);
     }
 }
