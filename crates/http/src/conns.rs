@@ -50,6 +50,11 @@ impl ConnState {
         self.active.load(Ordering::Acquire)
     }
 
+    /// Whether a request ever began on this connection.
+    pub fn served_any(&self) -> bool {
+        self.started.load(Ordering::Relaxed) != 0
+    }
+
     fn is_idle(&self) -> bool {
         self.active() == 0
     }

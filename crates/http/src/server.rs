@@ -435,7 +435,22 @@ impl<A: App> Conn<'_, A> {
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
         tokio::pin!(conn);
         tokio::select! {
-            _ = conn.as_mut() => return,
+            done = conn.as_mut() => {
+                // hyper's own head timeout (no head in time, the next one on
+                // a kept-alive connection included) can close before the
+                // sweep does: counted here, as the sweep would have.
+                if let Err(e) = done
+                    && e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout)
+                {
+                    let reason = if state.served_any() {
+                        Closed::Idle
+                    } else {
+                        Closed::HeadTimeout
+                    };
+                    config.count_closed(reason, 1);
+                }
+                return;
+            }
             Ok(reason) = closed => {
                 config.count_closed(reason, 1);
                 // Idle: nothing is lost by closing now. A request that began
