@@ -85,9 +85,10 @@ impl Listener {
         }
     }
 
-    fn count_closed(&self, reason: Closed, n: usize) {
+    /// Counts one connection the server closed, by the task that closes it.
+    fn count_closed(&self, reason: Closed) {
         if let Some((_, c)) = self.closed.iter().find(|(r, _)| *r == reason) {
-            c.add(n as u64);
+            c.inc();
         }
     }
 }
@@ -369,12 +370,12 @@ fn connection<A: App>(
                         Ok(Ok(tls_stream)) => Some(tls_stream),
                         Ok(Err(_)) => None,
                         Err(_) => {
-                            config.count_closed(Closed::TlsHandshake, 1);
+                            config.count_closed(Closed::TlsHandshake);
                             None
                         }
                     },
                     Ok(reason) = &mut *closed => {
-                        config.count_closed(reason, 1);
+                        config.count_closed(reason);
                         None
                     }
                 };
@@ -447,12 +448,12 @@ impl<A: App> Conn<'_, A> {
                     } else {
                         Closed::HeadTimeout
                     };
-                    config.count_closed(reason, 1);
+                    config.count_closed(reason);
                 }
                 return;
             }
             Ok(reason) = closed => {
-                config.count_closed(reason, 1);
+                config.count_closed(reason);
                 // Idle: nothing is lost by closing now. A request that began
                 // since the decision still gets its answer. A client that
                 // stopped reading is cut off: its response cannot finish.
