@@ -679,10 +679,13 @@ fn promql_checks_against_a_real_prometheus_gate_each_step() {
     );
     assert_eq!(s, 201);
     let load = Load::start(srv.addr);
+    // Only the queries gate here: the built-in latency verdict compares P99s
+    // that a CI machine running other tests can push apart at random (seen:
+    // 5.4 ms against 1.8 ms), so it is set out of reach.
     // A check that passes: the rollout runs to the end.
     let plan = format!(
         r#"{{"version": "v2", "steps": [50, 100], "interval": "500ms", "min_requests": 5,
-            "prometheus": "http://{prom}",
+            "max_latency_ratio": 1000, "prometheus": "http://{prom}",
             "queries": [{{"name": "budget", "query": "vector(1) * 0 + 1", "max": 5}}]}}"#
     );
     assert_eq!(
@@ -701,7 +704,7 @@ fn promql_checks_against_a_real_prometheus_gate_each_step() {
     assert_eq!(s, 201);
     let plan = format!(
         r#"{{"version": "v3", "steps": [50, 100], "interval": "500ms", "min_requests": 5,
-            "prometheus": "http://{prom}",
+            "max_latency_ratio": 1000, "prometheus": "http://{prom}",
             "queries": [{{"name": "errors-{{{{version}}}}", "query": "vector(7)", "max": 5}}]}}"#
     );
     assert_eq!(
