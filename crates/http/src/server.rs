@@ -12,7 +12,7 @@
 //! streams and pending resets are capped (CVE-2023-44487), and when
 //! `max_connections` are open the oldest idle connection makes room.
 
-use crate::conns::{Closed, ConnState, Registry, RequestGuard, Timeouts, Watched};
+use crate::conns::{Closed, ConnState, Registration, Registry, RequestGuard, Timeouts, Watched};
 use crate::tls::Tls;
 use bytes::Bytes;
 use http::{Request, Response};
@@ -181,7 +181,17 @@ impl<A> Clone for Shared<A> {
 struct Accepted {
     stream: std::net::TcpStream,
     remote: SocketAddr,
+    held: Held,
+}
+
+/// What an accepted connection holds from the accept loop on: its place
+/// under `max_connections`, and its entry in the registry. Registered at
+/// accept, not when a worker thread gets to it, so that an eviction always
+/// sees every connection holding a place: a burst that outruns the workers
+/// still finds its victims, instead of waiting for a timeout to free a place.
+struct Held {
     permit: OwnedSemaphorePermit,
+    registration: Registration,
 }
 
 /// A worker thread as the accept loop sees it.
@@ -249,7 +259,7 @@ pub async fn serve_on<A: App>(
                     while let Some(a) = arrivals.recv().await {
                         match TcpStream::from_std(a.stream) {
                             Ok(stream) => {
-                                connection(&shared, stream, a.remote, a.permit, Some(load.clone()))
+                                connection(&shared, stream, a.remote, a.held, Some(load.clone()))
                             }
                             Err(_) => {
                                 load.fetch_sub(1, Ordering::Relaxed);
@@ -304,9 +314,13 @@ async fn accept<A: App>(listener: TcpListener, shared: Shared<A>, workers: Vec<W
                 permits.clone().acquire_owned().await.expect("never closed")
             }
         };
+        let held = Held {
+            permit,
+            registration: registry.open(),
+        };
         let _ = stream.set_nodelay(true);
         if workers.is_empty() {
-            connection(&shared, stream, remote, permit, None);
+            connection(&shared, stream, remote, held, None);
             continue;
         }
         // The fewest open connections; ties taken in turn.
@@ -322,7 +336,7 @@ async fn accept<A: App>(listener: TcpListener, shared: Shared<A>, workers: Vec<W
         let _ = w.hand.send(Accepted {
             stream,
             remote,
-            permit,
+            held,
         });
     }
 }
@@ -333,7 +347,7 @@ fn connection<A: App>(
     shared: &Shared<A>,
     stream: TcpStream,
     remote: SocketAddr,
-    permit: OwnedSemaphorePermit,
+    held: Held,
     open: Option<Arc<AtomicUsize>>,
 ) {
     let local = stream.local_addr().unwrap_or(remote);
@@ -343,10 +357,13 @@ fn connection<A: App>(
         shared.builder.clone(),
         shared.config.clone(),
     );
-    let (registration, stopped) = (shared.registry.open(), shared.stopped.clone());
+    let stopped = shared.stopped.clone();
+    let Held {
+        permit,
+        mut registration,
+    } = held;
     tokio::spawn(async move {
         config.open.inc();
-        let mut registration = registration;
         let state = registration.state.clone();
         let closed = &mut registration.closed;
         let conn = Conn {
