@@ -5,7 +5,7 @@ use crate::dirs::DirMount;
 use crate::limits::Limits;
 use crate::load::{Loaded, Program};
 use crate::outcome::Outcome;
-use crate::stats::{self, Stats};
+use crate::stats::Stats;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use wasmtime::component::ResourceTable;
@@ -265,7 +265,6 @@ pub fn run(engine: &Engine, loaded: &Loaded, mut cfg: RunConfig) -> wasmtime::Re
     stats.outcome = outcome.kind();
     stats.exit_code = outcome.exit_status();
     stats.trap = outcome.message();
-    stats.host_peak_rss_bytes = stats::host_peak_rss();
     Ok(Report { outcome, stats })
 }
 

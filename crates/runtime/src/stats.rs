@@ -33,7 +33,8 @@ pub struct Stats {
     pub outcome: &'static str,
     pub exit_code: i32,
     pub trap: Option<String>,
-    /// Peak resident memory of the whole wedge process.
+    /// Peak resident memory of the whole wedge process: filled in by its
+    /// caller when the statistics are shown ([`host_peak_rss`]).
     pub host_peak_rss_bytes: Option<u64>,
 }
 
