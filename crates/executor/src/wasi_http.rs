@@ -55,11 +55,11 @@ impl HttpFunction {
         // only the handler it exports is looked up: linking both sets and
         // trying 0.3 first was ~4% of a `wedge check`'s samples (perf).
         let ty = component.component_type();
-        let imports_p3 = |name: &str| name.contains("@0.3");
         let (mut p2_imports, mut p3_imports) = (false, false);
         for (name, _) in ty.imports(engine) {
-            p3_imports |= imports_p3(name);
-            p2_imports |= !imports_p3(name);
+            let is_p3 = name.contains("@0.3");
+            p3_imports |= is_p3;
+            p2_imports |= !is_p3;
         }
         let exports_service = ty
             .exports(engine)
@@ -78,8 +78,8 @@ impl HttpFunction {
             .instantiate_pre(component)
             .map_err(|e| anyhow::anyhow!("cannot link: {e:#}"))?;
         let service = exports_service
-            .then(|| wasmtime_wasi_http::p3::bindings::ServicePre::new(instance_pre.clone()).ok())
-            .flatten();
+            .then(|| wasmtime_wasi_http::p3::bindings::ServicePre::new(instance_pre.clone()))
+            .and_then(Result::ok);
         let (pre, p3) = match service {
             Some(service) => (ProxyPre::P3(service), true),
             None => match wasmtime_wasi_http::p2::bindings::ProxyPre::new(instance_pre) {
