@@ -94,6 +94,13 @@ type SendFuture = Box<
 >;
 
 impl WasiHttpHooks for Outbound {
+    // The same set as Wasmtime's default filter, asked directly: the default
+    // method builds an `Arc` closure on every call, and it is called for
+    // every header of every request and response.
+    fn is_forbidden_header(&mut self, name: &http::HeaderName) -> bool {
+        wasmtime_wasi_http::DEFAULT_FORBIDDEN_HEADERS.contains(name)
+    }
+
     fn send_request(
         &mut self,
         request: http::Request<wasmtime_wasi_http::WasiBody>,
@@ -208,5 +215,43 @@ impl WasiHttpHooks for Outbound {
                 Box::new(io) as Box<dyn std::future::Future<Output = _> + Send>,
             ))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forbidden_headers_are_wasmtimes_default_set() {
+        let mut hooks = Outbound {
+            rules: Arc::from(Vec::new()),
+            function: Arc::from("f"),
+            request_id: "r".into(),
+            trace: None,
+            tracer: None,
+            breakers: None,
+        };
+        let filter = hooks.forbidden_header_filter();
+        let names = [
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "transfer-encoding",
+            "upgrade",
+            "host",
+            "http2-settings",
+            "proxy-authorization",
+            "content-type",
+            "x-request-id",
+            "authorization",
+        ];
+        let mut forbidden = 0;
+        for n in names {
+            let name = http::HeaderName::from_static(n);
+            assert_eq!(hooks.is_forbidden_header(&name), filter(&name), "{n}");
+            forbidden += usize::from(hooks.is_forbidden_header(&name));
+        }
+        assert_eq!(forbidden, 8);
     }
 }

@@ -134,21 +134,61 @@ impl Executor {
 /// Gives the guest an absolute URI (scheme and authority), as a proxy sees
 /// it: from the Host header, or the address the invocation arrived on.
 fn absolute_uri(parts: &mut http::request::Parts, local: SocketAddr) {
-    if parts.uri.authority().is_some() {
+    use http::uri::{Authority, PathAndQuery, Scheme};
+    // Absolute already, or not a path (the `*` of `OPTIONS *`): as it came.
+    if parts.uri.authority().is_some() || !parts.uri.path().starts_with('/') {
         return;
     }
-    let authority = parts
-        .headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .unwrap_or_else(|| local.to_string());
-    let pq = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    if let Ok(uri) = format!("http://{authority}{pq}").parse() {
-        parts.uri = uri;
+    // Built from parts rather than formatted and parsed again: one
+    // allocation (the authority's bytes) instead of about six per request.
+    let authority = match parts.headers.get(http::header::HOST) {
+        Some(host) => match Authority::try_from(host.as_bytes()) {
+            Ok(a) => a,
+            // A Host that is no authority leaves the URI as it came.
+            Err(_) => return,
+        },
+        None => match Authority::try_from(local.to_string()) {
+            Ok(a) => a,
+            Err(_) => return,
+        },
+    };
+    let mut uri = std::mem::take(&mut parts.uri).into_parts();
+    uri.scheme = Some(Scheme::HTTP);
+    uri.authority = Some(authority);
+    if uri.path_and_query.is_none() {
+        uri.path_and_query = Some(PathAndQuery::from_static("/"));
+    }
+    parts.uri = http::Uri::from_parts(uri).expect("scheme, authority and path make a URI");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::absolute_uri;
+
+    fn absolute(uri: &str, host: Option<&str>) -> String {
+        let mut b = http::Request::builder().uri(uri);
+        if let Some(h) = host {
+            b = b.header("host", h);
+        }
+        let (mut parts, ()) = b.body(()).unwrap().into_parts();
+        absolute_uri(&mut parts, "127.0.0.1:8080".parse().unwrap());
+        parts.uri.to_string()
+    }
+
+    #[test]
+    fn the_guest_sees_an_absolute_uri() {
+        assert_eq!(
+            absolute("/a/b?x=1&y", Some("example.com:81")),
+            "http://example.com:81/a/b?x=1&y"
+        );
+        assert_eq!(absolute("/hello", None), "http://127.0.0.1:8080/hello");
+        assert_eq!(absolute("*", Some("h")), "*");
+        // Already absolute: kept as it came, whatever the Host says.
+        assert_eq!(
+            absolute("https://up.example/p?q", Some("other")),
+            "https://up.example/p?q"
+        );
+        // A Host that is no authority leaves the URI relative.
+        assert_eq!(absolute("/p", Some("bad host/x")), "/p");
     }
 }
