@@ -151,6 +151,7 @@ impl Reloader {
         for f in &app.functions {
             self.node
                 .admit(&f.name, &f.limits)
+                .and_then(|()| self.node.admit_source(&f.name, &f.source))
                 .map_err(anyhow::Error::msg)?;
         }
         self.warn_unapplied(&app.server);

@@ -258,6 +258,7 @@ fn engine_for(
     let node = Node::resolve(&app.server.engine, app);
     for f in &app.functions {
         node.admit(&f.name, &f.limits)
+            .and_then(|()| node.admit_source(&f.name, &f.source))
             .map_err(|e| anyhow::anyhow!(e))?;
     }
     let (options, sizing) = node.sizing(keep_resident, explicit_bounds_checks);

@@ -1,6 +1,7 @@
 //! The `wasi:http` executor: WASI 0.2 `wasi:http/proxy` and WASI 0.3
 //! `wasi:http/service` components, driven by Wasmtime's `ProxyHandler`
-//! (per-request instances, expiry), behind wedge's own gate and limits.
+//! (per-request instances, expiry), or, for 0.2 on an engine without
+//! concurrency support, called directly; behind wedge's own gate and limits.
 
 use crate::body::Body;
 use crate::capture::Capture;
@@ -17,11 +18,13 @@ use std::time::{Duration, Instant};
 use wasmtime::component::{Component, ResourceTable};
 use wasmtime::{Engine, Store, StoreContextMut};
 use wasmtime_wasi::WasiCtxBuilder;
-use wasmtime_wasi_http::WasiHttpCtx;
 use wasmtime_wasi_http::handler::{
-    ExpirationError, HandlerState, Instance, ProxyHandler, ProxyPre, ShouldAccept,
+    ExpirationError, HandlerState, Instance, Proxy, ProxyHandler, ProxyPre, ShouldAccept,
     WorkerExpiration, WorkerState, WorkerStatus,
 };
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
 use wedge_observe::log;
 use wedge_observe::stats::GuestStats;
 use wedge_observe::traces::Tracer;
@@ -37,6 +40,8 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 pub struct HttpFunction {
     handler: ProxyHandler<State>,
     p3: bool,
+    /// Called directly, not through `ProxyHandler` (see [`Self::direct`]).
+    direct: bool,
     component: Component,
 }
 
@@ -105,6 +110,7 @@ impl HttpFunction {
         Ok(HttpFunction {
             handler: ProxyHandler::new(state),
             p3,
+            direct: !p3 && !engine.get_concurrency_support(),
             component: component.clone(),
         })
     }
@@ -173,8 +179,18 @@ impl HttpFunction {
         rx: tokio::sync::oneshot::Receiver<Result<(), wasmtime::Error>>,
     ) -> Result<http::Response<Body>, Failure> {
         let spec = &self.handler.state().spec;
-        match self.handler.handle(slot.clone(), request).await {
-            Ok(response) => Ok(response.map(|b| b.boxed_unsync())),
+        let handled = if self.direct {
+            self.direct(slot.clone(), request)
+                .await
+                .map(|r| r.map(|b| b.map_err(Into::into).boxed_unsync()))
+        } else {
+            self.handler
+                .handle(slot.clone(), request)
+                .await
+                .map(|r| r.map(|b| b.boxed_unsync()))
+        };
+        match handled {
+            Ok(response) => Ok(response),
             Err(e) if e.is::<ExpirationError>() => Err(Failure::Timeout {
                 after: spec.limits.timeout,
             }),
@@ -201,6 +217,70 @@ impl HttpFunction {
             }
         }
     }
+}
+
+impl HttpFunction {
+    /// Serves a request in a fresh instance of a 0.2 component on an engine
+    /// without concurrency support, where `ProxyHandler` (which drives every
+    /// call through `run_concurrent`) cannot run: instantiate, hand the
+    /// request and a response slot to `incoming-handler.handle` in a task of
+    /// its own (the guest may go on writing the body after it responds),
+    /// and wait for the response. The instance ends as `ProxyHandler`'s do:
+    /// through [`Worker`]'s `drop`, at most `timeout` + 100 ms after the
+    /// request started.
+    async fn direct(
+        &self,
+        slot: Arc<RequestSlot>,
+        request: http::Request<Body>,
+    ) -> wasmtime::Result<http::Response<HyperOutgoingBody>> {
+        let state = self.handler.state();
+        let timeout = state.spec.limits.timeout;
+        let started = tokio::time::Instant::now();
+        let Instance {
+            mut store,
+            proxy,
+            state: worker,
+            ..
+        } = state.instantiate().await?;
+        let Proxy::P2(proxy) = proxy else {
+            wasmtime::bail!("a WASI 0.3 service needs the engine's concurrency support");
+        };
+        begin(store.data_mut(), slot);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut view = WasiHttpView::http(store.data_mut());
+        let req = view.new_incoming_request(Scheme::Http, request)?;
+        let out = view.new_response_outparam(tx)?;
+        tokio::spawn(async move {
+            let call = proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, req, out);
+            let ended = started + timeout + Duration::from_millis(100);
+            let result = match tokio::time::timeout_at(ended, call).await {
+                Ok(result) => result,
+                Err(_) => Err(wasmtime::Error::new(ExpirationError)),
+            };
+            WorkerState::drop(&worker, store, result);
+        });
+        match tokio::time::timeout_at(started + timeout, rx).await {
+            Err(_) => Err(wasmtime::Error::new(ExpirationError)),
+            Ok(Ok(Ok(response))) => Ok(response),
+            Ok(Ok(Err(code))) => Err(wasmtime::format_err!("the guest answered {code:?}")),
+            Ok(Err(_)) => Err(wasmtime::format_err!("the guest set no response")),
+        }
+    }
+}
+
+/// Readies an instance's host state for the request in `slot`.
+fn begin(host: &mut HttpHost, slot: Arc<RequestSlot>) {
+    host.outbound.request_id = slot.id.clone();
+    host.outbound.trace = slot.trace.clone();
+    host.outbound.tracer = slot.tracer.clone();
+    host.request_id = slot.id.clone();
+    let _ = slot.peak.set(host.limits.share_peak());
+    if let Some(m) = &host.cpu {
+        let _ = slot.cpu.set(m.clone());
+    }
+    host.slot = Some(slot);
 }
 
 /// How long a failed request waits to learn how a reused (0.3) instance
@@ -301,15 +381,7 @@ impl WorkerState for Worker {
         slot: Arc<RequestSlot>,
         _task: wasmtime::component::GuestTaskId,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + Sync + 'static>> {
-        store.data_mut().outbound.request_id = slot.id.clone();
-        store.data_mut().outbound.trace = slot.trace.clone();
-        store.data_mut().outbound.tracer = slot.tracer.clone();
-        store.data_mut().request_id = slot.id.clone();
-        let _ = slot.peak.set(store.data_mut().limits.share_peak());
-        if let Some(m) = &store.data().cpu {
-            let _ = slot.cpu.set(m.clone());
-        }
-        store.data_mut().slot = Some(slot);
+        begin(store.data_mut(), slot);
         Box::pin(tokio::time::sleep(self.spec.limits.timeout))
     }
 

@@ -185,6 +185,10 @@ pub struct EngineSettings {
     pub max_instance_memory: Option<u64>,
     /// Compile fuel metering into all code, so functions may set `fuel`.
     pub fuel_metering: Option<bool>,
+    /// Support WASI 0.3 components (Wasmtime's concurrency support, which
+    /// every store then pays for); unset, on if a function of the first app
+    /// is one.
+    pub wasi_p3: Option<bool>,
 }
 
 impl Default for Server {
@@ -467,6 +471,7 @@ pub fn parse(file: &Path, text: &str, cli: &LimitOverrides) -> Result<App, Manif
         instances: rs.instances,
         max_instance_memory: rs.max_instance_memory.map(|s| s.0),
         fuel_metering: rs.fuel_metering,
+        wasi_p3: rs.wasi_p3,
     };
     if server.engine.instances == Some(0) {
         return Err(at(

@@ -69,6 +69,8 @@ pub struct RawServer {
     pub max_instance_memory: Option<Size>,
     /// Compile fuel metering in, so functions may set `fuel`.
     pub fuel_metering: Option<bool>,
+    /// Build the engine with WASI 0.3 (component-model async) support.
+    pub wasi_p3: Option<bool>,
     /// One token bucket for every request of the node.
     pub rate_limit: Option<crate::rate::RawRate>,
 }

@@ -10,6 +10,7 @@ pub mod command;
 pub mod cpu;
 pub mod dirs;
 pub mod engine;
+pub mod generation;
 pub mod limits;
 pub mod load;
 pub mod outcome;
