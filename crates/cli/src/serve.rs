@@ -256,9 +256,18 @@ fn engine_for(
     explicit_bounds_checks: bool,
 ) -> Result<(wasmtime::Engine, Node)> {
     let node = Node::resolve(&app.server.engine, app);
+    // Left unset, `wasi_p3` was derived from these very sources: only a
+    // setting can have turned it off under a 0.3 component.
+    let sources_checked = app.server.engine.wasi_p3.is_none();
     for f in &app.functions {
         node.admit(&f.name, &f.limits)
-            .and_then(|()| node.admit_source(&f.name, &f.source))
+            .and_then(|()| {
+                if sources_checked {
+                    Ok(())
+                } else {
+                    node.admit_source(&f.name, &f.source)
+                }
+            })
             .map_err(|e| anyhow::anyhow!(e))?;
     }
     let (options, sizing) = node.sizing(keep_resident, explicit_bounds_checks);

@@ -35,6 +35,9 @@ use wedge_telemetry::trace::Context as TraceContext;
 const LOG_LIMIT: usize = 64 << 10;
 /// How long an idle instance may wait for another request (0.3 reuse).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long past its request's timeout an instance may run before it is
+/// ended (the request itself has its timeout answer by then).
+const END_GRACE: Duration = Duration::from_millis(100);
 
 /// A `wasi:http` component, linked and pre-instantiated once.
 pub struct HttpFunction {
@@ -62,7 +65,7 @@ impl HttpFunction {
         let ty = component.component_type();
         let (mut p2_imports, mut p3_imports) = (false, false);
         for (name, _) in ty.imports(engine) {
-            let is_p3 = name.contains("@0.3");
+            let is_p3 = wedge_runtime::generation::names_p3(name);
             p3_imports |= is_p3;
             p2_imports |= !is_p3;
         }
@@ -226,7 +229,7 @@ impl HttpFunction {
     /// request and a response slot to `incoming-handler.handle` in a task of
     /// its own (the guest may go on writing the body after it responds),
     /// and wait for the response. The instance ends as `ProxyHandler`'s do:
-    /// through [`Worker`]'s `drop`, at most `timeout` + 100 ms after the
+    /// through [`Worker`]'s `drop`, at most `timeout` + [`END_GRACE`] after the
     /// request started.
     async fn direct(
         &self,
@@ -254,7 +257,7 @@ impl HttpFunction {
             let call = proxy
                 .wasi_http_incoming_handler()
                 .call_handle(&mut store, req, out);
-            let ended = started + timeout + Duration::from_millis(100);
+            let ended = started + timeout + END_GRACE;
             let result = match tokio::time::timeout_at(ended, call).await {
                 Ok(result) => result,
                 Err(_) => Err(wasmtime::Error::new(ExpirationError)),
@@ -451,9 +454,7 @@ impl WorkerExpiration for Expiration {
     ) -> Poll<()> {
         let deadline = match state {
             WorkerStatus::Idle => start + IDLE_TIMEOUT,
-            WorkerStatus::Requests | WorkerStatus::PostReturn => {
-                start + self.timeout + Duration::from_millis(100)
-            }
+            WorkerStatus::Requests | WorkerStatus::PostReturn => start + self.timeout + END_GRACE,
         };
         if self.deadline != Some(deadline) {
             self.deadline = Some(deadline);

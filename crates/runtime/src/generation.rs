@@ -24,28 +24,31 @@ pub fn of_file(path: &Path) -> Needs {
     }
 }
 
-/// Tells what a WebAssembly binary needs.
+/// Tells what a WebAssembly binary needs, from the import and export
+/// names [`wedge_inspect::inspect`] reads off its top level.
 pub fn of_bytes(bytes: &[u8]) -> Needs {
-    use wasmparser::Payload::{ComponentExportSection, ComponentImportSection};
     if !bytes.starts_with(b"\0asm") {
         return Needs::Unknown;
     }
-    if !wasmparser::Parser::is_component(bytes) {
-        return Needs::NoP3;
-    }
-    let p3 = |name: &str| name.contains("@0.3");
-    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
-        let hit = match payload {
-            Err(_) => return Needs::Unknown,
-            Ok(ComponentImportSection(r)) => r.into_iter().flatten().any(|i| p3(i.name.name)),
-            Ok(ComponentExportSection(r)) => r.into_iter().flatten().any(|e| p3(e.name.name)),
-            Ok(_) => false,
-        };
-        if hit {
-            return Needs::P3;
+    match wedge_inspect::inspect(bytes) {
+        Err(_) => Needs::Unknown,
+        Ok(r) if r.kind != "component" => Needs::NoP3,
+        Ok(r)
+            if r.imports
+                .iter()
+                .chain(&r.exports)
+                .any(|i| names_p3(&i.name)) =>
+        {
+            Needs::P3
         }
+        Ok(_) => Needs::NoP3,
     }
-    Needs::NoP3
+}
+
+/// Whether a component import or export name is a WASI 0.3 interface
+/// (`wasi:http/handler@0.3.0`, say).
+pub fn names_p3(name: &str) -> bool {
+    name.contains("@0.3")
 }
 
 #[cfg(test)]
