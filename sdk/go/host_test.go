@@ -118,6 +118,23 @@ func TestARequestIsBuiltFromTheHead(t *testing.T) {
 	if got.ContentLength != 5 {
 		t.Errorf("content length %d", got.ContentLength)
 	}
+	if got.TLS != nil {
+		t.Errorf("a request without :scheme has TLS state")
+	}
+}
+
+func TestARequestOverTLSSaysSo(t *testing.T) {
+	h := newHost([]string{":method", "GET", ":path", "/", ":id", "r-2", ":scheme", "https"}, "")
+	var got *http.Request
+	code := serveWith(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got = r
+	}), h)
+	if code != 0 {
+		t.Fatalf("code %d: %s", code, h.failed)
+	}
+	if got.TLS == nil || !got.TLS.HandshakeComplete {
+		t.Fatalf("TLS state %+v, want a completed handshake", got.TLS)
+	}
 }
 
 func TestASmallResponseIsSentWholeAndALargeOneStreams(t *testing.T) {

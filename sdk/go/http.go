@@ -2,6 +2,7 @@ package wedge
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -71,6 +72,12 @@ func readRequest(h host) (*http.Request, error) {
 			}
 		case k == ":remote":
 			r.RemoteAddr = v
+		case k == ":scheme":
+			if v == "https" {
+				// As net/http/cgi does for HTTPS=on: what the handshake
+				// negotiated stays with the server.
+				r.TLS = &tls.ConnectionState{HandshakeComplete: true}
+			}
 		case k == ":id":
 			id = v
 		case k == ":content-length":

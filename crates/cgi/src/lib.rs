@@ -22,6 +22,8 @@ pub struct CgiRequest<'a> {
     pub params: &'a [(String, &'a str)],
     pub body_len: usize,
     pub allow_authorization: bool,
+    /// The request came over TLS: `HTTPS=on`, an `https` full URL.
+    pub tls: bool,
 }
 
 /// Decodes `%XX` escapes (CGI's PATH_INFO is not URL-encoded).
@@ -51,6 +53,8 @@ pub fn environment(r: &CgiRequest<'_>) -> Vec<(String, String)> {
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
         .map(str::to_string)
+        // HTTP/2 carries the host as the URI's authority, not a header.
+        .or_else(|| r.uri.authority().map(|a| a.as_str().to_string()))
         .unwrap_or_else(|| r.local.to_string());
     let server_name = host_without_port(&host_header).to_string();
     let query = r.uri.query().unwrap_or("");
@@ -62,7 +66,8 @@ pub fn environment(r: &CgiRequest<'_>) -> Vec<(String, String)> {
             .to_string()
     };
     let full_url = format!(
-        "http://{host_header}{}",
+        "{}://{host_header}{}",
+        if r.tls { "https" } else { "http" },
         r.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
     );
     let mut env = vec![
@@ -89,6 +94,11 @@ pub fn environment(r: &CgiRequest<'_>) -> Vec<(String, String)> {
         ("X_FULL_URL".into(), full_url),
         ("X_RAW_PATH_INFO".into(), r.path_info.to_string()),
     ];
+    if r.tls {
+        // Not in RFC 3875, but what servers set and CGI libraries read
+        // (Go's net/http/cgi, PHP, Perl's CGI.pm).
+        env.push(("HTTPS".into(), "on".into()));
+    }
     for (name, value) in r.params {
         env.push((
             format!("X_PARAM_{}", name.to_ascii_uppercase()),

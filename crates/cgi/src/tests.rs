@@ -18,6 +18,7 @@ fn req<'a>(
         params,
         body_len: 11,
         allow_authorization: false,
+        tls: false,
     }
 }
 
@@ -65,6 +66,24 @@ fn environment_follows_cgi() {
     opted_in.allow_authorization = true;
     let env = environment(&opted_in);
     assert_eq!(get(&env, "HTTP_AUTHORIZATION"), Some("Bearer secret"));
+}
+
+#[test]
+fn over_tls_https_is_on_and_http2_names_its_host_in_the_uri() {
+    // HTTP/2 has no Host header: the authority is part of the URI.
+    let uri: Uri = "https://example.com:8443/api/items?x=1".parse().unwrap();
+    let headers = HeaderMap::new();
+    let mut r = req(&uri, &headers, &[]);
+    let env = environment(&r);
+    assert_eq!(get(&env, "HTTPS"), None);
+    assert_eq!(get(&env, "SERVER_NAME"), Some("example.com"));
+    r.tls = true;
+    let env = environment(&r);
+    assert_eq!(get(&env, "HTTPS"), Some("on"));
+    assert_eq!(
+        get(&env, "X_FULL_URL"),
+        Some("https://example.com:8443/api/items?x=1")
+    );
 }
 
 #[test]

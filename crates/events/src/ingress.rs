@@ -255,6 +255,7 @@ async fn deliver(ingress: &Ingress, event: Stored) {
             peer: Peer {
                 remote: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
                 local: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+                tls: false,
             },
             function: &function,
             call_id: &call_id,

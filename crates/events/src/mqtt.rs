@@ -65,6 +65,7 @@ pub fn start(trigger: MqttTrigger, table: Shared, pipeline: Pipeline) -> Handle 
         peer: Peer {
             remote: SocketAddr::new(ip, trigger.broker.port),
             local: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+            tls: false,
         },
         trigger,
         table,

@@ -21,6 +21,9 @@ use wedge_telemetry::trace::Context;
 pub struct Peer {
     pub remote: SocketAddr,
     pub local: SocketAddr,
+    /// Arrived over TLS: the guest sees the `https` scheme (`HTTPS=on` in
+    /// CGI).
+    pub tls: bool,
 }
 
 /// The route that matched, as CGI describes it.
@@ -92,6 +95,7 @@ impl Executor {
                     params: inv.route.params,
                     body_len: body.len(),
                     allow_authorization,
+                    tls: inv.peer.tls,
                 });
                 let (result, stats) = wagi
                     .call(crate::wagi::Call {
@@ -107,6 +111,7 @@ impl Executor {
                 let arrival = crate::sdk::Arrival {
                     remote: inv.peer.remote,
                     local: inv.peer.local,
+                    tls: inv.peer.tls,
                     template: inv.route.template,
                     params: inv.route.params,
                 };
@@ -122,7 +127,7 @@ impl Executor {
             }
             Executor::Http(http_fn) => {
                 let mut parts = inv.head;
-                absolute_uri(&mut parts, inv.peer.local);
+                absolute_uri(&mut parts, &inv.peer);
                 let request = http::Request::from_parts(parts, inv.body.into_body());
                 let (result, stats) = http_fn.call(inv.id, request, inv.trace, inv.tracer).await;
                 Outcome { result, stats }
@@ -132,8 +137,9 @@ impl Executor {
 }
 
 /// Gives the guest an absolute URI (scheme and authority), as a proxy sees
-/// it: from the Host header, or the address the invocation arrived on.
-fn absolute_uri(parts: &mut http::request::Parts, local: SocketAddr) {
+/// it: `https` for a TLS connection, the authority from the Host header or
+/// the address the invocation arrived on.
+fn absolute_uri(parts: &mut http::request::Parts, peer: &Peer) {
     use http::uri::{Authority, PathAndQuery, Scheme};
     // Absolute already, or not a path (the `*` of `OPTIONS *`): as it came.
     if parts.uri.authority().is_some() || !parts.uri.path().starts_with('/') {
@@ -147,13 +153,17 @@ fn absolute_uri(parts: &mut http::request::Parts, local: SocketAddr) {
             // A Host that is no authority leaves the URI as it came.
             Err(_) => return,
         },
-        None => match Authority::try_from(local.to_string()) {
+        None => match Authority::try_from(peer.local.to_string()) {
             Ok(a) => a,
             Err(_) => return,
         },
     };
     let mut uri = std::mem::take(&mut parts.uri).into_parts();
-    uri.scheme = Some(Scheme::HTTP);
+    uri.scheme = Some(if peer.tls {
+        Scheme::HTTPS
+    } else {
+        Scheme::HTTP
+    });
     uri.authority = Some(authority);
     if uri.path_and_query.is_none() {
         uri.path_and_query = Some(PathAndQuery::from_static("/"));
@@ -163,16 +173,34 @@ fn absolute_uri(parts: &mut http::request::Parts, local: SocketAddr) {
 
 #[cfg(test)]
 mod tests {
-    use super::absolute_uri;
+    use super::{Peer, absolute_uri};
 
-    fn absolute(uri: &str, host: Option<&str>) -> String {
+    fn absolute_over(uri: &str, host: Option<&str>, tls: bool) -> String {
         let mut b = http::Request::builder().uri(uri);
         if let Some(h) = host {
             b = b.header("host", h);
         }
         let (mut parts, ()) = b.body(()).unwrap().into_parts();
-        absolute_uri(&mut parts, "127.0.0.1:8080".parse().unwrap());
+        let peer = Peer {
+            remote: "127.0.0.1:5000".parse().unwrap(),
+            local: "127.0.0.1:8080".parse().unwrap(),
+            tls,
+        };
+        absolute_uri(&mut parts, &peer);
         parts.uri.to_string()
+    }
+
+    fn absolute(uri: &str, host: Option<&str>) -> String {
+        absolute_over(uri, host, false)
+    }
+
+    #[test]
+    fn over_tls_the_guest_sees_https() {
+        assert_eq!(
+            absolute_over("/a?b", Some("example.com"), true),
+            "https://example.com/a?b"
+        );
+        assert_eq!(absolute_over("/", None, true), "https://127.0.0.1:8080/");
     }
 
     #[test]

@@ -351,7 +351,11 @@ fn connection<A: App>(
     open: Option<Arc<AtomicUsize>>,
 ) {
     let local = stream.local_addr().unwrap_or(remote);
-    let peer = Peer { remote, local };
+    let peer = Peer {
+        remote,
+        local,
+        tls: shared.config.tls.is_some(),
+    };
     let (app, builder, config) = (
         shared.app.clone(),
         shared.builder.clone(),

@@ -60,6 +60,7 @@ fn event(id: &str, path: &str) -> Invocation<'static> {
         peer: Peer {
             remote: addr,
             local: addr,
+            tls: false,
         },
         route: Route {
             template: "/...",

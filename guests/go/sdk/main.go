@@ -35,9 +35,9 @@ func init() {
 	})
 	// What the function sees of its request and of its configuration.
 	mux.HandleFunc("/whoami/{name}", func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "method=%s\npath=%s\nquery=%s\nname=%s\nheader=%s\nhost=%s\nremote=%t\nid=%s\nenv=%s\ninits=%d\n",
+		fmt.Fprintf(w, "method=%s\npath=%s\nquery=%s\nname=%s\nheader=%s\nhost=%s\nremote=%t\nid=%s\nenv=%s\ninits=%d\ntls=%t\n",
 			r.Method, r.URL.Path, r.URL.RawQuery, r.PathValue("name"), r.Header.Get("X-Test"), r.Host,
-			r.RemoteAddr != "", wedge.RequestID(r.Context()), os.Getenv("GREETING"), inits)
+			r.RemoteAddr != "", wedge.RequestID(r.Context()), os.Getenv("GREETING"), inits, r.TLS != nil)
 	})
 	// A global the request changes: a fresh instance always answers 1.
 	mux.HandleFunc("/counter", func(w http.ResponseWriter, r *http.Request) {

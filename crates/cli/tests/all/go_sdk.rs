@@ -8,7 +8,7 @@ use crate::support::{Sandbox, root, s, wat_guest};
 use std::path::PathBuf;
 
 /// The Go SDK test guest.
-fn sdk_guest() -> PathBuf {
+pub(crate) fn sdk_guest() -> PathBuf {
     let p = root().join("guests/go/sdk/sdk.wasm");
     assert!(
         p.exists(),
@@ -82,6 +82,7 @@ fn a_go_handler_sees_its_own_request_and_a_fresh_snapshot_every_time() {
     assert_eq!(Some(f["id"].as_str()), r.header("x-request-id"));
     assert_eq!(f["env"], "hej");
     assert_eq!(f["inits"], "1");
+    assert_eq!(f["tls"], "false");
 
     // Under concurrency, each request sees its own headers and parameters.
     std::thread::scope(|scope| {

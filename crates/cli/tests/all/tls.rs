@@ -100,6 +100,53 @@ fn curl(addr: SocketAddr, ca: &Path, version: &str) -> Result<String, String> {
     }
 }
 
+/// The body `curl` gets for `path` over HTTPS trusting `ca`.
+fn curl_body(addr: SocketAddr, ca: &Path, path: &str) -> String {
+    let url = format!("https://localhost:{}{path}", addr.port());
+    let resolve = format!("localhost:{}:127.0.0.1", addr.port());
+    let out = Command::new("curl")
+        .args(["-sS", "--fail", "--max-time", "10", "--cacert", s(ca)])
+        .args(["--resolve", &resolve, &url])
+        .output()
+        .expect("curl (Debian package curl; scripts/test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "curl {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn guests_behind_tls_see_https() {
+    let sb = Sandbox::new();
+    let dir = sb.path();
+    make_pki(dir, "one");
+    let (cert, key) = (dir.join("one.pem"), dir.join("one.key"));
+    let tls = ["--tls-cert", s(&cert), "--tls-key", s(&key)];
+    let ca = dir.join("one-ca.pem");
+
+    // WAGI: HTTPS=on, as CGI libraries read it, and an https full URL.
+    let env = guest("c/wagi/env.wasm");
+    let mut args = vec![s(&env)];
+    args.extend(tls);
+    let srv = Server::start(&sb.cache_dir(), &args);
+    let body = curl_body(srv.addr, &ca, "/p?q=1");
+    let expected_url = format!("X_FULL_URL=https://localhost:{}/p?q=1", srv.addr.port());
+    assert!(body.lines().any(|l| l == "env HTTPS=on"), "{body}");
+    assert!(body.lines().any(|l| l.ends_with(&expected_url)), "{body}");
+    drop(srv);
+
+    // The Go SDK: the handler's request has TLS state (the guest prints
+    // `tls=true`), as net/http/cgi gives one for HTTPS=on.
+    let sdk = crate::go_sdk::sdk_guest();
+    let mut args = vec![s(&sdk)];
+    args.extend(tls);
+    let srv = Server::start(&sb.cache_dir(), &args);
+    let body = curl_body(srv.addr, &ca, "/whoami/ada");
+    assert!(body.lines().any(|l| l == "tls=true"), "{body}");
+}
+
 #[test]
 fn https_with_alpn_and_a_certificate_replaced_under_live_connections() {
     let sb = Sandbox::new();

@@ -169,6 +169,8 @@ pub fn decode(mut b: &[u8], max: usize) -> Result<Vec<&[u8]>, String> {
 pub struct Arrival<'a> {
     pub remote: std::net::SocketAddr,
     pub local: std::net::SocketAddr,
+    /// Arrived over TLS (`:scheme` is then `https`).
+    pub tls: bool,
     /// The route as written in the manifest.
     pub template: &'a str,
     pub params: &'a [(String, &'a str)],
@@ -204,6 +206,9 @@ pub fn request_head(
     w.pair(b":remote", remote.as_bytes());
     w.pair(b":local", local.as_bytes());
     w.pair(b":route", route.template.as_bytes());
+    if route.tls {
+        w.pair(b":scheme", b"https");
+    }
     if let Some(n) = content_length {
         w.pair(b":content-length", n.to_string().as_bytes());
     }
