@@ -228,7 +228,7 @@ pub fn markdown(r: &Results) -> String {
         "Runs: {} round{}{}, contenders alternating (each round starts with a different one). Throughput \
          is a closed loop at {} connections for {} s after {} s of warm-up; latency runs last {} s, one \
          with a single connection and one paced at 50% of that contender's own throughput in the same \
-         round. Figures are medians over the rounds, with the lowest and highest in brackets. Generated \
+         round (requests evenly spaced by a pacing thread, each timed from its send). Figures are medians over the rounds, with the lowest and highest in brackets. Generated \
          by `bench/run.sh` from `{}.json`.\n",
         c.rounds,
         if c.rounds == 1 { "" } else { "s" },
