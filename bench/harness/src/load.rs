@@ -196,32 +196,7 @@ mod tests {
 
     /// A keep-alive server answering every request with 200 "ok".
     async fn tiny_server() -> SocketAddr {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            loop {
-                let (mut s, _) = listener.accept().await.unwrap();
-                tokio::spawn(async move {
-                    let mut buf = vec![0; 4096];
-                    let mut pending = Vec::new();
-                    loop {
-                        let n = match s.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => n,
-                        };
-                        pending.extend_from_slice(&buf[..n]);
-                        while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
-                            pending.drain(..end + 4);
-                            let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                            if s.write_all(reply).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                });
-            }
-        });
-        addr
+        recording_server().await.0
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -284,8 +259,8 @@ mod tests {
         );
     }
 
-    /// A server that answers like `tiny_server` and notes when each request
-    /// arrived.
+    /// A keep-alive server answering every request with 200 "ok", noting
+    /// when each request arrived.
     async fn recording_server() -> (SocketAddr, Arc<std::sync::Mutex<Vec<Instant>>>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
