@@ -54,7 +54,8 @@ pub async fn run(addr: SocketAddr, req: &Request, status: u16, shape: Shape) -> 
     let turns: Vec<Arc<Notify>> = (0..shape.connections)
         .map(|_| Arc::new(Notify::new()))
         .collect();
-    let pacer = shape.rate.map(|rate| {
+    // No connection, no turns to hand out.
+    let pacer = shape.rate.filter(|_| !turns.is_empty()).map(|rate| {
         let turns = turns.clone();
         std::thread::Builder::new()
             .name("bench-pacer".into())
@@ -110,15 +111,16 @@ impl Schedule {
 /// 15k req/s): a paced run measured queueing behind that burst. A thread's
 /// sleep wakes within tens of microseconds of the instant asked for.
 fn pace(schedule: Schedule, end: Instant, turns: &[Arc<Notify>]) {
-    // Closer than this, a sleep would overshoot more than it waits.
-    const SPIN: Duration = Duration::from_micros(20);
+    // A turn due sooner than this is handed out at once: a sleep that
+    // short would overshoot by more than it waits.
+    const AT_ONCE: Duration = Duration::from_micros(20);
     for k in 0.. {
         let (due, conn) = schedule.turn(k);
         if due >= end {
             break;
         }
         let now = Instant::now();
-        if due > now + SPIN {
+        if due > now + AT_ONCE {
             std::thread::sleep(due - now);
         }
         turns[conn].notify_one();

@@ -33,7 +33,10 @@ pub fn of_bytes(bytes: &[u8]) -> Needs {
     // A 0.3 interface's name is spelled out in the binary, so a source
     // without `@0.3` anywhere needs no parse. Parsing is what this avoids:
     // at start its code is not yet paged in, and each source cost ~0.5 ms.
-    if !bytes.windows(4).any(|w| w == b"@0.3") {
+    if !bytes
+        .windows(P3_MARK.len())
+        .any(|w| w == P3_MARK.as_bytes())
+    {
         return Needs::NoP3;
     }
     match wedge_inspect::inspect(bytes) {
@@ -51,10 +54,12 @@ pub fn of_bytes(bytes: &[u8]) -> Needs {
     }
 }
 
-/// Whether a component import or export name is a WASI 0.3 interface
-/// (`wasi:http/handler@0.3.0`, say).
+/// What every WASI 0.3 interface name holds (`wasi:http/handler@0.3.0`).
+const P3_MARK: &str = "@0.3";
+
+/// Whether a component import or export name is a WASI 0.3 interface.
 pub fn names_p3(name: &str) -> bool {
-    name.contains("@0.3")
+    name.contains(P3_MARK)
 }
 
 #[cfg(test)]

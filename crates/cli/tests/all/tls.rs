@@ -77,19 +77,14 @@ pub(crate) fn make_pki(dir: &Path, name: &str) {
     );
 }
 
-/// `curl` over HTTPS trusting `ca`: (http version, status), or curl's error.
-fn curl(addr: SocketAddr, ca: &Path, version: &str) -> Result<String, String> {
-    let url = format!("https://localhost:{}/", addr.port());
+/// `curl ARGS` for `path` over HTTPS to `localhost` at `addr`, trusting
+/// `ca`: its output, or its error.
+fn curl_https(addr: SocketAddr, ca: &Path, path: &str, args: &[&str]) -> Result<String, String> {
+    let url = format!("https://localhost:{}{path}", addr.port());
     let resolve = format!("localhost:{}:127.0.0.1", addr.port());
     let out = Command::new("curl")
-        .args([
-            "-sS",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_version} %{http_code}",
-        ])
-        .args([version, "--max-time", "10", "--cacert", s(ca)])
+        .args(["-sS", "--max-time", "10", "--cacert", s(ca)])
+        .args(args)
         .args(["--resolve", &resolve, &url])
         .output()
         .expect("curl (Debian package curl; scripts/test.sh installs it)");
@@ -100,21 +95,15 @@ fn curl(addr: SocketAddr, ca: &Path, version: &str) -> Result<String, String> {
     }
 }
 
+/// `curl` over HTTPS trusting `ca`: (http version, status), or curl's error.
+fn curl(addr: SocketAddr, ca: &Path, version: &str) -> Result<String, String> {
+    let write_out = ["-o", "/dev/null", "-w", "%{http_version} %{http_code}"];
+    curl_https(addr, ca, "/", &[&write_out[..], &[version]].concat())
+}
+
 /// The body `curl` gets for `path` over HTTPS trusting `ca`.
 fn curl_body(addr: SocketAddr, ca: &Path, path: &str) -> String {
-    let url = format!("https://localhost:{}{path}", addr.port());
-    let resolve = format!("localhost:{}:127.0.0.1", addr.port());
-    let out = Command::new("curl")
-        .args(["-sS", "--fail", "--max-time", "10", "--cacert", s(ca)])
-        .args(["--resolve", &resolve, &url])
-        .output()
-        .expect("curl (Debian package curl; scripts/test.sh installs it)");
-    assert!(
-        out.status.success(),
-        "curl {url}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    curl_https(addr, ca, path, &["--fail"]).unwrap_or_else(|e| panic!("curl {path}: {e}"))
 }
 
 #[test]
