@@ -248,6 +248,52 @@ impl AppArgs {
     }
 }
 
+/// What `wedge serve` sets up while its engine is being built: both
+/// listening sockets, bound, and the async runtime.
+struct Early {
+    data: std::net::TcpListener,
+    admin: std::net::TcpListener,
+    runtime: tokio::runtime::Runtime,
+    /// The CPUs the process may use, asked once: each asking reads the
+    /// cgroup's files again.
+    cpus: usize,
+}
+
+impl Early {
+    fn prepare(listen: SocketAddr, admin_listen: SocketAddr) -> Result<Early> {
+        let data = bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
+        let admin = bind(admin_listen)
+            .with_context(|| format!("cannot listen on {admin_listen} (--admin-listen)"))?;
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cpus)
+            .enable_all()
+            .thread_name("wedge-worker")
+            .build()
+            .context("starting the async runtime")?;
+        Ok(Early {
+            data,
+            admin,
+            runtime,
+            cpus,
+        })
+    }
+}
+
+/// A listening socket bound as tokio's `TcpListener::bind` binds one
+/// (`SO_REUSEADDR`, a backlog of 1,024, non-blocking), but before any
+/// runtime exists. Never `SO_REUSEPORT`: a second server on a busy port
+/// must fail, not take a share of the first one's clients.
+fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
 /// Sizes the node's engine (from `[server]`, else from the defaults and
 /// `app`) and checks that every function of `app` fits in it.
 fn engine_for(
@@ -377,7 +423,47 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
         eprintln!("wedge: warning: {warning}");
     }
     start.mark("manifest");
-    let (engine, node) = engine_for(&app, args.keep_resident, args.bounds_checks == "explicit")?;
+    let listen = args
+        .listen
+        .or(app.server.listen)
+        .unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid address"));
+    let configured_token = configured_admin_token(args.admin_token_file.as_ref())?;
+    if configured_token.is_none() && !args.admin_listen.ip().is_loopback() {
+        anyhow::bail!(
+            "refusing to serve the admin listener on {} without a token: anyone who can reach \
+             it could change the server. Give --admin-token-file FILE or WEDGE_ADMIN_TOKEN, or \
+             keep --admin-listen on 127.0.0.1",
+            args.admin_listen
+        );
+    }
+    // The engine's instance pool takes milliseconds to set up (Wasmtime
+    // protects each fiber stack's guard page with an mprotect of its own), so
+    // it is built on a thread of its own while this one binds the listeners
+    // and starts the runtime. Clients that connect meanwhile wait in the
+    // listen backlog and are answered once the functions are ready, instead
+    // of being refused.
+    let (built, early) = std::thread::scope(|s| {
+        let job = std::thread::Builder::new()
+            .name("wedge-engine".into())
+            .spawn_scoped(s, || {
+                engine_for(&app, args.keep_resident, args.bounds_checks == "explicit")
+            });
+        let early = Early::prepare(listen, args.admin_listen);
+        let built = match job {
+            Ok(job) => job
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            Err(e) => Err(anyhow::Error::from(e).context("starting the engine thread")),
+        };
+        (built, early)
+    });
+    let (engine, node) = built?;
+    let Early {
+        data: data_socket,
+        admin: admin_socket,
+        runtime,
+        cpus,
+    } = early?;
     start.mark("engine");
     let mut metrics = Metrics::default();
     metrics.anomaly_config.window = args.anomaly_window;
@@ -400,10 +486,6 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
     };
     let table = Table::load(&app, loader)?;
     start.mark("functions");
-    let listen = args
-        .listen
-        .or(app.server.listen)
-        .unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid address"));
     let mut limits = app.server.connections.clone();
     limits
         .apply(&args.connections.overrides())
@@ -420,20 +502,6 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
         .map(Tls::new)
         .transpose()
         .map_err(|e| anyhow::anyhow!("tls: {e}"))?;
-    let configured_token = configured_admin_token(args.admin_token_file.as_ref())?;
-    if configured_token.is_none() && !args.admin_listen.ip().is_loopback() {
-        anyhow::bail!(
-            "refusing to serve the admin listener on {} without a token: anyone who can reach \
-             it could change the server. Give --admin-token-file FILE or WEDGE_ADMIN_TOKEN, or \
-             keep --admin-listen on 127.0.0.1",
-            args.admin_listen
-        );
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("wedge-worker")
-        .build()
-        .context("starting the async runtime")?;
     let traces = wedge_observe::traces::Config::resolve(&app.telemetry)
         .map_err(|e| anyhow::anyhow!("tracing: {e}"))?;
     runtime.block_on(async move {
@@ -459,15 +527,9 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
         start.mark("probe");
         let threading = match args.threading.as_str() {
             "shared" => server::Threads::Shared,
-            _ => server::Threads::PerCore(
-                args.threads
-                    .or_else(|| std::thread::available_parallelism().ok())
-                    .map_or(1, |n| n.get()),
-            ),
+            _ => server::Threads::PerCore(args.threads.map_or(cpus, |n| n.get())),
         };
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("cannot listen on {listen}"))?;
+        let listener = tokio::net::TcpListener::from_std(data_socket)?;
         let bound = listener.local_addr()?;
         for (served, spec) in table.functions.iter().zip(&app.functions) {
             let mut routes: Vec<&str> = spec.routes.iter().map(|r| r.template()).collect();
@@ -503,9 +565,7 @@ pub fn serve(args: ServeArgs, global: &Global) -> Result<i32> {
                 }
             }
         }
-        let admin = tokio::net::TcpListener::bind(args.admin_listen)
-            .await
-            .with_context(|| format!("cannot listen on {} (--admin-listen)", args.admin_listen))?;
+        let admin = tokio::net::TcpListener::from_std(admin_socket)?;
         let admin_addr = admin.local_addr()?;
         let token = match configured_token {
             Some(t) => t,

@@ -29,7 +29,7 @@ impl Startup {
 
     /// `ready in 3.10 ms (manifest 0.20, engine 0.90, ...)`.
     pub fn finish(mut self) -> String {
-        self.mark("listeners");
+        self.mark("serving");
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         let phases: Vec<String> = self
             .phases
@@ -58,8 +58,8 @@ mod tests {
         assert!(line.starts_with("ready in "), "{line}");
         let engine = line.find("engine ").unwrap();
         let functions = line.find("functions ").unwrap();
-        let listeners = line.find("listeners ").unwrap();
-        assert!(engine < functions && functions < listeners, "{line}");
+        let serving = line.find("serving ").unwrap();
+        assert!(engine < functions && functions < serving, "{line}");
         // The total covers the sleep, and so does the functions phase.
         let ms = |after: &str| -> f64 {
             let rest = &line[line.find(after).unwrap() + after.len()..];

@@ -335,3 +335,61 @@ fn a_port_in_use_is_refused_not_shared() {
     );
     assert_eq!(get(first.addr, "/hello").status, 200);
 }
+
+#[test]
+fn a_client_that_connects_during_start_is_answered_not_refused() {
+    // The listener is bound while the engine is built, before the functions
+    // are loaded. With an empty AOT cache the Go module is compiled first
+    // (a second or more), so the client below gets through before the
+    // server says it is listening, and waits in the backlog for its answer.
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+    let sb = Sandbox::new();
+    let module = example("go-hello/hello.wasm");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], crate::support::free_port()));
+    let mut child = sb
+        .wedge()
+        .env("WEDGE_ADMIN_TOKEN", crate::client::ADMIN_TOKEN)
+        .args(["serve", s(&module), "--listen", &addr.to_string()])
+        .args(["--admin-listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn wedge serve");
+    let (told, listening) = mpsc::channel();
+    let out = BufReader::new(child.stdout.take().unwrap());
+    std::thread::spawn(move || {
+        for line in out.lines().map_while(Result::ok) {
+            if line.starts_with("listening on ") {
+                let _ = told.send(Instant::now());
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut conn = loop {
+        match std::net::TcpStream::connect(addr) {
+            Ok(c) => break c,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "never accepted: {e}");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    };
+    let connected = Instant::now();
+    conn.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    let said_listening = listening
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the server said it was listening");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        connected < said_listening,
+        "connected {:?} after the server said it was listening",
+        connected - said_listening
+    );
+}
