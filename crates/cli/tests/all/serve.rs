@@ -377,6 +377,8 @@ fn a_client_that_connects_during_start_is_answered_not_refused() {
         }
     };
     let connected = Instant::now();
+    conn.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
     conn.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         .unwrap();
     let mut answer = String::new();
