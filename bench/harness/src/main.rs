@@ -6,6 +6,7 @@ mod control;
 mod http;
 mod load;
 mod measure;
+mod placement;
 mod plot;
 mod report;
 mod results;
@@ -61,6 +62,17 @@ struct Args {
     /// OUT/control-DATE.md.
     #[arg(long, value_name = "CHANGES")]
     control: Option<u32>,
+    /// Drive one running server instead, for profiling it: GET PATH on
+    /// 127.0.0.1:PORT (given as PORT/PATH) for --seconds, paced at --rate
+    /// req/s over --connections, or flat out without --rate; prints rate and percentiles.
+    #[arg(long, value_name = "PORT/PATH")]
+    drive: Option<String>,
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    #[arg(long)]
+    rate: Option<f64>,
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
 }
 
 fn main() -> Result<()> {
@@ -73,6 +85,9 @@ fn main() -> Result<()> {
     }
     if !Path::new("bench/WORKLOADS.md").exists() {
         bail!("run wedge-bench from the repository root (bench/run.sh does)");
+    }
+    if let Some(target) = &args.drive {
+        return drive(target, &args);
     }
     if let Some(changes) = args.control {
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -143,7 +158,13 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?;
     let inputs = workloads::Inputs::load(Path::new("bench/inputs"))?;
+    let placement = placement::Placement::of_this_process()?;
+    let latency_placement = placement.as_ref().map_or_else(
+        || "one CPU, shared by the server and the load generator".to_string(),
+        placement::Placement::describe,
+    );
     let mut bench = Bench {
+        placement,
         rt: &rt,
         plan: &plan,
         inputs: &inputs,
@@ -185,6 +206,7 @@ fn main() -> Result<()> {
             warmup_s: plan.warmup.as_secs_f64(),
             inflight_requests: plan.inflight,
             load_generator: "wedge-bench, keep-alive HTTP/1.1 on tokio with 2 threads".into(),
+            latency_placement,
         },
         contenders: all
             .iter()
@@ -202,6 +224,35 @@ fn main() -> Result<()> {
     write_report(&results, &out)?;
     let _ = std::fs::remove_dir_all(&logs);
     eprintln!("wrote {} and {}/latest.md", json.display(), out.display());
+    Ok(())
+}
+
+fn drive(target: &str, args: &Args) -> Result<()> {
+    let (port, path) = target
+        .split_once('/')
+        .context("--drive takes PORT/PATH, e.g. 8080/hello")?;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port.parse()?));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let req = http::Request::new("GET", &format!("/{path}"), &[], b"");
+    let shape = load::Shape {
+        connections: args.connections,
+        warmup: Duration::from_millis(250),
+        measure: Duration::from_secs_f64(args.seconds),
+        rate: args.rate,
+    };
+    let mut out = rt.block_on(load::run(addr, &req, 200, shape));
+    let l = out.samples.latency().context("no answers")?;
+    println!(
+        "{:.0} req/s, {} errors, P50 {:.3} ms, P99 {:.3} ms, P99.9 {:.3} ms",
+        out.rate(),
+        out.errors,
+        l.p50_ms,
+        l.p99_ms,
+        l.p999_ms
+    );
     Ok(())
 }
 

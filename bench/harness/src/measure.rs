@@ -10,6 +10,7 @@ use tokio::runtime::Runtime;
 use crate::contenders::{Contender, Paths};
 use crate::http::{Request, once};
 use crate::load::{self, Shape};
+use crate::placement::Placement;
 use crate::results::{ANY, Collector};
 use crate::server::{Launch, RssWatch, Server};
 use crate::workloads::{Inputs, Workload};
@@ -38,6 +39,8 @@ pub struct Bench<'a> {
     pub paths: &'a Paths,
     pub logs: PathBuf,
     pub out: Collector,
+    /// Where latency runs execute; None shares every CPU.
+    pub placement: Option<Placement>,
 }
 
 const MIB: f64 = 1024.0;
@@ -114,9 +117,10 @@ impl Bench<'_> {
         self.out
             .add(c.name, ANY, "idle_rss_mib", server.rss_kib() as f64 / MIB);
         for &w in &c.workloads {
-            self.workload(c, &server, w);
+            self.throughput(c, &server, w);
         }
         drop(server);
+        self.latency(c)?;
         // On a server of its own: before the workloads, the instances and
         // connections it holds open stayed in every workload's "under load"
         // memory; after them, it could reuse what they left resident.
@@ -165,7 +169,8 @@ impl Bench<'_> {
         Ok(())
     }
 
-    fn workload(&mut self, c: &Contender, server: &Server, w: Workload) {
+    /// Saturated throughput, with the server sharing every CPU with the load generator.
+    fn throughput(&mut self, c: &Contender, server: &Server, w: Workload) {
         let req = self.inputs.request(w);
         let p = self.plan;
         let (name, wl) = (c.name, w.name());
@@ -189,7 +194,46 @@ impl Bench<'_> {
         if let Some(l) = full.samples.latency() {
             self.out.add(name, wl, "p99_saturated_ms", l.p99_ms);
         }
+        if full.errors > 0 {
+            self.out.note(format!(
+                "{name} {wl}: {} requests failed or got a wrong status",
+                full.errors
+            ));
+        }
+        eprintln!("  {wl:<6} {rps:>9.0} req/s");
+    }
+
+    /// The latency runs, on a server of their own: on one CPU with the load
+    /// generator on the others where the machine has two or more (see
+    /// `placement`), so that half load is half of what the server can do.
+    fn latency(&mut self, c: &Contender) -> Result<()> {
+        let (launch, _pinned) = match &self.placement {
+            Some(p) => (p.server(&c.launch), Some(p.pin_load()?)),
+            None => (c.launch.clone(), None),
+        };
+        let server = self.start(c, &launch, "latency")?;
+        for &w in &c.workloads {
+            self.latency_runs(c, &server, w);
+        }
+        Ok(())
+    }
+
+    fn latency_runs(&mut self, c: &Contender, server: &Server, w: Workload) {
+        let req = self.inputs.request(w);
+        let p = self.plan;
+        let (name, wl) = (c.name, w.name());
         let short_warmup = p.warmup / 4;
+        let capacity = Shape {
+            connections: w.connections(p.connections),
+            warmup: short_warmup,
+            measure: p.latency,
+            rate: None,
+        };
+        let full = self
+            .rt
+            .block_on(load::run(server.addr, &req, 200, capacity));
+        let rps = full.rate();
+        self.out.add(name, wl, "rps_latency_server", rps);
         let one = Shape {
             connections: 1,
             warmup: short_warmup,
@@ -203,10 +247,8 @@ impl Bench<'_> {
             self.out.add(name, wl, "p999_1conn_ms", l.p999_ms);
         }
         let half = Shape {
-            connections: w.connections(p.connections),
-            warmup: short_warmup,
-            measure: p.latency,
             rate: Some(rps / 2.0),
+            ..capacity
         };
         let mut paced = self.rt.block_on(load::run(server.addr, &req, 200, half));
         if let Some(l) = paced.samples.latency() {
@@ -218,11 +260,11 @@ impl Bench<'_> {
         let errors = full.errors + single.errors + paced.errors;
         if errors > 0 {
             self.out.note(format!(
-                "{name} {wl}: {errors} requests failed or got a wrong status"
+                "{name} {wl}, latency runs: {errors} requests failed or got a wrong status"
             ));
         }
         eprintln!(
-            "  {wl:<6} {rps:>9.0} req/s   p99 1conn {:?} ms   p99 half {:?} ms",
+            "  {wl:<6} {rps:>9.0} req/s on the latency server   p99 1conn {:?} ms   p99 half {:?} ms",
             single.samples.percentile_ms(99.0),
             paced.samples.percentile_ms(99.0)
         );

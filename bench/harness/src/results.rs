@@ -36,6 +36,10 @@ pub struct Config {
     pub warmup_s: f64,
     pub inflight_requests: usize,
     pub load_generator: String,
+    /// Where the latency runs executed; empty in results from before 2026-12-02,
+    /// whose latency runs shared every CPU with the load generator.
+    #[serde(default)]
+    pub latency_placement: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -125,6 +129,7 @@ impl Results {
                 warmup_s: 1.0,
                 inflight_requests: 200,
                 load_generator: "wedge-bench".into(),
+                latency_placement: "server on CPU 1, load generator on CPU 0".into(),
             },
             contenders: contenders
                 .iter()

@@ -21,7 +21,7 @@ pub struct Launch {
 
 impl Launch {
     /// `{port}` in arguments and environment values becomes the port.
-    fn command(&self, port: u16) -> Command {
+    pub fn command(&self, port: u16) -> Command {
         let fill = |s: &String| s.replace("{port}", &port.to_string());
         let mut cmd = Command::new(&self.program);
         // A shell's RUST_BACKTRACE makes every guest exit walk the host stack
